@@ -1,0 +1,71 @@
+//! `tessera eval ...`
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use tessera::models::Transformer;
+use tessera::tokenizer::Tokenizer;
+use tessera::train::checkpoint::resolve_model_dir;
+use tessera::train::data::encode_long;
+use tessera::train::evaluate_tokens;
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCmd {
+    /// Per-token perplexity and bits per character of a language model on a text.
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PerplexityArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// UTF-8 text to score.
+    #[arg(long)]
+    data: PathBuf,
+    /// Tokens per window (default: the model's context length).
+    #[arg(long)]
+    block: Option<usize>,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: EvalCmd) -> Result<()> {
+    match cmd {
+        EvalCmd::Perplexity(a) => perplexity(a),
+    }
+}
+
+fn perplexity(a: PerplexityArgs) -> Result<()> {
+    let dir = resolve_model_dir(&a.model)?;
+    let model = Transformer::load_dir(&dir, tessera::DType::F32, &tessera::Device::Cpu)?;
+    let tok = Tokenizer::from_file(dir.join("tokenizer.json")).context("loading the tokenizer")?;
+    let text = tessera::error::read_text(&a.data)?;
+    if text.is_empty() {
+        bail!("{}: the file is empty", a.data.display());
+    }
+    // The first token is predicted from the beginning-of-text token, so every character is scored.
+    let start = model.cfg.bos_token_id.or(model.cfg.eos_token_id).or(tok.eos_id()).unwrap_or(0);
+    let mut ids = vec![start];
+    ids.extend(encode_long(&tok, &text)?);
+    let block = a.block.unwrap_or(model.cfg.max_position_embeddings);
+    if block == 0 {
+        bail!("--block must be positive");
+    }
+    let e = evaluate_tokens(&model, &ids, text.chars().count(), block, a.batch, 0)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&e)?);
+    } else {
+        println!("tokens:          {}", e.tokens);
+        println!("characters:      {}", e.chars);
+        println!("loss:            {:.6} nats/token", e.loss);
+        println!("perplexity:      {:.4}", e.perplexity);
+        println!("nats per char:   {:.6}", e.nats_per_char);
+        println!("bits per char:   {:.6}", e.bits_per_char);
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! `tessera train`
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tessera::models::ModelConfig;
+use tessera::tokenizer::Tokenizer;
+use tessera::train::data::{split_text, TokenData};
+use tessera::train::trainer::{run as run_training, Ended, Observer, RunOptions, StepStats, Trainer};
+use tessera::train::{LmEval, TrainConfig};
+
+/// Configs built into the program, usable by name.
+pub const BUILTIN_CONFIGS: [(&str, &str); 3] = [
+    ("small", include_str!("../../../configs/small.json")),
+    ("tiny", include_str!("../../../configs/tiny.json")),
+    ("tiny-llama", include_str!("../../../configs/tiny-llama.json")),
+];
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// UTF-8 training text (the last part is held out for validation).
+    #[arg(long)]
+    data: PathBuf,
+    /// Model + training config: a JSON file with Hugging Face names, or a built-in name (small, tiny, tiny-llama).
+    #[arg(long, default_value = "small")]
+    config: String,
+    /// Run directory: checkpoint/, metrics.jsonl, loss.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// Use this tokenizer.json instead of training one on the data.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Optimizer steps of the whole schedule (overrides the config).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Stop after this many minutes (a checkpoint is written).
+    #[arg(long)]
+    max_time: Option<f64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    block_size: Option<usize>,
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    #[arg(long)]
+    eval_every: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Do not draw loss.png.
+    #[arg(long)]
+    no_plot: bool,
+}
+
+/// Read a config by path or built-in name: (model config, training config).
+pub fn load_config(spec: &str) -> Result<(ModelConfig, TrainConfig)> {
+    let text = if Path::new(spec).exists() {
+        tessera::error::read_text(spec)?
+    } else if let Some((_, t)) = BUILTIN_CONFIGS.iter().find(|(n, _)| *n == spec) {
+        t.to_string()
+    } else {
+        bail!("config '{spec}' is neither a file nor a built-in config (small, tiny, tiny-llama)")
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("config {spec}"))?;
+    let m = ModelConfig::from_hf_json(&v).with_context(|| format!("config {spec}"))?;
+    let t = TrainConfig::from_config_json(&v).with_context(|| format!("config {spec}"))?;
+    Ok((m, t))
+}
+
+struct Bar {
+    bar: ProgressBar,
+    log_every: usize,
+}
+
+impl Observer for Bar {
+    fn on_step(&mut self, t: &Trainer, s: &StepStats) {
+        self.bar.set_position(s.step as u64);
+        let msg = format!(
+            "loss {:.4} | lr {:.2e} | {:.0} tok/s",
+            s.loss,
+            s.lr,
+            s.tokens as f64 / s.seconds
+        );
+        self.bar.set_message(msg.clone());
+        if self.bar.is_hidden() && (s.step % self.log_every == 0 || s.step == 1) {
+            eprintln!("step {}/{} {msg}", s.step, t.cfg.max_steps);
+        }
+    }
+    fn on_eval(&mut self, step: usize, e: &LmEval) {
+        self.bar.println(format!(
+            "step {step}: val loss {:.4} | ppl {:.2} | {:.4} nats/char | {:.4} bits/char",
+            e.loss, e.perplexity, e.nats_per_char, e.bits_per_char
+        ));
+    }
+    fn on_checkpoint(&mut self, step: usize, dir: &Path) {
+        self.bar.println(format!("step {step}: checkpoint {}", dir.display()));
+    }
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let text = tessera::error::read_text(&a.data)?;
+    if text.trim().is_empty() {
+        bail!("{}: the training text is empty", a.data.display());
+    }
+    let device = candle_core_device();
+    let ckpt = a.out.join("checkpoint");
+    let mut trainer = if a.resume {
+        if !ckpt.exists() {
+            bail!("--resume: {} has no checkpoint to resume from", a.out.display());
+        }
+        let t = Trainer::resume(&ckpt, &text, a.max_steps, &device)?;
+        eprintln!("resuming {} at step {}/{}", ckpt.display(), t.step, t.cfg.max_steps);
+        t
+    } else {
+        if ckpt.exists() {
+            bail!(
+                "{} already holds a run (use --resume to continue it, or another --out)",
+                a.out.display()
+            );
+        }
+        let (mut mcfg, mut tcfg) = load_config(&a.config)?;
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = a.$f { tcfg.$f = v; } )* };
+        }
+        set!(max_steps, batch_size, block_size, grad_accum, lr, warmup_steps, eval_every, seed);
+        tcfg.min_lr = tcfg.min_lr.min(tcfg.lr);
+        tcfg.validate()?;
+        let (train_text, _) = split_text(&text, tcfg.val_fraction);
+        let tok = match &a.tokenizer {
+            Some(p) => Tokenizer::from_file(p)?,
+            None => {
+                eprintln!("training a {}-token byte-level BPE on {}", tcfg.vocab_size, a.data.display());
+                Tokenizer::train_bpe(&[train_text], tcfg.vocab_size)?
+            }
+        };
+        mcfg.vocab_size = tok.vocab_size();
+        let eos = tok.eos_id().unwrap_or(0);
+        mcfg.eos_token_id = Some(eos);
+        mcfg.bos_token_id = Some(eos);
+        let data = TokenData::from_text(&tok, &text, tcfg.val_fraction, eos)?;
+        eprintln!(
+            "{} parameters | {} training tokens, {} validation tokens | {} tokens per step",
+            mcfg.num_params(),
+            data.train.len(),
+            data.val.len(),
+            tcfg.tokens_per_step()
+        );
+        Trainer::new(mcfg, tcfg, tok, data, &device)?
+    };
+    let stop = crate::interrupt_flag();
+    let bar = ProgressBar::new(trainer.cfg.max_steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
+            .expect("valid template"),
+    );
+    bar.set_position(trainer.step as u64);
+    bar.reset_eta();
+    let mut obs = Bar { bar, log_every: (trainer.cfg.max_steps / 20).max(1) };
+    let opts = RunOptions {
+        out_dir: a.out.clone(),
+        max_time: a.max_time.map(|m| Duration::from_secs_f64(m * 60.0)),
+        stop: &stop,
+        plot: !a.no_plot,
+    };
+    let (ended, e) = run_training(&mut trainer, &opts, &mut obs)?;
+    obs.bar.finish_and_clear();
+    let how = match ended {
+        Ended::Finished => "finished",
+        Ended::TimeLimit => "stopped at the time limit",
+        Ended::Interrupted => "interrupted",
+    };
+    eprintln!(
+        "{how} at step {}/{}: val loss {:.4}, ppl {:.2}, {:.4} bits/char; checkpoint in {}",
+        trainer.step,
+        trainer.cfg.max_steps,
+        e.loss,
+        e.perplexity,
+        e.bits_per_char,
+        ckpt.display()
+    );
+    if ended != Ended::Finished {
+        eprintln!("continue with: tessera train --data {} --out {} --resume", a.data.display(), a.out.display());
+    }
+    Ok(())
+}
+
+/// The device commands run on (CPU; CUDA comes with the engine's `cuda` feature).
+pub fn candle_core_device() -> tessera::Device {
+    tessera::Device::Cpu
+}

@@ -1,0 +1,76 @@
+//! `tessera`: train, evaluate and run Transformer language models.
+
+mod cmd_bench;
+mod cmd_eval;
+mod cmd_generate;
+mod cmd_tokenizer;
+mod cmd_train;
+
+use clap::{Parser, Subcommand};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(name = "tessera", version, about = "Train, evaluate and run Transformer language models")]
+struct Cli {
+    /// Worker threads for tensor math (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Tokenizer tools.
+    #[command(subcommand)]
+    Tokenizer(cmd_tokenizer::TokenizerCmd),
+    /// Train a language model from scratch on text.
+    Train(cmd_train::TrainArgs),
+    /// Generate text from a prompt, streaming it as it is decoded.
+    Generate(cmd_generate::GenerateArgs),
+    /// Evaluate a model or score text.
+    #[command(subcommand)]
+    Eval(cmd_eval::EvalCmd),
+    /// Benchmarks that print the same final lines as the peers' scripts.
+    #[command(subcommand)]
+    Bench(cmd_bench::BenchCmd),
+}
+
+/// Set by Ctrl-C: long-running commands stop at the next safe point. A second Ctrl-C exits at once.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let presses = AtomicUsize::new(0);
+        let _ = ctrlc::set_handler(move || {
+            if presses.fetch_add(1, Ordering::SeqCst) >= 1 {
+                eprintln!("\ninterrupted again: exiting now");
+                std::process::exit(130);
+            }
+            f.store(true, Ordering::SeqCst);
+        });
+        flag
+    })
+    .clone()
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // The tensor engine and rayon read this before their first parallel operation.
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
+    let result = match cli.cmd {
+        Cmd::Tokenizer(c) => cmd_tokenizer::run(c),
+        Cmd::Train(a) => cmd_train::run(a),
+        Cmd::Generate(a) => cmd_generate::run(a),
+        Cmd::Eval(c) => cmd_eval::run(c),
+        Cmd::Bench(c) => cmd_bench::run(c),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,15 @@
+//! tessera: tokenizers, one configurable Transformer, training and generation.
+//!
+//! Shape legend used in comments throughout: B batch, T time (sequence), C channels (hidden size),
+//! H attention heads, Hkv key/value heads, D head size, V vocabulary, I intermediate (MLP) size.
+
+pub mod error;
+pub mod generate;
+pub mod models;
+pub mod nn;
+pub mod tokenizer;
+pub mod train;
+pub mod util;
+
+pub use error::{Error, Result};
+pub use candle_core::{DType, Device, Tensor};

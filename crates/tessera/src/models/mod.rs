@@ -1,0 +1,9 @@
+//! Model configurations and the Transformer built from them.
+
+pub mod config;
+pub mod decoder;
+pub mod params;
+
+pub use config::{Activation, Arch, ModelConfig, NormKind, PositionKind};
+pub use decoder::{KvCache, Transformer};
+pub use params::ParamStore;

@@ -1,0 +1,132 @@
+//! Causal multi-head self-attention, with grouped-query heads and a key/value cache.
+
+use super::dropout::{self, Dropout};
+use super::loss::softmax;
+use super::{Linear, Rotary};
+use candle_core::{Result, Tensor};
+
+/// How queries, keys and values are projected.
+#[derive(Clone, Debug)]
+pub enum QkvProj {
+    /// One projection to `[q | k | v]` (GPT-2's `c_attn`).
+    Fused(Linear),
+    /// Separate projections (Llama).
+    Split { q: Linear, k: Linear, v: Linear },
+}
+
+/// Cached keys and values of one layer: (B, Hkv, Tc, D) each.
+#[derive(Clone, Debug, Default)]
+pub struct LayerKv {
+    kv: Option<(Tensor, Tensor)>,
+}
+
+impl LayerKv {
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.kv.as_ref().map(|(k, _)| k.dims()[2]).unwrap_or(0)
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drop everything cached.
+    pub fn clear(&mut self) {
+        self.kv = None;
+    }
+
+    /// Append new keys/values (B, Hkv, T, D) and return all of them.
+    fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let (k, v) = match self.kv.take() {
+            None => (k, v),
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+        };
+        self.kv = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+}
+
+/// Self-attention block.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub qkv: QkvProj,
+    pub out: Linear,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// (T, Tk) additive mask: 0 where query `i` (at absolute position `pos + i`) may see key `j`.
+pub fn causal_mask(t: usize, tk: usize, pos: usize, x: &Tensor) -> Result<Tensor> {
+    let mut m = vec![0f32; t * tk];
+    for i in 0..t {
+        for j in (pos + i + 1)..tk {
+            m[i * tk + j] = f32::NEG_INFINITY;
+        }
+    }
+    Tensor::from_vec(m, (t, tk), x.device())?.to_dtype(x.dtype())
+}
+
+/// Repeat each of the Hkv key/value heads `n_rep` times: (B, Hkv, T, D) -> (B, Hkv*n_rep, T, D).
+fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x);
+    }
+    let (b, hkv, t, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, hkv, n_rep, t, d))?
+        .contiguous()?
+        .reshape((b, hkv * n_rep, t, d))
+}
+
+impl Attention {
+    /// x (B, T, C) whose first position is `pos` -> (B, T, C).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        pos: usize,
+        rope: Option<&Rotary>,
+        cache: Option<&mut LayerKv>,
+        drop: &mut Option<&mut Dropout<'_>>,
+    ) -> Result<Tensor> {
+        let (b, t, _c) = x.dims3()?;
+        let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let (q, k, v) = match &self.qkv {
+            QkvProj::Fused(l) => {
+                let qkv = l.forward(x)?; // (B, T, (H + 2 Hkv) D)
+                (
+                    qkv.narrow(2, 0, h * d)?,
+                    qkv.narrow(2, h * d, hkv * d)?,
+                    qkv.narrow(2, (h + hkv) * d, hkv * d)?,
+                )
+            }
+            QkvProj::Split { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
+        };
+        let q = q.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?; // (B, H, T, D)
+        let k = k.reshape((b, t, hkv, d))?.transpose(1, 2)?.contiguous()?; // (B, Hkv, T, D)
+        let v = v.reshape((b, t, hkv, d))?.transpose(1, 2)?.contiguous()?; // (B, Hkv, T, D)
+        let (q, k) = match rope {
+            Some(r) => (r.apply(&q, pos)?, r.apply(&k, pos)?),
+            None => (q, k),
+        };
+        let (k, v) = match cache {
+            Some(c) => c.append(k, v)?, // (B, Hkv, Tk, D)
+            None => (k, v),
+        };
+        let tk = k.dims()[2];
+        let k = repeat_kv(k, h / hkv)?; // (B, H, Tk, D)
+        let v = repeat_kv(v, h / hkv)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?; // (B, H, T, Tk)
+        let att = if t > 1 {
+            att.broadcast_add(&causal_mask(t, tk, tk - t, &att)?)?
+        } else {
+            att
+        };
+        let att = dropout::maybe(softmax(&att)?, drop)?;
+        let y = att.matmul(&v)?; // (B, H, T, D)
+        let y = y.transpose(1, 2)?.reshape((b, t, h * d))?; // (B, T, H D)
+        self.out.forward(&y)
+    }
+}

@@ -1,0 +1,27 @@
+//! Cross-entropy over logits, differentiable.
+
+use candle_core::{Result, Tensor, D};
+
+/// Mean cross-entropy of `logits` (N, V) against `targets` (N) u32, in nats.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let n = logits.dim(0)?;
+    let log_probs = log_softmax(logits)?; // (N, V)
+    let picked = log_probs.gather(&targets.reshape((n, 1))?, 1)?; // (N, 1)
+    picked.neg()?.mean_all()
+}
+
+/// Numerically stable log-softmax over the last dimension.
+pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach(); // (..., 1): a constant shift, no gradient needed
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&lse)
+}
+
+/// Numerically stable softmax over the last dimension.
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let s = e.sum_keepdim(D::Minus1)?;
+    e.broadcast_div(&s)
+}

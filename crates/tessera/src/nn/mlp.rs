@@ -1,0 +1,37 @@
+//! The position-wise MLP: plain (`proj(act(fc(x)))`) or gated (`down(act(gate(x)) * up(x))`).
+
+use super::Linear;
+use crate::models::Activation;
+use candle_core::{Result, Tensor};
+
+/// Apply an activation.
+pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+    match act {
+        Activation::GeluTanh => x.gelu(),
+        Activation::Gelu => x.gelu_erf(),
+        Activation::Silu => x.silu(),
+        Activation::Relu => x.relu(),
+    }
+}
+
+/// A feed-forward block.
+#[derive(Clone, Debug)]
+pub enum Mlp {
+    /// GPT-2 style.
+    Plain { fc: Linear, proj: Linear, act: Activation },
+    /// Llama style (SwiGLU with SiLU).
+    Gated { gate: Linear, up: Linear, down: Linear, act: Activation },
+}
+
+impl Mlp {
+    /// (B, T, C) -> (B, T, C)
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Mlp::Plain { fc, proj, act } => proj.forward(&activate(&fc.forward(x)?, *act)?),
+            Mlp::Gated { gate, up, down, act } => {
+                let g = activate(&gate.forward(x)?, *act)?; // (B, T, I)
+                down.forward(&(g * up.forward(x)?)?)
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Rotary position embedding (the half-split layout of Hugging Face Llama).
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+/// Precomputed cos/sin tables for rotary embeddings.
+#[derive(Clone, Debug)]
+pub struct Rotary {
+    /// (P, D/2)
+    cos: Tensor,
+    /// (P, D/2)
+    sin: Tensor,
+}
+
+impl Rotary {
+    /// Tables for `max_pos` positions and head size `head_dim`, base `theta`.
+    pub fn new(head_dim: usize, max_pos: usize, theta: f64, dtype: DType, device: &Device) -> Result<Self> {
+        let half = head_dim / 2;
+        // inv_freq is computed in f32 as the reference does; the angles in f32 too.
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(max_pos * half);
+        let mut sin = Vec::with_capacity(max_pos * half);
+        for p in 0..max_pos {
+            for &f in &inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let cos = Tensor::from_vec(cos, (max_pos, half), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (max_pos, half), device)?.to_dtype(dtype)?;
+        Ok(Rotary { cos, sin })
+    }
+
+    /// Rotate `x` (B, H, T, D) whose first position is `pos`.
+    pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        let (_b, _h, t, d) = x.dims4()?;
+        let cos = self.cos.narrow(0, pos, t)?; // (T, D/2)
+        let sin = self.sin.narrow(0, pos, t)?;
+        let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?; // (T, D)
+        let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
+        let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+        let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?; // (B, H, T, D)
+        x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+    }
+
+    /// Number of positions the tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+}

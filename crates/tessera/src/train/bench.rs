@@ -1,0 +1,124 @@
+//! Training throughput benchmark on the reference model of the peers' `train_gpt_torch.py`.
+
+use super::optim::AdamW;
+use crate::models::{ModelConfig, ParamStore, Transformer};
+use crate::util::rng::Rng;
+use crate::Result;
+use candle_core::{DType, Device, Tensor};
+use std::time::Instant;
+
+/// The benchmark's settings (same names and defaults as the PyTorch script).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchTrainOptions {
+    pub vocab_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub block_size: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub dropout: f32,
+    pub bias: bool,
+    pub steps: usize,
+    pub warmup: usize,
+    pub seed: u64,
+}
+
+impl Default for BenchTrainOptions {
+    fn default() -> Self {
+        BenchTrainOptions {
+            vocab_size: 4096,
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 256,
+            block_size: 128,
+            batch_size: 16,
+            lr: 3e-4,
+            beta1: 0.9,
+            beta2: 0.95,
+            weight_decay: 0.1,
+            grad_clip: 0.0,
+            dropout: 0.0,
+            bias: true,
+            steps: 20,
+            warmup: 3,
+            seed: 0,
+        }
+    }
+}
+
+/// What the benchmark measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchTrainResult {
+    pub params: usize,
+    pub tokens_per_s: f64,
+    pub ms_per_step: f64,
+    pub final_loss: f64,
+    pub steps: usize,
+}
+
+/// Train the GPT of `opts` on uniformly random ids; time `steps` steps after `warmup` untimed ones.
+pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
+    let mut cfg = ModelConfig::from_hf_json(&serde_json::json!({
+        "model_type": "gpt2", "vocab_size": opts.vocab_size, "n_embd": opts.n_embd, "n_layer": opts.n_layer,
+        "n_head": opts.n_head, "n_positions": opts.block_size, "resid_pdrop": opts.dropout,
+    }))?;
+    cfg.bias = opts.bias;
+    let device = Device::Cpu;
+    let mut rng = Rng::new(opts.seed);
+    let params = ParamStore::init(&cfg, &mut rng, DType::F32, &device)?;
+    let model = Transformer::from_params(&cfg, &params)?;
+    let mut opt = AdamW::new(&params, opts.beta1, opts.beta2, 1e-8, opts.weight_decay)?;
+    let (b, t) = (opts.batch_size, opts.block_size);
+    let mut last_loss = f64::NAN;
+    let mut step = |rng: &mut Rng| -> Result<f64> {
+        let ids: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(opts.vocab_size) as u32).collect();
+        let all = Tensor::from_vec(ids, (b, t + 1), &device)?;
+        let x = all.narrow(1, 0, t)?.contiguous()?;
+        let y = all.narrow(1, 1, t)?.contiguous()?;
+        let mut drop_rng = rng.fork();
+        let mut d = crate::nn::Dropout { p: opts.dropout, rng: &mut drop_rng };
+        let loss = model.loss(&x, &y, if opts.dropout > 0.0 { Some(&mut d) } else { None })?;
+        let grads = loss.backward()?;
+        let mut gs: Vec<Tensor> = params
+            .vars
+            .iter()
+            .map(|v| grads.get(v.as_tensor()).cloned().ok_or_else(|| crate::Error::Input("missing gradient".into())))
+            .collect::<Result<_>>()?;
+        if opts.grad_clip > 0.0 {
+            let n = super::optim::global_norm(&gs)?;
+            if n > opts.grad_clip {
+                gs = gs.into_iter().map(|g| g * (opts.grad_clip / n)).collect::<candle_core::Result<_>>()?;
+            }
+        }
+        opt.step(&params, &gs, opts.lr)?;
+        Ok(loss.to_scalar::<f32>()? as f64)
+    };
+    for _ in 0..opts.warmup {
+        step(&mut rng)?;
+    }
+    let start = Instant::now();
+    for _ in 0..opts.steps {
+        last_loss = step(&mut rng)?;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    Ok(BenchTrainResult {
+        params: params.num_params(),
+        tokens_per_s: (b * t * opts.steps) as f64 / wall,
+        ms_per_step: 1000.0 * wall / opts.steps.max(1) as f64,
+        final_loss: last_loss,
+        steps: opts.steps,
+    })
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

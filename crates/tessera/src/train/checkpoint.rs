@@ -1,0 +1,143 @@
+//! Checkpoints: a Hugging Face-layout directory plus optimizer, schedule and RNG state.
+//!
+//! ```text
+//! checkpoint/
+//!   config.json            model config (Hugging Face names)
+//!   model.safetensors      weights (Hugging Face names)
+//!   tokenizer.json
+//!   optimizer.safetensors  AdamW moments: "m.<name>", "v.<name>"
+//!   trainer_state.json     step, optimizer step, RNG and data position, training config
+//! ```
+//! The directory is written beside its final place and renamed in, so a crash never leaves a
+//! half-written checkpoint.
+
+use super::data::BatcherState;
+use super::TrainConfig;
+use crate::models::params::{load_safetensors, safetensors_bytes};
+use crate::models::{ModelConfig, ParamStore, Transformer};
+use crate::tokenizer::Tokenizer;
+use crate::util::fs::{replace_dir, write_atomic};
+use crate::util::rng::Rng;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Version of the trainer state layout.
+pub const STATE_VERSION: u32 = 1;
+
+/// Everything besides tensors needed to resume exactly.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub version: u32,
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// AdamW's step counter (bias correction).
+    pub adam_step: u64,
+    /// Dropout generator.
+    pub rng: Rng,
+    /// Data position.
+    pub batcher: BatcherState,
+    /// Training settings of the run.
+    pub train_config: TrainConfig,
+    /// Tokens consumed.
+    pub tokens_seen: u64,
+    /// Wall time spent training, seconds.
+    pub elapsed_s: f64,
+}
+
+/// Write a checkpoint directory at `dir` atomically.
+pub fn save(
+    dir: &Path,
+    cfg: &ModelConfig,
+    params: &ParamStore,
+    tok: &Tokenizer,
+    m: &[Tensor],
+    v: &[Tensor],
+    state: &TrainerState,
+) -> Result<()> {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    write_atomic(&tmp.join("config.json"), serde_json::to_string_pretty(&cfg.to_hf_json())?.as_bytes())?;
+    write_atomic(&tmp.join("model.safetensors"), &Transformer::safetensors_bytes(params)?)?;
+    write_atomic(&tmp.join("tokenizer.json"), tok.to_json()?.as_bytes())?;
+    let mut moments = Vec::with_capacity(2 * m.len());
+    for (spec, (mi, vi)) in params.specs.iter().zip(m.iter().zip(v)) {
+        moments.push((format!("m.{}", spec.name), mi.clone()));
+        moments.push((format!("v.{}", spec.name), vi.clone()));
+    }
+    write_atomic(&tmp.join("optimizer.safetensors"), &safetensors_bytes(&moments)?)?;
+    write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    replace_dir(&tmp, dir)
+}
+
+/// A checkpoint read back for resuming.
+pub struct Loaded {
+    pub cfg: ModelConfig,
+    pub params: ParamStore,
+    pub tokenizer: Tokenizer,
+    pub m: Vec<Tensor>,
+    pub v: Vec<Tensor>,
+    pub state: TrainerState,
+}
+
+fn need(dir: &Path, name: &str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    if !p.is_file() {
+        return Err(Error::checkpoint(dir, format!("missing {name}")));
+    }
+    Ok(p)
+}
+
+/// Read a full training checkpoint.
+pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
+    if !dir.is_dir() {
+        return Err(Error::checkpoint(dir, "no such checkpoint directory"));
+    }
+    let cfg = ModelConfig::from_file(need(dir, "config.json")?)?;
+    let st = need(dir, "model.safetensors")?;
+    let params = ParamStore::from_tensors(&cfg, &load_safetensors(&st, device)?, DType::F32, &st)?;
+    let tokenizer = Tokenizer::from_file(need(dir, "tokenizer.json")?)?;
+    let opt_path = need(dir, "optimizer.safetensors")?;
+    let opt = load_safetensors(&opt_path, device)?;
+    let mut m = Vec::new();
+    let mut v = Vec::new();
+    for s in &params.specs {
+        m.push(crate::models::params::fetch(&opt, &format!("m.{}", s.name), &s.shape, &opt_path)?);
+        v.push(crate::models::params::fetch(&opt, &format!("v.{}", s.name), &s.shape, &opt_path)?);
+    }
+    let state_path = need(dir, "trainer_state.json")?;
+    let state: TrainerState = serde_json::from_str(&crate::error::read_text(&state_path)?)
+        .map_err(|e| Error::checkpoint(&state_path, format!("unreadable trainer state: {e}")))?;
+    if state.version != STATE_VERSION {
+        return Err(Error::checkpoint(&state_path, format!("unsupported state version {}", state.version)));
+    }
+    Ok(Loaded { cfg, params, tokenizer, m, v, state })
+}
+
+/// Resolve a model path: a checkpoint directory itself, or a run directory holding `checkpoint/`.
+pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
+    if path.join("config.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let inner = path.join("checkpoint");
+    if inner.join("config.json").is_file() {
+        return Ok(inner);
+    }
+    if !path.exists() {
+        return Err(Error::Input(format!("{}: no such file or directory", path.display())));
+    }
+    Err(Error::Input(format!(
+        "{}: not a model directory (no config.json, and no checkpoint/config.json)",
+        path.display()
+    )))
+}

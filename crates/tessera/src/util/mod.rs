@@ -1,0 +1,4 @@
+//! Small helpers shared by the rest of the crate.
+
+pub mod fs;
+pub mod rng;
