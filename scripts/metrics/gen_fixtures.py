@@ -120,7 +120,7 @@ def variants(hyps, refs_per_seg):
     for kw in [dict(tokenize="intl"), dict(tokenize="zh"), dict(tokenize="char"), dict(tokenize="none"),
                dict(lowercase=True), dict(smooth_method="floor"), dict(smooth_method="floor", smooth_value=0.5),
                dict(smooth_method="add-k"), dict(smooth_method="none"), dict(effective_order=True),
-               dict(max_ngram_order=2)]:
+               dict(max_ngram_order=2), dict(max_ngram_order=6)]:
         b = BLEU(**kw)
         s = b.corpus_score(hyps, streams)
         out["bleu"].append({"kwargs": kw, "score": r6(s.score), "precisions": [r6(p) for p in s.precisions],
@@ -128,7 +128,7 @@ def variants(hyps, refs_per_seg):
                             "counts": [r6(c) for c in s.counts], "totals": [r6(t) for t in s.totals],
                             "signature": str(b.get_signature())})
     for kw in [dict(lowercase=True), dict(whitespace=True), dict(word_order=1), dict(beta=1), dict(beta=3, word_order=2),
-               dict(char_order=4), dict(eps_smoothing=True)]:
+               dict(char_order=4), dict(char_order=8, word_order=5), dict(eps_smoothing=True)]:
         c = CHRF(**kw)
         s = c.corpus_score(hyps, streams)
         out["chrf"].append({"kwargs": kw, "score": r6(s.score), "signature": str(c.get_signature())})
@@ -151,6 +151,13 @@ TOKENIZER_CASES = [
     "e-mail: x@y.com / http://a.b/c?d=1&e=2", "«quoted» „text“ — dash – en", "1.5.2019 12:30 3,4 ,5 .6",
     "tab\tsep\u00a0nbsp\u2003em", "<skipped> line-\nbreak", "  leading and trailing  ", "ÀÉÎ ΣΊΣΥΦΟΣ İstanbul",
     "emoji 👍🏽 and ™ © ½ ∑", "日本語のテキスト、です。", "한국어 텍스트.", "x\u200by zero width",
+]
+
+
+WORD_TOKENIZE_CASES = [
+    "I can't go, \"they\" said.", "'Tis the season; gonna wanna gimme more'n that.", "He said: 'hello' -- and left...",
+    "Prices: $3.88 (roughly 3,36 euros) in New York.", "‘Quoted’ “text” «here» ok?!", "It's John's; we'll, they're, I'd.",
+    "Cannot, d'ye, lemme, gotta: wanna go", "a--b — c – d * e @f #g %h &i", "[x] {y} <z> (w)", "End with quote.'\"",
 ]
 
 
@@ -181,7 +188,19 @@ def units(corpora):
     for w in syn_words:
         names = sorted({l.name() for s in wn.synsets(w) for l in s.lemmas() if "_" not in l.name()})
         syns[w] = names
-    return {"tokenizer_cases": TOKENIZER_CASES, "tokenized": toks, "porter": stems, "wordnet_synonyms": syns}
+    from nltk.tokenize import word_tokenize
+    from nltk.translate.meteor_score import meteor_score
+    wt_cases = TOKENIZER_CASES + WORD_TOKENIZE_CASES
+    for _, _, segs in corpora:
+        wt_cases += [h for h, _ in segs[:60]]
+    wt = [word_tokenize(c, preserve_line=True) for c in wt_cases]
+    # METEOR over word_tokenize'd text (the `--tokenize word` option), on the first corpus
+    _, _, segs = corpora[0]
+    met = [r6(meteor_score([word_tokenize(r, preserve_line=True) for r in refs], word_tokenize(h, preserve_line=True)))
+           for h, refs in segs]
+    return {"tokenizer_cases": TOKENIZER_CASES, "tokenized": toks, "porter": stems, "wordnet_synonyms": syns,
+            "word_tokenize": {"cases": wt_cases, "tokens": wt}, "meteor_word_tokenize": {"corpus": corpora[0][0],
+                                                                                          "segments": met}}
 
 
 def tasks(data, out):

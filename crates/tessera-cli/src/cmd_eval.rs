@@ -49,7 +49,12 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         bail!("{}: the file is empty", a.data.display());
     }
     // The first token is predicted from the beginning-of-text token, so every character is scored.
-    let start = model.cfg.bos_token_id.or(model.cfg.eos_token_id).or(tok.eos_id()).unwrap_or(0);
+    let start = model
+        .cfg
+        .bos_token_id
+        .or(model.cfg.eos_token_id)
+        .or(tok.eos_id())
+        .unwrap_or(0);
     let mut ids = vec![start];
     ids.extend(encode_long(&tok, &text)?);
     let block = a.block.unwrap_or(model.cfg.max_position_embeddings);

@@ -83,7 +83,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let mut ids = tok.encode(&a.prompt)?;
     if ids.is_empty() {
         // Nothing to condition on: start from the beginning-of-text token.
-        let start = model.cfg.bos_token_id.or(model.cfg.eos_token_id).or(tok.eos_id()).unwrap_or(0);
+        let start = model
+            .cfg
+            .bos_token_id
+            .or(model.cfg.eos_token_id)
+            .or(tok.eos_id())
+            .unwrap_or(0);
         ids.push(start);
     }
     let stop = crate::interrupt_flag();

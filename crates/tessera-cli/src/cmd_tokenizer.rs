@@ -37,7 +37,8 @@ pub fn run(cmd: TokenizerCmd) -> Result<()> {
             }
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let tok = Tokenizer::train_bpe(&refs, a.vocab_size)?;
-            tok.save(&a.out).with_context(|| format!("writing {}", a.out.display()))?;
+            tok.save(&a.out)
+                .with_context(|| format!("writing {}", a.out.display()))?;
             eprintln!("wrote {} ({} tokens)", a.out.display(), tok.vocab_size());
             Ok(())
         }

@@ -8,14 +8,19 @@ use std::time::Duration;
 use tessera::models::ModelConfig;
 use tessera::tokenizer::Tokenizer;
 use tessera::train::data::{split_text, TokenData};
-use tessera::train::trainer::{run as run_training, Ended, Observer, RunOptions, StepStats, Trainer};
+use tessera::train::trainer::{
+    run as run_training, Ended, Observer, RunOptions, StepStats, Trainer,
+};
 use tessera::train::{LmEval, TrainConfig};
 
 /// Configs built into the program, usable by name.
 pub const BUILTIN_CONFIGS: [(&str, &str); 3] = [
     ("small", include_str!("../../../configs/small.json")),
     ("tiny", include_str!("../../../configs/tiny.json")),
-    ("tiny-llama", include_str!("../../../configs/tiny-llama.json")),
+    (
+        "tiny-llama",
+        include_str!("../../../configs/tiny-llama.json"),
+    ),
 ];
 
 #[derive(Args, Debug)]
@@ -35,6 +40,9 @@ pub struct TrainArgs {
     /// Continue the run in --out from its checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Start over when --out already holds a run (its checkpoint and logs are replaced).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Optimizer steps of the whole schedule (overrides the config).
     #[arg(long)]
     max_steps: Option<usize>,
@@ -69,7 +77,8 @@ pub fn load_config(spec: &str) -> Result<(ModelConfig, TrainConfig)> {
     } else {
         bail!("config '{spec}' is neither a file nor a built-in config (small, tiny, tiny-llama)")
     };
-    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("config {spec}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("config {spec}"))?;
     let m = ModelConfig::from_hf_json(&v).with_context(|| format!("config {spec}"))?;
     let t = TrainConfig::from_config_json(&v).with_context(|| format!("config {spec}"))?;
     Ok((m, t))
@@ -90,7 +99,7 @@ impl Observer for Bar {
             s.tokens as f64 / s.seconds
         );
         self.bar.set_message(msg.clone());
-        if self.bar.is_hidden() && (s.step % self.log_every == 0 || s.step == 1) {
+        if self.bar.is_hidden() && (s.step.is_multiple_of(self.log_every) || s.step == 1) {
             eprintln!("step {}/{} {msg}", s.step, t.cfg.max_steps);
         }
     }
@@ -101,7 +110,8 @@ impl Observer for Bar {
         ));
     }
     fn on_checkpoint(&mut self, step: usize, dir: &Path) {
-        self.bar.println(format!("step {step}: checkpoint {}", dir.display()));
+        self.bar
+            .println(format!("step {step}: checkpoint {}", dir.display()));
     }
 }
 
@@ -114,15 +124,35 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let ckpt = a.out.join("checkpoint");
     let mut trainer = if a.resume {
         if !ckpt.exists() {
-            bail!("--resume: {} has no checkpoint to resume from", a.out.display());
+            bail!(
+                "--resume: {} has no checkpoint to resume from",
+                a.out.display()
+            );
         }
         let t = Trainer::resume(&ckpt, &text, a.max_steps, &device)?;
-        eprintln!("resuming {} at step {}/{}", ckpt.display(), t.step, t.cfg.max_steps);
+        eprintln!(
+            "resuming {} at step {}/{}",
+            ckpt.display(),
+            t.step,
+            t.cfg.max_steps
+        );
         t
     } else {
+        if a.overwrite {
+            for f in ["checkpoint", "metrics.jsonl", "loss.png"] {
+                let p = a.out.join(f);
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                        .with_context(|| format!("removing {}", p.display()))?;
+                } else if p.exists() {
+                    std::fs::remove_file(&p)
+                        .with_context(|| format!("removing {}", p.display()))?;
+                }
+            }
+        }
         if ckpt.exists() {
             bail!(
-                "{} already holds a run (use --resume to continue it, or another --out)",
+                "{} already holds a run (use --resume to continue it, --overwrite to start over, or another --out)",
                 a.out.display()
             );
         }
@@ -130,14 +160,27 @@ pub fn run(a: TrainArgs) -> Result<()> {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = a.$f { tcfg.$f = v; } )* };
         }
-        set!(max_steps, batch_size, block_size, grad_accum, lr, warmup_steps, eval_every, seed);
+        set!(
+            max_steps,
+            batch_size,
+            block_size,
+            grad_accum,
+            lr,
+            warmup_steps,
+            eval_every,
+            seed
+        );
         tcfg.min_lr = tcfg.min_lr.min(tcfg.lr);
         tcfg.validate()?;
         let (train_text, _) = split_text(&text, tcfg.val_fraction);
         let tok = match &a.tokenizer {
             Some(p) => Tokenizer::from_file(p)?,
             None => {
-                eprintln!("training a {}-token byte-level BPE on {}", tcfg.vocab_size, a.data.display());
+                eprintln!(
+                    "training a {}-token byte-level BPE on {}",
+                    tcfg.vocab_size,
+                    a.data.display()
+                );
                 Tokenizer::train_bpe(&[train_text], tcfg.vocab_size)?
             }
         };
@@ -158,12 +201,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let stop = crate::interrupt_flag();
     let bar = ProgressBar::new(trainer.cfg.max_steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("valid template"),
     );
     bar.set_position(trainer.step as u64);
     bar.reset_eta();
-    let mut obs = Bar { bar, log_every: (trainer.cfg.max_steps / 20).max(1) };
+    let mut obs = Bar {
+        bar,
+        log_every: (trainer.cfg.max_steps / 20).max(1),
+    };
     let opts = RunOptions {
         out_dir: a.out.clone(),
         max_time: a.max_time.map(|m| Duration::from_secs_f64(m * 60.0)),
@@ -187,7 +235,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
         ckpt.display()
     );
     if ended != Ended::Finished {
-        eprintln!("continue with: tessera train --data {} --out {} --resume", a.data.display(), a.out.display());
+        eprintln!(
+            "continue with: tessera train --data {} --out {} --resume",
+            a.data.display(),
+            a.out.display()
+        );
     }
     Ok(())
 }

@@ -11,7 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(name = "tessera", version, about = "Train, evaluate and run Transformer language models")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Train, evaluate and run Transformer language models"
+)]
 struct Cli {
     /// Worker threads for tensor math (default: all cores).
     #[arg(long, global = true)]

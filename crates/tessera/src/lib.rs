@@ -5,11 +5,12 @@
 
 pub mod error;
 pub mod generate;
+pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod tokenizer;
 pub mod train;
 pub mod util;
 
-pub use error::{Error, Result};
 pub use candle_core::{DType, Device, Tensor};
+pub use error::{Error, Result};

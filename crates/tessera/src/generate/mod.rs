@@ -78,8 +78,14 @@ pub fn generate(
             prompt_ids.len()
         )));
     }
-    if let Some(&bad) = prompt_ids.iter().find(|&&i| i as usize >= model.cfg.vocab_size) {
-        return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({})", model.cfg.vocab_size)));
+    if let Some(&bad) = prompt_ids
+        .iter()
+        .find(|&&i| i as usize >= model.cfg.vocab_size)
+    {
+        return Err(Error::Input(format!(
+            "token id {bad} is outside the vocabulary ({})",
+            model.cfg.vocab_size
+        )));
     }
     let eos = model.cfg.eos_token_id.or_else(|| tok.eos_id());
     let mut sampler = Sampler::new(params.clone());
@@ -102,7 +108,12 @@ pub fn generate(
         if let Some(piece) = stream.push(next)? {
             text.push_str(&piece);
         }
-        if let Some(at) = params.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+        if let Some(at) = params
+            .stop
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+        {
             text.truncate(at);
             finish = FinishReason::Stop;
             break;
@@ -124,7 +135,12 @@ pub fn generate(
     if text.len() > sent {
         on_text(&text[sent..]);
     }
-    Ok(Generation { text, ids, finish_reason: finish, prompt_tokens: prompt_ids.len() })
+    Ok(Generation {
+        text,
+        ids,
+        finish_reason: finish,
+        prompt_tokens: prompt_ids.len(),
+    })
 }
 
 #[cfg(test)]

@@ -75,7 +75,11 @@ impl Sampler {
     /// A sampler seeded from `params.seed`.
     pub fn new(params: SamplingParams) -> Self {
         let rng = Rng::new(params.seed);
-        Sampler { params, rng, scratch: Vec::new() }
+        Sampler {
+            params,
+            rng,
+            scratch: Vec::new(),
+        }
     }
 
     /// Pick the next token from `logits` (V), given the ids already in the context.
@@ -88,7 +92,11 @@ impl Sampler {
             for &id in history {
                 if (id as usize) < logits_pen.len() && seen.insert(id) {
                     let l = &mut logits_pen[id as usize];
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
                 }
             }
             &logits_pen[..]
@@ -101,15 +109,27 @@ impl Sampler {
         // Candidates sorted by logit, descending (NaN last).
         let cand = &mut self.scratch;
         cand.clear();
-        cand.extend(logits.iter().enumerate().map(|(i, &l)| (if l.is_nan() { f32::NEG_INFINITY } else { l }, i as u32)));
-        let k = if p.top_k > 0 { p.top_k.min(cand.len()) } else { cand.len() };
+        cand.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (if l.is_nan() { f32::NEG_INFINITY } else { l }, i as u32)),
+        );
+        let k = if p.top_k > 0 {
+            p.top_k.min(cand.len())
+        } else {
+            cand.len()
+        };
         if k < cand.len() {
             cand.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
             cand.truncate(k);
         }
         cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let max = cand[0].0;
-        let mut probs: Vec<f32> = cand.iter().map(|c| ((c.0 - max) / p.temperature).exp()).collect();
+        let mut probs: Vec<f32> = cand
+            .iter()
+            .map(|c| ((c.0 - max) / p.temperature).exp())
+            .collect();
         let total: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|x| *x /= total);
         // min-p relative to the most likely token, then top-p nucleus.
@@ -158,7 +178,10 @@ mod tests {
     use super::*;
 
     fn params(t: f32) -> SamplingParams {
-        SamplingParams { temperature: t, ..Default::default() }
+        SamplingParams {
+            temperature: t,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -170,12 +193,18 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_seed_reproduces() {
         let logits = [0.5, 1.0, 0.9, -2.0, 0.0];
-        let mut s = Sampler::new(SamplingParams { top_k: 1, ..params(1.0) });
+        let mut s = Sampler::new(SamplingParams {
+            top_k: 1,
+            ..params(1.0)
+        });
         for _ in 0..20 {
             assert_eq!(s.sample(&logits, &[]), 1);
         }
         let draw = |seed| {
-            let mut s = Sampler::new(SamplingParams { seed, ..params(1.0) });
+            let mut s = Sampler::new(SamplingParams {
+                seed,
+                ..params(1.0)
+            });
             (0..50).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
@@ -186,16 +215,27 @@ mod tests {
     fn top_p_and_min_p_restrict_support() {
         // probabilities ~ [0.64, 0.24, 0.09, 0.03]
         let logits = [3.0f32, 2.0, 1.0, 0.0];
-        let mut s = Sampler::new(SamplingParams { top_p: 0.7, seed: 1, ..params(1.0) });
+        let mut s = Sampler::new(SamplingParams {
+            top_p: 0.7,
+            seed: 1,
+            ..params(1.0)
+        });
         for _ in 0..200 {
             assert!(s.sample(&logits, &[]) <= 1);
         }
-        let mut s = Sampler::new(SamplingParams { min_p: 0.2, seed: 2, ..params(1.0) });
+        let mut s = Sampler::new(SamplingParams {
+            min_p: 0.2,
+            seed: 2,
+            ..params(1.0)
+        });
         for _ in 0..200 {
             assert!(s.sample(&logits, &[]) <= 1);
         }
         // frequencies follow the softmax
-        let mut s = Sampler::new(SamplingParams { seed: 3, ..params(1.0) });
+        let mut s = Sampler::new(SamplingParams {
+            seed: 3,
+            ..params(1.0)
+        });
         let n = 20000;
         let zero = (0..n).filter(|_| s.sample(&logits, &[]) == 0).count() as f64 / n as f64;
         assert!((zero - 0.6439).abs() < 0.02, "{zero}");
@@ -204,10 +244,23 @@ mod tests {
     #[test]
     fn repetition_penalty_changes_greedy_choice() {
         let logits = [2.0f32, 1.9, -1.0];
-        let mut s = Sampler::new(SamplingParams { repetition_penalty: 1.5, ..params(0.0) });
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 1.5,
+            ..params(0.0)
+        });
         assert_eq!(s.sample(&logits, &[0]), 1);
         assert_eq!(s.sample(&logits, &[]), 0);
-        assert!(SamplingParams { top_p: 0.0, ..params(1.0) }.validate().is_err());
-        assert!(SamplingParams { temperature: -1.0, ..params(1.0) }.validate().is_err());
+        assert!(SamplingParams {
+            top_p: 0.0,
+            ..params(1.0)
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            temperature: -1.0,
+            ..params(1.0)
+        }
+        .validate()
+        .is_err());
     }
 }

@@ -124,10 +124,9 @@ fn get_usize(obj: &Map<String, Value>, keys: &[&str]) -> Result<Option<usize>> {
         match obj.get(*k) {
             None | Some(Value::Null) => continue,
             Some(v) => {
-                return v
-                    .as_u64()
-                    .map(|x| Some(x as usize))
-                    .ok_or_else(|| Error::Config(format!("'{k}' must be a non-negative integer, got {v}")))
+                return v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
+                    Error::Config(format!("'{k}' must be a non-negative integer, got {v}"))
+                })
             }
         }
     }
@@ -174,7 +173,9 @@ impl ModelConfig {
         let model_type = obj
             .get("model_type")
             .and_then(Value::as_str)
-            .ok_or_else(|| Error::Config("missing 'model_type' (expected \"gpt2\" or \"llama\")".into()))?;
+            .ok_or_else(|| {
+                Error::Config("missing 'model_type' (expected \"gpt2\" or \"llama\")".into())
+            })?;
         let cfg = match model_type {
             "gpt2" => {
                 let hidden = need_usize(obj, &["n_embd", "hidden_size"])?;
@@ -191,9 +192,12 @@ impl ModelConfig {
                     num_layers: need_usize(obj, &["n_layer", "num_hidden_layers"])?,
                     num_heads: heads,
                     num_kv_heads: heads,
-                    head_dim: if heads > 0 { hidden / heads } else { 0 },
+                    head_dim: hidden.checked_div(heads).unwrap_or(0),
                     intermediate_size: get_usize(obj, &["n_inner"])?.unwrap_or(4 * hidden),
-                    max_position_embeddings: need_usize(obj, &["n_positions", "max_position_embeddings"])?,
+                    max_position_embeddings: need_usize(
+                        obj,
+                        &["n_positions", "max_position_embeddings"],
+                    )?,
                     norm: NormKind::LayerNorm,
                     norm_eps: get_f64(obj, "layer_norm_epsilon", 1e-5)?,
                     position: PositionKind::Learned,
@@ -210,7 +214,10 @@ impl ModelConfig {
             "llama" => {
                 let hidden = need_usize(obj, &["hidden_size"])?;
                 let heads = need_usize(obj, &["num_attention_heads"])?;
-                let act = obj.get("hidden_act").and_then(Value::as_str).unwrap_or("silu");
+                let act = obj
+                    .get("hidden_act")
+                    .and_then(Value::as_str)
+                    .unwrap_or("silu");
                 let attn_bias = get_bool(obj, "attention_bias", false)?;
                 let mlp_bias = get_bool(obj, "mlp_bias", false)?;
                 if attn_bias != mlp_bias {
@@ -226,7 +233,7 @@ impl ModelConfig {
                     num_heads: heads,
                     num_kv_heads: get_usize(obj, &["num_key_value_heads"])?.unwrap_or(heads),
                     head_dim: get_usize(obj, &["head_dim"])?
-                        .unwrap_or(if heads > 0 { hidden / heads } else { 0 }),
+                        .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
                     intermediate_size: need_usize(obj, &["intermediate_size"])?,
                     max_position_embeddings: need_usize(obj, &["max_position_embeddings"])?,
                     norm: NormKind::RmsNorm,
@@ -275,13 +282,15 @@ impl ModelConfig {
         if self.num_heads == 0 || self.num_kv_heads == 0 {
             return bad("the number of attention heads must be positive".into());
         }
-        if self.hidden_size % self.num_heads != 0 && self.head_dim * self.num_heads != self.hidden_size {
+        if !self.hidden_size.is_multiple_of(self.num_heads)
+            && self.head_dim * self.num_heads != self.hidden_size
+        {
             return bad(format!(
                 "hidden size {} is not divisible by the number of heads {}",
                 self.hidden_size, self.num_heads
             ));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_heads, self.num_kv_heads
@@ -290,8 +299,12 @@ impl ModelConfig {
         if self.head_dim == 0 {
             return bad("head_dim must be positive".into());
         }
-        if matches!(self.position, PositionKind::Rotary { .. }) && self.head_dim % 2 != 0 {
-            return bad(format!("rotary positions need an even head size, got {}", self.head_dim));
+        if matches!(self.position, PositionKind::Rotary { .. }) && !self.head_dim.is_multiple_of(2)
+        {
+            return bad(format!(
+                "rotary positions need an even head size, got {}",
+                self.head_dim
+            ));
         }
         if self.intermediate_size == 0 || self.max_position_embeddings == 0 {
             return bad("intermediate size and max positions must be positive".into());
@@ -371,7 +384,11 @@ impl ModelConfig {
         let q = self.num_heads * self.head_dim;
         let kv = self.num_kv_heads * self.head_dim;
         let b = usize::from(self.bias);
-        let norm = if self.norm == NormKind::LayerNorm { 2 * c } else { c };
+        let norm = if self.norm == NormKind::LayerNorm {
+            2 * c
+        } else {
+            c
+        };
         let attn = c * (q + 2 * kv) + b * (q + 2 * kv) + q * c + b * c;
         let mlp = if self.gated_mlp {
             3 * c * self.intermediate_size + b * (2 * self.intermediate_size + c)
@@ -383,7 +400,11 @@ impl ModelConfig {
         } else {
             0
         };
-        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * c };
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * c
+        };
         self.vocab_size * c + pos + self.num_layers * (attn + mlp + 2 * norm) + norm + head
     }
 }
@@ -428,14 +449,19 @@ mod tests {
         v["activation_function"] = json!("wiggle");
         let e = ModelConfig::from_hf_json(&v).unwrap_err().to_string();
         assert!(e.contains("unknown activation 'wiggle'"), "{e}");
-        let e = ModelConfig::from_hf_json(&json!({"model_type": "bert"})).unwrap_err().to_string();
+        let e = ModelConfig::from_hf_json(&json!({"model_type": "bert"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unsupported model_type"), "{e}");
         let mut v = gpt2_json();
         v["n_layer"] = json!(-1);
         assert!(ModelConfig::from_hf_json(&v).is_err());
         let mut v = gpt2_json();
         v["resid_pdrop"] = json!(1.5);
-        assert!(ModelConfig::from_hf_json(&v).unwrap_err().to_string().contains("dropout"));
+        assert!(ModelConfig::from_hf_json(&v)
+            .unwrap_err()
+            .to_string()
+            .contains("dropout"));
     }
 
     #[test]
@@ -443,6 +469,9 @@ mod tests {
         // GPT-2 small: 124,439,808 parameters with a tied head.
         let v = json!({"model_type": "gpt2", "vocab_size": 50257, "n_embd": 768, "n_layer": 12,
                        "n_head": 12, "n_positions": 1024});
-        assert_eq!(ModelConfig::from_hf_json(&v).unwrap().num_params(), 124_439_808);
+        assert_eq!(
+            ModelConfig::from_hf_json(&v).unwrap().num_params(),
+            124_439_808
+        );
     }
 }

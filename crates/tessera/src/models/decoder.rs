@@ -7,7 +7,9 @@
 //! ```
 
 use super::config::{ModelConfig, NormKind, PositionKind};
-use super::params::{conv1d_layout, fetch, load_safetensors, names, param_specs, safetensors_bytes, ParamStore};
+use super::params::{
+    conv1d_layout, fetch, load_safetensors, names, param_specs, safetensors_bytes, ParamStore,
+};
 use crate::nn::attention::QkvProj;
 use crate::nn::dropout::{self, Dropout};
 use crate::nn::{Attention, LayerKv, Linear, Mlp, Norm, Rotary};
@@ -35,7 +37,9 @@ impl Block {
         cache: Option<&mut LayerKv>,
         drop: &mut Option<&mut Dropout<'_>>,
     ) -> candle_core::Result<Tensor> {
-        let a = self.attn.forward(&self.norm1.forward(x)?, pos, rope, cache, drop)?;
+        let a = self
+            .attn
+            .forward(&self.norm1.forward(x)?, pos, rope, cache, drop)?;
         let x = (x + dropout::maybe(a, drop)?)?;
         let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
         x + dropout::maybe(m, drop)?
@@ -51,7 +55,9 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache for `num_layers` layers.
     pub fn new(num_layers: usize) -> Self {
-        KvCache { layers: vec![LayerKv::default(); num_layers] }
+        KvCache {
+            layers: vec![LayerKv::default(); num_layers],
+        }
     }
 
     /// Number of positions already processed.
@@ -88,22 +94,36 @@ pub struct Transformer {
 
 impl Transformer {
     /// Build the model from named tensors (Hugging Face names of `cfg.arch`); `path` names the source in errors.
-    pub fn from_tensors(cfg: &ModelConfig, t: &HashMap<String, Tensor>, path: &Path) -> Result<Self> {
+    pub fn from_tensors(
+        cfg: &ModelConfig,
+        t: &HashMap<String, Tensor>,
+        path: &Path,
+    ) -> Result<Self> {
         cfg.validate()?;
-        let spec_shapes: HashMap<String, Vec<usize>> =
-            param_specs(cfg).into_iter().map(|s| (s.name, s.shape)).collect();
+        let spec_shapes: HashMap<String, Vec<usize>> = param_specs(cfg)
+            .into_iter()
+            .map(|s| (s.name, s.shape))
+            .collect();
         let get = |name: &str| -> Result<Tensor> {
-            let shape = spec_shapes
-                .get(name)
-                .ok_or_else(|| Error::checkpoint(path, format!("internal: no spec for '{name}'")))?;
+            let shape = spec_shapes.get(name).ok_or_else(|| {
+                Error::checkpoint(path, format!("internal: no spec for '{name}'"))
+            })?;
             fetch(t, name, shape, path)
         };
         let n = names(cfg.arch);
         let conv = conv1d_layout(cfg.arch);
         let linear = |prefix: String| -> Result<Linear> {
             let w = get(&format!("{prefix}.weight"))?;
-            let b = if cfg.bias { Some(get(&format!("{prefix}.bias"))?) } else { None };
-            Ok(if conv { Linear::new_transposed(w, b) } else { Linear::new(w, b) })
+            let b = if cfg.bias {
+                Some(get(&format!("{prefix}.bias"))?)
+            } else {
+                None
+            };
+            Ok(if conv {
+                Linear::new_transposed(w, b)
+            } else {
+                Linear::new(w, b)
+            })
         };
         let norm = |prefix: String| -> Result<Norm> {
             let weight = get(&format!("{prefix}.weight"))?;
@@ -113,7 +133,10 @@ impl Transformer {
                     bias: get(&format!("{prefix}.bias"))?,
                     eps: cfg.norm_eps,
                 },
-                NormKind::RmsNorm => Norm::RmsNorm { weight, eps: cfg.norm_eps },
+                NormKind::RmsNorm => Norm::RmsNorm {
+                    weight,
+                    eps: cfg.norm_eps,
+                },
             })
         };
         let wte = get(&n.wte)?;
@@ -125,7 +148,11 @@ impl Transformer {
             let qkv = if cfg.arch == super::Arch::Gpt2 {
                 QkvProj::Fused(linear(name("qkv"))?)
             } else {
-                QkvProj::Split { q: linear(name("q"))?, k: linear(name("k"))?, v: linear(name("v"))? }
+                QkvProj::Split {
+                    q: linear(name("q"))?,
+                    k: linear(name("k"))?,
+                    v: linear(name("v"))?,
+                }
             };
             let mlp = if cfg.gated_mlp {
                 Mlp::Gated {
@@ -135,7 +162,11 @@ impl Transformer {
                     act: cfg.activation,
                 }
             } else {
-                Mlp::Plain { fc: linear(name("fc"))?, proj: linear(name("proj"))?, act: cfg.activation }
+                Mlp::Plain {
+                    fc: linear(name("fc"))?,
+                    proj: linear(name("proj"))?,
+                    act: cfg.activation,
+                }
             };
             blocks.push(Block {
                 norm1: norm(name("ln1"))?,
@@ -151,18 +182,30 @@ impl Transformer {
             });
         }
         let rope = match cfg.position {
-            PositionKind::Rotary { theta } => {
-                Some(Rotary::new(cfg.head_dim, cfg.max_position_embeddings, theta, dtype, &device)?)
-            }
+            PositionKind::Rotary { theta } => Some(Rotary::new(
+                cfg.head_dim,
+                cfg.max_position_embeddings,
+                theta,
+                dtype,
+                &device,
+            )?),
             PositionKind::Learned => None,
         };
         Ok(Transformer {
             cfg: cfg.clone(),
-            wpe: if cfg.position == PositionKind::Learned { Some(get(&n.wpe)?) } else { None },
+            wpe: if cfg.position == PositionKind::Learned {
+                Some(get(&n.wpe)?)
+            } else {
+                None
+            },
             rope,
             blocks,
             norm_f: norm(n.ln_f.clone())?,
-            lm_head: if cfg.tie_word_embeddings { None } else { Some(get(&n.lm_head)?) },
+            lm_head: if cfg.tie_word_embeddings {
+                None
+            } else {
+                Some(get(&n.lm_head)?)
+            },
             wte,
             device,
         })
@@ -221,7 +264,10 @@ impl Transformer {
             )));
         }
         let c = self.cfg.hidden_size;
-        let mut x = self.wte.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, c))?; // (B, T, C)
+        let mut x = self
+            .wte
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, c))?; // (B, T, C)
         if let Some(wpe) = &self.wpe {
             x = x.broadcast_add(&wpe.narrow(0, pos, t)?)?; // + (T, C)
         }
@@ -251,10 +297,18 @@ impl Transformer {
     }
 
     /// Mean cross-entropy of predicting `targets` (B, T) from `ids` (B, T), optionally with dropout.
-    pub fn loss(&self, ids: &Tensor, targets: &Tensor, drop: Option<&mut Dropout<'_>>) -> Result<Tensor> {
+    pub fn loss(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        drop: Option<&mut Dropout<'_>>,
+    ) -> Result<Tensor> {
         let h = self.forward_hidden(ids, 0, None, drop)?; // (B, T, C)
         let (b, t, c) = h.dims3()?;
         let logits = self.head(&h.reshape((b * t, c))?)?; // (B T, V)
-        Ok(crate::nn::loss::cross_entropy(&logits, &targets.flatten_all()?)?)
+        Ok(crate::nn::loss::cross_entropy(
+            &logits,
+            &targets.flatten_all()?,
+        )?)
     }
 }

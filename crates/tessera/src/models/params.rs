@@ -34,13 +34,16 @@ pub struct ParamSpec {
     pub decay: bool,
 }
 
+/// Maps (layer index, part) to a tensor-name prefix.
+pub type LayerNamer = Box<dyn Fn(usize, &str) -> String + Send + Sync>;
+
 /// Tensor names for one family.
 pub struct Names {
     pub wte: String,
     pub wpe: String,
     pub ln_f: String,
     pub lm_head: String,
-    pub layer: Box<dyn Fn(usize, &str) -> String + Send + Sync>,
+    pub layer: LayerNamer,
 }
 
 /// Names of the tensors in `arch`'s checkpoints. Layer parts: ln1, ln2, qkv, q, k, v, o, fc, proj,
@@ -107,11 +110,21 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     let conv = conv1d_layout(cfg.arch);
     let mut out = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, init: Init, decay: bool| {
-        out.push(ParamSpec { name, shape, init, decay })
+        out.push(ParamSpec {
+            name,
+            shape,
+            init,
+            decay,
+        })
     };
     push(n.wte.clone(), vec![v, c], Init::Normal(std), false);
     if cfg.position == PositionKind::Learned {
-        push(n.wpe.clone(), vec![cfg.max_position_embeddings, c], Init::Normal(std / 2.0), false);
+        push(
+            n.wpe.clone(),
+            vec![cfg.max_position_embeddings, c],
+            Init::Normal(std / 2.0),
+            false,
+        );
     }
     let norm = |push: &mut dyn FnMut(String, Vec<usize>, Init, bool), prefix: String| {
         push(format!("{prefix}.weight"), vec![c], Init::Ones, false);
@@ -123,9 +136,18 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     let kv = cfg.num_kv_heads * cfg.head_dim;
     for l in 0..cfg.num_layers {
         let name = |part: &str| (n.layer)(l, part);
-        let linear = |push: &mut dyn FnMut(String, Vec<usize>, Init, bool), part: &str, i: usize, o: usize, s: f64| {
+        let linear = |push: &mut dyn FnMut(String, Vec<usize>, Init, bool),
+                      part: &str,
+                      i: usize,
+                      o: usize,
+                      s: f64| {
             let shape = if conv { vec![i, o] } else { vec![o, i] };
-            push(format!("{}.weight", name(part)), shape, Init::Normal(s), true);
+            push(
+                format!("{}.weight", name(part)),
+                shape,
+                Init::Normal(s),
+                true,
+            );
             if cfg.bias {
                 push(format!("{}.bias", name(part)), vec![o], Init::Zeros, false);
             }
@@ -181,7 +203,12 @@ impl ParamStore {
     }
 
     /// Parameters from a map of tensors (shapes checked), made trainable.
-    pub fn from_tensors(cfg: &ModelConfig, tensors: &HashMap<String, Tensor>, dtype: DType, path: &Path) -> Result<Self> {
+    pub fn from_tensors(
+        cfg: &ModelConfig,
+        tensors: &HashMap<String, Tensor>,
+        dtype: DType,
+        path: &Path,
+    ) -> Result<Self> {
         let specs = param_specs(cfg);
         let mut vars = Vec::with_capacity(specs.len());
         for s in &specs {
@@ -207,14 +234,23 @@ impl ParamStore {
 }
 
 /// Look up `name` in `tensors` and check its shape.
-pub fn fetch(tensors: &HashMap<String, Tensor>, name: &str, shape: &[usize], path: &Path) -> Result<Tensor> {
+pub fn fetch(
+    tensors: &HashMap<String, Tensor>,
+    name: &str,
+    shape: &[usize],
+    path: &Path,
+) -> Result<Tensor> {
     let t = tensors
         .get(name)
         .ok_or_else(|| Error::checkpoint(path, format!("missing tensor '{name}'")))?;
     if t.dims() != shape {
         return Err(Error::checkpoint(
             path,
-            format!("tensor '{name}' has shape {:?}, expected {:?}", t.dims(), shape),
+            format!(
+                "tensor '{name}' has shape {:?}, expected {:?}",
+                t.dims(),
+                shape
+            ),
         ));
     }
     Ok(t.clone())

@@ -68,6 +68,18 @@ pub fn causal_mask(t: usize, tk: usize, pos: usize, x: &Tensor) -> Result<Tensor
     Tensor::from_vec(m, (t, tk), x.device())?.to_dtype(x.dtype())
 }
 
+/// Scaled causal softmax from engine primitives: scores (B, H, T, Tk) -> weights.
+pub fn reference_softmax(scores: &Tensor, scale: f64, t: usize) -> Result<Tensor> {
+    let tk = scores.dims()[3];
+    let att = (scores * scale)?;
+    let att = if t > 1 {
+        att.broadcast_add(&causal_mask(t, tk, tk - t, &att)?)?
+    } else {
+        att
+    };
+    softmax(&att)
+}
+
 /// Repeat each of the Hkv key/value heads `n_rep` times: (B, Hkv, T, D) -> (B, Hkv*n_rep, T, D).
 fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
     if n_rep == 1 {
@@ -114,17 +126,16 @@ impl Attention {
             Some(c) => c.append(k, v)?, // (B, Hkv, Tk, D)
             None => (k, v),
         };
-        let tk = k.dims()[2];
         let k = repeat_kv(k, h / hkv)?; // (B, H, Tk, D)
         let v = repeat_kv(v, h / hkv)?;
         let scale = 1.0 / (d as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?; // (B, H, T, Tk)
-        let att = if t > 1 {
-            att.broadcast_add(&causal_mask(t, tk, tk - t, &att)?)?
+        let scores = q.matmul(&k.t()?)?; // (B, H, T, Tk)
+        let att = if crate::kernels::applicable(&scores) {
+            crate::kernels::softmax::scaled_softmax(&scores, scale, t > 1)?
         } else {
-            att
+            reference_softmax(&scores, scale, t)?
         };
-        let att = dropout::maybe(softmax(&att)?, drop)?;
+        let att = dropout::maybe(att, drop)?;
         let y = att.matmul(&v)?; // (B, H, T, D)
         let y = y.transpose(1, 2)?.reshape((b, t, h * d))?; // (B, T, H D)
         self.out.forward(&y)

@@ -20,7 +20,13 @@ impl Dropout<'_> {
         let scale = 1.0 / (1.0 - self.p);
         let n = x.elem_count();
         let mask: Vec<f32> = (0..n)
-            .map(|_| if self.rng.uniform_f32() < self.p { 0.0 } else { scale })
+            .map(|_| {
+                if self.rng.uniform_f32() < self.p {
+                    0.0
+                } else {
+                    scale
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x.mul(&mask)

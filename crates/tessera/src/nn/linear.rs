@@ -15,12 +15,20 @@ pub struct Linear {
 impl Linear {
     /// A layer whose weight is stored (out, in), as `torch.nn.Linear`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias, transposed: false }
+        Linear {
+            weight,
+            bias,
+            transposed: false,
+        }
     }
 
     /// A layer whose weight is stored (in, out), as GPT-2's `Conv1D`.
     pub fn new_transposed(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias, transposed: true }
+        Linear {
+            weight,
+            bias,
+            transposed: true,
+        }
     }
 
     /// The weight tensor as stored.

@@ -4,6 +4,14 @@ use candle_core::{Result, Tensor, D};
 
 /// Mean cross-entropy of `logits` (N, V) against `targets` (N) u32, in nats.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if crate::kernels::applicable(logits) {
+        return crate::kernels::cross_entropy::cross_entropy(logits, targets);
+    }
+    cross_entropy_reference(logits, targets)
+}
+
+/// Cross-entropy from engine primitives (any device and dtype).
+pub fn cross_entropy_reference(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let n = logits.dim(0)?;
     let log_probs = log_softmax(logits)?; // (N, V)
     let picked = log_probs.gather(&targets.reshape((n, 1))?, 1)?; // (N, 1)

@@ -7,6 +7,7 @@ use candle_core::{Result, Tensor};
 /// Apply an activation.
 pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
+        Activation::GeluTanh if crate::kernels::applicable(x) => crate::kernels::gelu::gelu_tanh(x),
         Activation::GeluTanh => x.gelu(),
         Activation::Gelu => x.gelu_erf(),
         Activation::Silu => x.silu(),
@@ -18,9 +19,18 @@ pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
 #[derive(Clone, Debug)]
 pub enum Mlp {
     /// GPT-2 style.
-    Plain { fc: Linear, proj: Linear, act: Activation },
+    Plain {
+        fc: Linear,
+        proj: Linear,
+        act: Activation,
+    },
     /// Llama style (SwiGLU with SiLU).
-    Gated { gate: Linear, up: Linear, down: Linear, act: Activation },
+    Gated {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+        act: Activation,
+    },
 }
 
 impl Mlp {
@@ -28,7 +38,12 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Mlp::Plain { fc, proj, act } => proj.forward(&activate(&fc.forward(x)?, *act)?),
-            Mlp::Gated { gate, up, down, act } => {
+            Mlp::Gated {
+                gate,
+                up,
+                down,
+                act,
+            } => {
                 let g = activate(&gate.forward(x)?, *act)?; // (B, T, I)
                 down.forward(&(g * up.forward(x)?)?)
             }

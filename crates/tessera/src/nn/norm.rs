@@ -6,7 +6,11 @@ use candle_core::{DType, Result, Tensor, D};
 #[derive(Clone, Debug)]
 pub enum Norm {
     /// `(x - mean) / sqrt(var + eps) * weight + bias`
-    LayerNorm { weight: Tensor, bias: Tensor, eps: f64 },
+    LayerNorm {
+        weight: Tensor,
+        bias: Tensor,
+        eps: f64,
+    },
     /// `x / sqrt(mean(x^2) + eps) * weight`
     RmsNorm { weight: Tensor, eps: f64 },
 }
@@ -14,6 +18,19 @@ pub enum Norm {
 impl Norm {
     /// (..., C) -> (..., C)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if crate::kernels::applicable(x) {
+            return match self {
+                Norm::LayerNorm { weight, bias, eps } => {
+                    crate::kernels::norm::layer_norm(x, weight, bias, *eps)
+                }
+                Norm::RmsNorm { weight, eps } => crate::kernels::norm::rms_norm(x, weight, *eps),
+            };
+        }
+        self.forward_reference(x)
+    }
+
+    /// The same normalization from engine primitives (any device and dtype).
+    pub fn forward_reference(&self, x: &Tensor) -> Result<Tensor> {
         // Half-precision inputs are normalized in f32, as the reference implementations do.
         let in_dtype = x.dtype();
         let xf = if matches!(in_dtype, DType::F16 | DType::BF16) {
@@ -35,7 +52,9 @@ impl Norm {
             Norm::RmsNorm { weight, eps } => {
                 let ms = xf.sqr()?.mean_keepdim(D::Minus1)?; // (..., 1)
                 let inv = (ms + *eps)?.sqrt()?.recip()?;
-                xf.broadcast_mul(&inv)?.to_dtype(in_dtype)?.broadcast_mul(weight)?
+                xf.broadcast_mul(&inv)?
+                    .to_dtype(in_dtype)?
+                    .broadcast_mul(weight)?
             }
         };
         Ok(y)

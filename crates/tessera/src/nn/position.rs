@@ -13,7 +13,13 @@ pub struct Rotary {
 
 impl Rotary {
     /// Tables for `max_pos` positions and head size `head_dim`, base `theta`.
-    pub fn new(head_dim: usize, max_pos: usize, theta: f64, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(
+        head_dim: usize,
+        max_pos: usize,
+        theta: f64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let half = head_dim / 2;
         // inv_freq is computed in f32 as the reference does; the angles in f32 too.
         let inv_freq: Vec<f32> = (0..half)

@@ -39,6 +39,7 @@ impl Tokenizer {
     }
 
     /// Train a byte-level BPE with `vocab_size` entries (special tokens included) on `texts`.
+    /// A small text can end with fewer entries, when no pair occurs twice any more.
     ///
     /// Every byte is in the initial alphabet, so any UTF-8 text encodes and decodes exactly.
     pub fn train_bpe(texts: &[&str], vocab_size: usize) -> Result<Self> {
@@ -49,9 +50,14 @@ impl Tokenizer {
             )));
         }
         if texts.iter().all(|t| t.is_empty()) {
-            return Err(Error::Input("cannot train a tokenizer on empty text".into()));
+            return Err(Error::Input(
+                "cannot train a tokenizer on empty text".into(),
+            ));
         }
-        let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect();
+        let specials: Vec<AddedToken> = SPECIAL_TOKENS
+            .iter()
+            .map(|s| AddedToken::from(*s, true))
+            .collect();
         let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
             .vocab_size(vocab_size)
             .min_frequency(2)
@@ -83,12 +89,22 @@ impl Tokenizer {
 
     /// Token ids of `text` (no BOS/EOS added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.inner.encode_fast(text, false).map_err(tk_err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode_fast(text, false)
+            .map_err(tk_err)?
+            .get_ids()
+            .to_vec())
     }
 
     /// Token pieces (as strings) of `text`.
     pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
-        Ok(self.inner.encode(text, false).map_err(tk_err)?.get_tokens().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(tk_err)?
+            .get_tokens()
+            .to_vec())
     }
 
     /// Text of `ids`, special tokens kept.
@@ -108,12 +124,18 @@ impl Tokenizer {
 
     /// End-of-sequence id: `<|endoftext|>`, `</s>` or `<|im_end|>`, whichever exists first.
     pub fn eos_id(&self) -> Option<u32> {
-        ["<|endoftext|>", "</s>", "<|im_end|>", "<eos>"].iter().find_map(|t| self.token_id(t))
+        ["<|endoftext|>", "</s>", "<|im_end|>", "<eos>"]
+            .iter()
+            .find_map(|t| self.token_id(t))
     }
 
     /// An incremental decoder for streaming output.
     pub fn stream(&self) -> DecodeStream<'_> {
-        DecodeStream { tok: self, ids: Vec::new(), emitted: 0 }
+        DecodeStream {
+            tok: self,
+            ids: Vec::new(),
+            emitted: 0,
+        }
     }
 }
 
@@ -130,7 +152,10 @@ impl DecodeStream<'_> {
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
         let text = self.tok.decode(&self.ids)?;
-        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+        if text.ends_with('\u{FFFD}')
+            || text.len() <= self.emitted
+            || !text.is_char_boundary(self.emitted)
+        {
             return Ok(None);
         }
         let piece = text[self.emitted..].to_string();
@@ -160,7 +185,12 @@ first entering a neighbourhood, this truth is so well fixed in the minds of the 
     #[test]
     fn roundtrip_is_exact_for_any_utf8() {
         let tok = Tokenizer::train_bpe(&[CORPUS], 300).unwrap();
-        assert_eq!(tok.vocab_size(), 300);
+        // A tiny corpus may not support every merge: at most the requested size, never below bytes + specials.
+        assert!(
+            (260..=300).contains(&tok.vocab_size()),
+            "{}",
+            tok.vocab_size()
+        );
         for s in [
             "",
             "   leading and trailing   ",

@@ -76,23 +76,44 @@ pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
     let (b, t) = (opts.batch_size, opts.block_size);
     let mut last_loss = f64::NAN;
     let mut step = |rng: &mut Rng| -> Result<f64> {
-        let ids: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(opts.vocab_size) as u32).collect();
+        let ids: Vec<u32> = (0..b * (t + 1))
+            .map(|_| rng.below(opts.vocab_size) as u32)
+            .collect();
         let all = Tensor::from_vec(ids, (b, t + 1), &device)?;
         let x = all.narrow(1, 0, t)?.contiguous()?;
         let y = all.narrow(1, 1, t)?.contiguous()?;
         let mut drop_rng = rng.fork();
-        let mut d = crate::nn::Dropout { p: opts.dropout, rng: &mut drop_rng };
-        let loss = model.loss(&x, &y, if opts.dropout > 0.0 { Some(&mut d) } else { None })?;
+        let mut d = crate::nn::Dropout {
+            p: opts.dropout,
+            rng: &mut drop_rng,
+        };
+        let loss = model.loss(
+            &x,
+            &y,
+            if opts.dropout > 0.0 {
+                Some(&mut d)
+            } else {
+                None
+            },
+        )?;
         let grads = loss.backward()?;
         let mut gs: Vec<Tensor> = params
             .vars
             .iter()
-            .map(|v| grads.get(v.as_tensor()).cloned().ok_or_else(|| crate::Error::Input("missing gradient".into())))
+            .map(|v| {
+                grads
+                    .get(v.as_tensor())
+                    .cloned()
+                    .ok_or_else(|| crate::Error::Input("missing gradient".into()))
+            })
             .collect::<Result<_>>()?;
         if opts.grad_clip > 0.0 {
             let n = super::optim::global_norm(&gs)?;
             if n > opts.grad_clip {
-                gs = gs.into_iter().map(|g| g * (opts.grad_clip / n)).collect::<candle_core::Result<_>>()?;
+                gs = gs
+                    .into_iter()
+                    .map(|g| g * (opts.grad_clip / n))
+                    .collect::<candle_core::Result<_>>()?;
             }
         }
         opt.step(&params, &gs, opts.lr)?;

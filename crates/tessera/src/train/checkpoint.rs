@@ -56,27 +56,44 @@ pub fn save(
     v: &[Tensor],
     state: &TrainerState,
 ) -> Result<()> {
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
-        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         std::process::id()
     ));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    write_atomic(&tmp.join("config.json"), serde_json::to_string_pretty(&cfg.to_hf_json())?.as_bytes())?;
-    write_atomic(&tmp.join("model.safetensors"), &Transformer::safetensors_bytes(params)?)?;
+    write_atomic(
+        &tmp.join("config.json"),
+        serde_json::to_string_pretty(&cfg.to_hf_json())?.as_bytes(),
+    )?;
+    write_atomic(
+        &tmp.join("model.safetensors"),
+        &Transformer::safetensors_bytes(params)?,
+    )?;
     write_atomic(&tmp.join("tokenizer.json"), tok.to_json()?.as_bytes())?;
     let mut moments = Vec::with_capacity(2 * m.len());
     for (spec, (mi, vi)) in params.specs.iter().zip(m.iter().zip(v)) {
         moments.push((format!("m.{}", spec.name), mi.clone()));
         moments.push((format!("v.{}", spec.name), vi.clone()));
     }
-    write_atomic(&tmp.join("optimizer.safetensors"), &safetensors_bytes(&moments)?)?;
-    write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    write_atomic(
+        &tmp.join("optimizer.safetensors"),
+        &safetensors_bytes(&moments)?,
+    )?;
+    write_atomic(
+        &tmp.join("trainer_state.json"),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
     replace_dir(&tmp, dir)
 }
 
@@ -112,16 +129,36 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     let mut m = Vec::new();
     let mut v = Vec::new();
     for s in &params.specs {
-        m.push(crate::models::params::fetch(&opt, &format!("m.{}", s.name), &s.shape, &opt_path)?);
-        v.push(crate::models::params::fetch(&opt, &format!("v.{}", s.name), &s.shape, &opt_path)?);
+        m.push(crate::models::params::fetch(
+            &opt,
+            &format!("m.{}", s.name),
+            &s.shape,
+            &opt_path,
+        )?);
+        v.push(crate::models::params::fetch(
+            &opt,
+            &format!("v.{}", s.name),
+            &s.shape,
+            &opt_path,
+        )?);
     }
     let state_path = need(dir, "trainer_state.json")?;
     let state: TrainerState = serde_json::from_str(&crate::error::read_text(&state_path)?)
         .map_err(|e| Error::checkpoint(&state_path, format!("unreadable trainer state: {e}")))?;
     if state.version != STATE_VERSION {
-        return Err(Error::checkpoint(&state_path, format!("unsupported state version {}", state.version)));
+        return Err(Error::checkpoint(
+            &state_path,
+            format!("unsupported state version {}", state.version),
+        ));
     }
-    Ok(Loaded { cfg, params, tokenizer, m, v, state })
+    Ok(Loaded {
+        cfg,
+        params,
+        tokenizer,
+        m,
+        v,
+        state,
+    })
 }
 
 /// Resolve a model path: a checkpoint directory itself, or a run directory holding `checkpoint/`.
@@ -134,7 +171,10 @@ pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
         return Ok(inner);
     }
     if !path.exists() {
-        return Err(Error::Input(format!("{}: no such file or directory", path.display())));
+        return Err(Error::Input(format!(
+            "{}: no such file or directory",
+            path.display()
+        )));
     }
     Err(Error::Input(format!(
         "{}: not a model directory (no config.json, and no checkpoint/config.json)",

@@ -78,13 +78,20 @@ impl TrainConfig {
             return bad("max_steps must be positive".into());
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 || self.min_lr > self.lr {
-            return bad(format!("need 0 <= min_lr <= lr and lr > 0 (lr {}, min_lr {})", self.lr, self.min_lr));
+            return bad(format!(
+                "need 0 <= min_lr <= lr and lr > 0 (lr {}, min_lr {})",
+                self.lr, self.min_lr
+            ));
         }
-        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) || self.eps <= 0.0 {
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) || self.eps <= 0.0
+        {
             return bad("betas must be in [0, 1) and eps > 0".into());
         }
         if !(0.0..0.9).contains(&self.val_fraction) || self.val_fraction <= 0.0 {
-            return bad(format!("val_fraction must be in (0, 0.9), got {}", self.val_fraction));
+            return bad(format!(
+                "val_fraction must be in (0, 0.9), got {}",
+                self.val_fraction
+            ));
         }
         if self.weight_decay < 0.0 || self.grad_clip < 0.0 {
             return bad("weight_decay and grad_clip must be >= 0".into());

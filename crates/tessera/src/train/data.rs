@@ -64,7 +64,11 @@ impl TokenData {
         train.extend(encode_long(tok, tr)?);
         let mut val = vec![eos];
         val.extend(encode_long(tok, va)?);
-        Ok(TokenData { train, val, val_chars: va.chars().count() })
+        Ok(TokenData {
+            train,
+            val,
+            val_chars: va.chars().count(),
+        })
     }
 }
 
@@ -107,7 +111,12 @@ impl Batcher {
         let mut b = Batcher {
             block,
             n_blocks,
-            state: BatcherState { epoch: 0, cursor: 0, order: Vec::new(), rng: Rng::new(seed ^ 0xDA7A) },
+            state: BatcherState {
+                epoch: 0,
+                cursor: 0,
+                order: Vec::new(),
+                rng: Rng::new(seed ^ 0xDA7A),
+            },
         };
         b.reshuffle();
         Ok(b)
@@ -124,7 +133,8 @@ impl Batcher {
     pub fn restore(&mut self, state: BatcherState) -> Result<()> {
         if state.order.len() != self.n_blocks || state.cursor > state.order.len() {
             return Err(Error::Input(
-                "the saved data position does not match this training text (was the data changed?)".into(),
+                "the saved data position does not match this training text (was the data changed?)"
+                    .into(),
             ));
         }
         self.state = state;
@@ -132,7 +142,12 @@ impl Batcher {
     }
 
     /// Next batch: (inputs, targets), each (B, T) u32.
-    pub fn next_batch(&mut self, tokens: &[u32], batch: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    pub fn next_batch(
+        &mut self,
+        tokens: &[u32],
+        batch: usize,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
         let t = self.block;
         let mut x = Vec::with_capacity(batch * t);
         let mut y = Vec::with_capacity(batch * t);
@@ -146,7 +161,10 @@ impl Batcher {
             x.extend_from_slice(&tokens[start..start + t]);
             y.extend_from_slice(&tokens[start + 1..start + t + 1]);
         }
-        Ok((Tensor::from_vec(x, (batch, t), device)?, Tensor::from_vec(y, (batch, t), device)?))
+        Ok((
+            Tensor::from_vec(x, (batch, t), device)?,
+            Tensor::from_vec(y, (batch, t), device)?,
+        ))
     }
 
     /// Blocks in one pass.
@@ -177,10 +195,20 @@ mod tests {
         firsts.sort();
         assert_eq!(firsts, (0..10).map(|i| i * 10).collect::<Vec<_>>());
         let saved = b.state.clone();
-        let a = b.next_batch(&tokens, 3, &Device::Cpu).unwrap().0.to_vec2::<u32>().unwrap();
+        let a = b
+            .next_batch(&tokens, 3, &Device::Cpu)
+            .unwrap()
+            .0
+            .to_vec2::<u32>()
+            .unwrap();
         let mut c = Batcher::new(tokens.len(), 10, 5).unwrap();
         c.restore(saved).unwrap();
-        let d = c.next_batch(&tokens, 3, &Device::Cpu).unwrap().0.to_vec2::<u32>().unwrap();
+        let d = c
+            .next_batch(&tokens, 3, &Device::Cpu)
+            .unwrap()
+            .0
+            .to_vec2::<u32>()
+            .unwrap();
         assert_eq!(a, d);
         assert!(Batcher::new(10, 10, 0).is_err());
     }

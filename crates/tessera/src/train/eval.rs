@@ -52,7 +52,9 @@ pub fn evaluate_tokens(
     max_windows: usize,
 ) -> Result<LmEval> {
     if tokens.len() < 2 {
-        return Err(crate::Error::Input("need at least one token to score".into()));
+        return Err(crate::Error::Input(
+            "need at least one token to score".into(),
+        ));
     }
     let block = block.min(model.cfg.max_position_embeddings);
     let mut starts: Vec<(usize, usize)> = Vec::new(); // (start, length of predictions)
@@ -72,18 +74,28 @@ pub fn evaluate_tokens(
     // Full-length windows batched together; the short tail alone.
     for group in starts.chunks(batch.max(1)) {
         let len = group[0].1;
-        let (full, tail): (Vec<&(usize, usize)>, Vec<&(usize, usize)>) = group.iter().partition(|w| w.1 == len);
+        type Windows<'a> = Vec<&'a (usize, usize)>;
+        let (full, tail): (Windows, Windows) = group.iter().partition(|w| w.1 == len);
         for set in [full, tail] {
             if set.is_empty() {
                 continue;
             }
             let l = set[0].1;
-            let x: Vec<u32> = set.iter().flat_map(|&&(st, _)| tokens[st..st + l].iter().copied()).collect();
-            let y: Vec<u32> = set.iter().flat_map(|&&(st, _)| tokens[st + 1..st + l + 1].iter().copied()).collect();
+            let x: Vec<u32> = set
+                .iter()
+                .flat_map(|&&(st, _)| tokens[st..st + l].iter().copied())
+                .collect();
+            let y: Vec<u32> = set
+                .iter()
+                .flat_map(|&&(st, _)| tokens[st + 1..st + l + 1].iter().copied())
+                .collect();
             let n = set.len();
             let x = Tensor::from_vec(x, (n, l), &device)?;
             let y = Tensor::from_vec(y, (n, l), &device)?;
-            let loss = model.loss(&x, &y, None)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let loss = model
+                .loss(&x, &y, None)?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
             total += loss * (n * l) as f64;
         }
     }

@@ -25,7 +25,13 @@ pub struct AdamW {
 
 impl AdamW {
     /// Zeroed moments for `params`.
-    pub fn new(params: &ParamStore, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Result<Self> {
+    pub fn new(
+        params: &ParamStore,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    ) -> Result<Self> {
         let zeros = |v: &Var| v.as_tensor().zeros_like();
         Ok(AdamW {
             beta1,
@@ -33,8 +39,16 @@ impl AdamW {
             eps,
             weight_decay,
             step: 0,
-            m: params.vars.iter().map(zeros).collect::<candle_core::Result<_>>()?,
-            v: params.vars.iter().map(zeros).collect::<candle_core::Result<_>>()?,
+            m: params
+                .vars
+                .iter()
+                .map(zeros)
+                .collect::<candle_core::Result<_>>()?,
+            v: params
+                .vars
+                .iter()
+                .map(zeros)
+                .collect::<candle_core::Result<_>>()?,
             decay: params.specs.iter().map(|s| s.decay).collect(),
         })
     }
@@ -42,13 +56,16 @@ impl AdamW {
     /// One update of every parameter from its gradient (`grads[i]` matches `params.vars[i]`).
     pub fn step(&mut self, params: &ParamStore, grads: &[Tensor], lr: f64) -> Result<()> {
         self.step += 1;
-        for i in 0..params.vars.len() {
-            let wd = if self.decay[i] { self.weight_decay } else { 0.0 };
-            let var = &params.vars[i];
-            if var.device().is_cpu() && var.dtype() == DType::F32 {
-                self.step_cpu(i, var, &grads[i], lr, wd)?;
+        for (i, (var, grad)) in params.vars.iter().zip(grads).enumerate() {
+            let wd = if self.decay[i] {
+                self.weight_decay
             } else {
-                self.step_tensor(i, var, &grads[i], lr, wd)?;
+                0.0
+            };
+            if var.device().is_cpu() && var.dtype() == DType::F32 {
+                self.step_cpu(i, var, grad, lr, wd)?;
+            } else {
+                self.step_tensor(i, var, grad, lr, wd)?;
             }
         }
         Ok(())
@@ -103,9 +120,13 @@ impl AdamW {
     #[doc(hidden)]
     pub fn step_reference(&mut self, params: &ParamStore, grads: &[Tensor], lr: f64) -> Result<()> {
         self.step += 1;
-        for i in 0..params.vars.len() {
-            let wd = if self.decay[i] { self.weight_decay } else { 0.0 };
-            self.step_tensor(i, &params.vars[i], &grads[i], lr, wd)?;
+        for (i, (var, grad)) in params.vars.iter().zip(grads).enumerate() {
+            let wd = if self.decay[i] {
+                self.weight_decay
+            } else {
+                0.0
+            };
+            self.step_tensor(i, var, grad, lr, wd)?;
         }
         Ok(())
     }
@@ -115,7 +136,11 @@ impl AdamW {
 pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
     let mut total = 0.0f64;
     for g in grads {
-        total += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        total += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
     }
     Ok(total.sqrt())
 }
@@ -128,8 +153,10 @@ mod tests {
 
     #[test]
     fn fused_cpu_update_equals_tensor_reference() {
-        let cfg = ModelConfig::from_hf_json(&serde_json::json!({"model_type": "gpt2", "vocab_size": 20,
-            "n_embd": 8, "n_layer": 1, "n_head": 2, "n_positions": 8})).unwrap();
+        let cfg =
+            ModelConfig::from_hf_json(&serde_json::json!({"model_type": "gpt2", "vocab_size": 20,
+            "n_embd": 8, "n_layer": 1, "n_head": 2, "n_positions": 8}))
+            .unwrap();
         let mut rng = Rng::new(1);
         let a = ParamStore::init(&cfg, &mut rng, DType::F32, &Device::Cpu).unwrap();
         let b = ParamStore::init(&cfg, &mut Rng::new(1), DType::F32, &Device::Cpu).unwrap();
@@ -149,11 +176,23 @@ mod tests {
             ob.step_reference(&b, &grads, 1e-2).unwrap();
         }
         for (x, y) in a.vars.iter().zip(&b.vars) {
-            let d = (x.as_tensor() - y.as_tensor()).unwrap().abs().unwrap().max_all().unwrap();
+            let d = (x.as_tensor() - y.as_tensor())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
             assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
         }
         // Norm weights (ones, no decay, zero gradient mean) vs decayed matrices are in different groups.
         assert!(a.specs.iter().any(|s| s.decay) && a.specs.iter().any(|s| !s.decay));
-        assert!(a.specs.iter().filter(|s| s.name.contains("wte") || s.name.contains("wpe") || s.name.ends_with("bias") || s.name.contains("ln_")).all(|s| !s.decay));
+        assert!(a
+            .specs
+            .iter()
+            .filter(|s| s.name.contains("wte")
+                || s.name.contains("wpe")
+                || s.name.ends_with("bias")
+                || s.name.contains("ln_"))
+            .all(|s| !s.decay));
     }
 }

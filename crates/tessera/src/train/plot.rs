@@ -18,18 +18,34 @@ fn register_font() {
 pub fn loss_curve(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> Result<()> {
     register_font();
     let tmp = path.with_file_name(format!(".loss-tmp-{}.png", std::process::id()));
-    draw(&tmp, train, val).map_err(|e| Error::Input(format!("plotting {}: {e}", path.display())))?;
+    draw(&tmp, train, val)
+        .map_err(|e| Error::Input(format!("plotting {}: {e}", path.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-fn draw(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> std::result::Result<(), Box<dyn std::error::Error>> {
+fn draw(
+    path: &Path,
+    train: &[(f64, f64)],
+    val: &[(f64, f64)],
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let all = train.iter().chain(val.iter());
     let max_x = all.clone().map(|p| p.0).fold(1.0, f64::max);
     let finite = |y: &f64| y.is_finite();
-    let max_y = all.clone().map(|p| p.1).filter(finite).fold(0.0, f64::max).max(1e-3) * 1.05;
-    let min_y = all.map(|p| p.1).filter(finite).fold(f64::INFINITY, f64::min).min(max_y) * 0.95;
+    let max_y = all
+        .clone()
+        .map(|p| p.1)
+        .filter(finite)
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.05;
+    let min_y = all
+        .map(|p| p.1)
+        .filter(finite)
+        .fold(f64::INFINITY, f64::min)
+        .min(max_y)
+        * 0.95;
     let min_y = if min_y.is_finite() { min_y } else { 0.0 };
     let mut chart = ChartBuilder::on(&root)
         .caption("loss (nats per token)", ("sans-serif", 22))
@@ -37,7 +53,11 @@ fn draw(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> std::result::R
         .x_label_area_size(40)
         .y_label_area_size(56)
         .build_cartesian_2d(0f64..max_x, min_y..max_y)?;
-    chart.configure_mesh().x_desc("step").y_desc("loss").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .draw()?;
     chart
         .draw_series(LineSeries::new(train.iter().copied(), &BLUE))?
         .label("train")
@@ -47,7 +67,11 @@ fn draw(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> std::result::R
         .label("validation")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
     chart.draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -56,7 +56,13 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh run: parameters initialized from the seed.
-    pub fn new(model_cfg: ModelConfig, cfg: TrainConfig, tokenizer: Tokenizer, data: TokenData, device: &Device) -> Result<Self> {
+    pub fn new(
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        tokenizer: Tokenizer,
+        data: TokenData,
+        device: &Device,
+    ) -> Result<Self> {
         cfg.validate()?;
         model_cfg.validate()?;
         if tokenizer.vocab_size() > model_cfg.vocab_size {
@@ -78,7 +84,9 @@ impl Trainer {
         let model = Transformer::from_params(&model_cfg, &params)?;
         let batcher = Batcher::new(data.train.len(), cfg.block_size, cfg.seed)?;
         if super::data::num_blocks(data.val.len(), 1) == 0 {
-            return Err(Error::Input("the validation split is empty; use more text".into()));
+            return Err(Error::Input(
+                "the validation split is empty; use more text".into(),
+            ));
         }
         Ok(Trainer {
             model_cfg,
@@ -98,7 +106,12 @@ impl Trainer {
     }
 
     /// Continue from a checkpoint; `text` must be the run's training text. `max_steps` may extend the schedule.
-    pub fn resume(ckpt: &Path, text: &str, max_steps: Option<usize>, device: &Device) -> Result<Self> {
+    pub fn resume(
+        ckpt: &Path,
+        text: &str,
+        max_steps: Option<usize>,
+        device: &Device,
+    ) -> Result<Self> {
         let l = checkpoint::load(ckpt, device)?;
         let mut cfg = l.state.train_config.clone();
         if let Some(n) = max_steps {
@@ -133,25 +146,43 @@ impl Trainer {
     /// One optimizer step (with gradient accumulation over `grad_accum` micro-batches).
     pub fn train_step(&mut self) -> Result<StepStats> {
         let start = Instant::now();
-        let lr = lr_at(self.step, self.cfg.lr, self.cfg.min_lr, self.cfg.warmup_steps, self.cfg.max_steps);
+        let lr = lr_at(
+            self.step,
+            self.cfg.lr,
+            self.cfg.min_lr,
+            self.cfg.warmup_steps,
+            self.cfg.max_steps,
+        );
         let accum = self.cfg.grad_accum;
         let mut grads: Vec<Option<Tensor>> = vec![None; self.params.vars.len()];
         let mut loss_sum = 0.0;
         for _ in 0..accum {
-            let (x, y) = self.batcher.next_batch(&self.data.train, self.cfg.batch_size, &self.device)?;
+            let (x, y) =
+                self.batcher
+                    .next_batch(&self.data.train, self.cfg.batch_size, &self.device)?;
             let p = self.model_cfg.dropout;
             let loss = if p > 0.0 {
-                let mut d = Dropout { p, rng: &mut self.rng };
+                let mut d = Dropout {
+                    p,
+                    rng: &mut self.rng,
+                };
                 self.model.loss(&x, &y, Some(&mut d))?
             } else {
                 self.model.loss(&x, &y, None)?
             };
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let scaled = if accum > 1 { (loss / accum as f64)? } else { loss };
+            let scaled = if accum > 1 {
+                (loss / accum as f64)?
+            } else {
+                loss
+            };
             let store = scaled.backward()?;
             for (i, var) in self.params.vars.iter().enumerate() {
                 let g = store.get(var.as_tensor()).ok_or_else(|| {
-                    Error::Input(format!("parameter '{}' received no gradient", self.params.specs[i].name))
+                    Error::Input(format!(
+                        "parameter '{}' received no gradient",
+                        self.params.specs[i].name
+                    ))
                 })?;
                 grads[i] = Some(match grads[i].take() {
                     None => g.clone(),
@@ -159,7 +190,10 @@ impl Trainer {
                 });
             }
         }
-        let mut grads: Vec<Tensor> = grads.into_iter().map(|g| g.expect("filled above")).collect();
+        let mut grads: Vec<Tensor> = grads
+            .into_iter()
+            .map(|g| g.expect("filled above"))
+            .collect();
         let norm = global_norm(&grads)?;
         if !norm.is_finite() {
             return Err(Error::Input(format!(
@@ -169,7 +203,10 @@ impl Trainer {
         }
         if self.cfg.grad_clip > 0.0 && norm > self.cfg.grad_clip {
             let s = self.cfg.grad_clip / (norm + 1e-6);
-            grads = grads.into_iter().map(|g| g * s).collect::<candle_core::Result<_>>()?;
+            grads = grads
+                .into_iter()
+                .map(|g| g * s)
+                .collect::<candle_core::Result<_>>()?;
         }
         self.opt.step(&self.params, &grads, lr)?;
         self.step += 1;
@@ -258,7 +295,11 @@ pub struct RunOptions<'a> {
 }
 
 /// Train until the schedule ends, time runs out or `stop` is set; evaluate, log and checkpoint on the way.
-pub fn run(t: &mut Trainer, opts: &RunOptions<'_>, obs: &mut dyn Observer) -> Result<(Ended, LmEval)> {
+pub fn run(
+    t: &mut Trainer,
+    opts: &RunOptions<'_>,
+    obs: &mut dyn Observer,
+) -> Result<(Ended, LmEval)> {
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let ckpt_dir = out.join("checkpoint");
@@ -286,12 +327,14 @@ pub fn run(t: &mut Trainer, opts: &RunOptions<'_>, obs: &mut dyn Observer) -> Re
             break;
         }
         let s = t.train_step()?;
-        write_log(serde_json::json!({"step": s.step, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm,
-            "tokens_per_s": s.tokens as f64 / s.seconds, "elapsed_s": t.elapsed_before + start.elapsed().as_secs_f64()}))?;
+        write_log(
+            serde_json::json!({"step": s.step, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm,
+            "tokens_per_s": s.tokens as f64 / s.seconds, "elapsed_s": t.elapsed_before + start.elapsed().as_secs_f64()}),
+        )?;
         train_pts.push((s.step as f64, s.loss));
         obs.on_step(t, &s);
         let at_end = t.step == t.cfg.max_steps;
-        if (t.cfg.eval_every > 0 && t.step % t.cfg.eval_every == 0) || at_end {
+        if (t.cfg.eval_every > 0 && t.step.is_multiple_of(t.cfg.eval_every)) || at_end {
             let e = t.evaluate()?;
             write_eval(&mut write_log, t.step, &e)?;
             val_pts.push((t.step as f64, e.loss));
@@ -301,7 +344,7 @@ pub fn run(t: &mut Trainer, opts: &RunOptions<'_>, obs: &mut dyn Observer) -> Re
                 super::plot::loss_curve(&out.join("loss.png"), &train_pts, &val_pts)?;
             }
         }
-        if (t.cfg.checkpoint_every > 0 && t.step % t.cfg.checkpoint_every == 0) || at_end {
+        if (t.cfg.checkpoint_every > 0 && t.step.is_multiple_of(t.cfg.checkpoint_every)) || at_end {
             t.save(&ckpt_dir, start.elapsed().as_secs_f64())?;
             obs.on_checkpoint(t.step, &ckpt_dir);
         }
@@ -324,9 +367,15 @@ pub fn run(t: &mut Trainer, opts: &RunOptions<'_>, obs: &mut dyn Observer) -> Re
     Ok((ended, e))
 }
 
-fn write_eval(write_log: &mut dyn FnMut(serde_json::Value) -> Result<()>, step: usize, e: &LmEval) -> Result<()> {
-    write_log(serde_json::json!({"step": step, "val_loss": e.loss, "val_ppl": e.perplexity,
-        "val_nats_per_char": e.nats_per_char, "val_bits_per_char": e.bits_per_char}))
+fn write_eval(
+    write_log: &mut dyn FnMut(serde_json::Value) -> Result<()>,
+    step: usize,
+    e: &LmEval,
+) -> Result<()> {
+    write_log(
+        serde_json::json!({"step": step, "val_loss": e.loss, "val_ppl": e.perplexity,
+        "val_nats_per_char": e.nats_per_char, "val_bits_per_char": e.bits_per_char}),
+    )
 }
 
 type Points = Vec<(f64, f64)>;
@@ -340,7 +389,9 @@ fn trim_metrics(path: &Path, step: usize) -> Result<(Points, Points)> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut kept = String::new();
     for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         let s = v["step"].as_u64().unwrap_or(u64::MAX) as usize;
         if s > step {
             continue;

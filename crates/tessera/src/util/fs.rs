@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 /// Write `bytes` to `path` atomically: a temporary file beside it, fsync, then rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = temp_sibling(path);
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -32,7 +35,9 @@ pub fn replace_dir(src: &Path, dst: &Path) -> Result<()> {
     if dst.exists() {
         let old = dst.with_file_name(format!(
             ".{}.old-{}",
-            dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            dst.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             std::process::id()
         ));
         std::fs::rename(dst, &old).map_err(|e| Error::io(dst, e))?;

@@ -1,0 +1,379 @@
+//! End-to-end tests of the `tessera` program: the happy path and every kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("run tessera")
+}
+
+fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/austen-300k.txt")
+}
+
+/// Fails with exit status 1, a message containing `needle`, and no panic.
+fn fails_with(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected failure, got {:?}; stderr: {err}",
+        out.status
+    );
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn small_text(dir: &Path) -> String {
+    let text = std::fs::read_to_string(corpus()).unwrap();
+    write(dir, "small.txt", &text.as_bytes()[..40_000])
+}
+
+fn tiny_config(dir: &Path, patch: serde_json::Value) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for (k, x) in patch.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    write(dir, "cfg.json", v.to_string().as_bytes())
+}
+
+#[test]
+fn train_generate_eval_roundtrip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = small_text(d);
+    let run = d.join("run");
+    let out = tessera(&[
+        "train",
+        "--data",
+        &data,
+        "--config",
+        "tiny",
+        "--out",
+        run.to_str().unwrap(),
+        "--max-steps",
+        "12",
+        "--eval-every",
+        "6",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "checkpoint/config.json",
+        "checkpoint/model.safetensors",
+        "checkpoint/tokenizer.json",
+        "checkpoint/optimizer.safetensors",
+        "checkpoint/trainer_state.json",
+        "metrics.jsonl",
+        "loss.png",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let evals: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v.get("val_loss").is_some())
+        .collect();
+    assert_eq!(evals.len(), 2);
+    assert!(evals[1]["val_bits_per_char"].as_f64().unwrap() > 0.0);
+
+    // Resuming a finished run with a longer schedule continues from step 12.
+    let out = tessera(&[
+        "train",
+        "--data",
+        &data,
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+        "--max-steps",
+        "14",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
+    // Refuses to overwrite a run without --resume.
+    fails_with(
+        &tessera(&[
+            "train",
+            "--data",
+            &data,
+            "--config",
+            "tiny",
+            "--out",
+            run.to_str().unwrap(),
+        ]),
+        "already holds a run",
+    );
+
+    // Greedy generation is deterministic and --json reports ids.
+    let gen = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            run.to_str().unwrap(),
+            "--prompt",
+            "It is a truth",
+            "--max-tokens",
+            "12",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let o = tessera(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v
+    };
+    let a = gen(&["--temperature", "0"]);
+    let b = gen(&["--temperature", "0"]);
+    assert_eq!(a, b);
+    assert!(a["ids"].as_array().unwrap().len() <= 12);
+    let s1 = gen(&[
+        "--temperature",
+        "1",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.9",
+        "--min-p",
+        "0.01",
+        "--repetition-penalty",
+        "1.2",
+        "--seed",
+        "3",
+    ]);
+    let s2 = gen(&[
+        "--temperature",
+        "1",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.9",
+        "--min-p",
+        "0.01",
+        "--repetition-penalty",
+        "1.2",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(s1, s2, "same seed, same sample");
+
+    let o = tessera(&[
+        "eval",
+        "perplexity",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        &data,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (loss, ppl) = (
+        v["loss"].as_f64().unwrap(),
+        v["perplexity"].as_f64().unwrap(),
+    );
+    assert!((ppl - loss.exp()).abs() < 1e-6 * ppl);
+    assert_eq!(v["chars"].as_u64().unwrap(), 40_000);
+    assert!(
+        (v["bits_per_char"].as_f64().unwrap()
+            - v["nats_per_char"].as_f64().unwrap() / std::f64::consts::LN_2)
+            .abs()
+            < 1e-9
+    );
+}
+
+#[test]
+fn tokenizer_train_writes_loadable_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_text(dir.path());
+    let out_path = dir.path().join("tok.json");
+    let o = tessera(&[
+        "tokenizer",
+        "train",
+        "--data",
+        &data,
+        "--vocab-size",
+        "400",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tok = tessera::tokenizer::Tokenizer::from_file(&out_path).unwrap();
+    assert_eq!(tok.vocab_size(), 400);
+    fails_with(
+        &tessera(&["tokenizer", "train", "--data", &data, "--vocab-size", "10"]),
+        "too small",
+    );
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = d.join("r").to_string_lossy().into_owned();
+    let good = small_text(d);
+    let train = |data: &str, cfg: &str| {
+        tessera(&[
+            "train",
+            "--data",
+            data,
+            "--config",
+            cfg,
+            "--out",
+            &run,
+            "--max-steps",
+            "2",
+        ])
+    };
+
+    fails_with(
+        &train("/nonexistent/corpus.txt", "tiny"),
+        "/nonexistent/corpus.txt",
+    );
+    fails_with(&train(&write(d, "empty.txt", b""), "tiny"), "empty");
+    fails_with(
+        &train(
+            &write(d, "short.txt", b"Too short for a block.\nReally.\n"),
+            "tiny",
+        ),
+        "fewer than one block",
+    );
+    fails_with(
+        &train(
+            &write(d, "bin.txt", b"valid start \xff\xfe then junk"),
+            "tiny",
+        ),
+        "not valid UTF-8",
+    );
+    fails_with(
+        &train(&good, &tiny_config(d, serde_json::json!({"n_head": 5}))),
+        "not divisible",
+    );
+    fails_with(
+        &train(
+            &good,
+            &tiny_config(d, serde_json::json!({"activation_function": "swoosh"})),
+        ),
+        "unknown activation 'swoosh'",
+    );
+    fails_with(
+        &train(
+            &good,
+            &write(d, "broken.json", b"{\"model_type\": \"gpt2\","),
+        ),
+        "config",
+    );
+    fails_with(
+        &train(&good, "no-such-config"),
+        "neither a file nor a built-in",
+    );
+    fails_with(
+        &tessera(&["train", "--data", &good, "--out", &run, "--resume"]),
+        "no checkpoint",
+    );
+
+    // A real checkpoint, then damaged copies of it.
+    let o = tessera(&[
+        "train",
+        "--data",
+        &good,
+        "--config",
+        "tiny",
+        "--out",
+        &run,
+        "--max-steps",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck = Path::new(&run).join("checkpoint");
+    let gen = |model: &Path| {
+        tessera(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "2",
+        ])
+    };
+    let copy = |name: &str| {
+        let dst = d.join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in std::fs::read_dir(&ck).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
+        }
+        dst
+    };
+    let t = copy("truncated");
+    let bytes = std::fs::read(t.join("model.safetensors")).unwrap();
+    std::fs::write(t.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&gen(&t), "model.safetensors");
+    let t = copy("garbage");
+    std::fs::write(
+        t.join("model.safetensors"),
+        b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage",
+    )
+    .unwrap();
+    fails_with(&gen(&t), "not a valid safetensors file");
+    let t = copy("header");
+    std::fs::write(t.join("model.safetensors"), b"\x00\x00").unwrap();
+    fails_with(&gen(&t), "not a valid safetensors file");
+    let t = copy("badconfig");
+    std::fs::write(
+        t.join("config.json"),
+        b"{\"model_type\": \"gpt2\", \"vocab_size\": 512}",
+    )
+    .unwrap();
+    fails_with(&gen(&t), "missing 'n_embd'");
+    let t = copy("shape");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.join("config.json")).unwrap()).unwrap();
+    cfg["n_embd"] = serde_json::json!(32);
+    std::fs::write(t.join("config.json"), cfg.to_string()).unwrap();
+    fails_with(&gen(&t), "has shape");
+    fails_with(&gen(&d.join("nothing-here")), "no such file or directory");
+    let t = copy("noopt");
+    std::fs::remove_file(t.join("optimizer.safetensors")).unwrap();
+    let run2 = d.join("run2");
+    std::fs::create_dir_all(&run2).unwrap();
+    std::fs::rename(&t, run2.join("checkpoint")).unwrap();
+    fails_with(
+        &tessera(&[
+            "train",
+            "--data",
+            &good,
+            "--out",
+            run2.to_str().unwrap(),
+            "--resume",
+        ]),
+        "missing optimizer.safetensors",
+    );
+    // Bad sampling settings.
+    let o = tessera(&["generate", "--model", &run, "--prompt", "x", "--top-p", "0"]);
+    fails_with(&o, "top-p");
+}

@@ -1,0 +1,73 @@
+//! Fused CPU kernels with their backward passes, used by the layers when the tensors are on the CPU
+//! in f32 or f64. Each has a plain reference (the composition of engine ops in `nn/`) beside it, and
+//! tests check the two agree and that the backward matches finite differences.
+//!
+//! Every kernel works on contiguous row-major data, one row per parallel work item.
+
+pub mod cross_entropy;
+pub mod gelu;
+pub mod norm;
+pub mod softmax;
+
+use candle_core::{CpuStorage, Layout, Result, Tensor, WithDType};
+
+/// Float types the kernels are written for.
+pub trait Float:
+    WithDType + num_traits::Float + num_traits::NumAssign + Send + Sync + std::iter::Sum
+{
+}
+impl Float for f32 {}
+impl Float for f64 {}
+
+/// The contiguous data of a kernel input.
+pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("kernel input must be contiguous".into()))?;
+    Ok(&s.as_slice::<T>()?[a..b])
+}
+
+/// Whether the fused kernels apply to `t` (CPU, f32 or f64).
+pub fn applicable(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
+/// Run `f` over rows of length `row` of `out`, in parallel when the work is large enough.
+pub(crate) fn par_rows<T: Send, F: Fn(usize, &mut [T]) + Sync + Send>(
+    out: &mut [T],
+    row: usize,
+    f: F,
+) {
+    use rayon::prelude::*;
+    if row == 0 {
+        return;
+    }
+    if out.len() >= 1 << 15 {
+        out.par_chunks_mut(row)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
+    } else {
+        out.chunks_mut(row).enumerate().for_each(|(i, r)| f(i, r));
+    }
+}
+
+/// Dispatch on the float dtype of a storage.
+macro_rules! float_dispatch {
+    ($s:expr, $name:expr, |$t:ident| $body:expr) => {
+        match $s {
+            candle_core::CpuStorage::F32(_) => {
+                type $t = f32;
+                $body
+            }
+            candle_core::CpuStorage::F64(_) => {
+                type $t = f64;
+                $body
+            }
+            _ => Err(candle_core::Error::Msg(format!(
+                "{}: only f32 and f64 are supported",
+                $name
+            ))),
+        }
+    };
+}
+pub(crate) use float_dispatch;

@@ -1,0 +1,245 @@
+//! Fused LayerNorm and RMSNorm over the last dimension, with backward passes.
+//!
+//! Backward (per row, x̂ = normalized x, g = dy ⊙ w, r = 1/std):
+//!   LayerNorm: dx = r (g - mean(g) - x̂ mean(g ⊙ x̂)),  dw = Σ_rows dy ⊙ x̂,  db = Σ_rows dy
+//!   RMSNorm:   dx = r (g - x̂ mean(g ⊙ x̂)),            dw = Σ_rows dy ⊙ x̂
+
+use super::{float_dispatch, par_rows, slice, Float};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+struct LayerNorm {
+    eps: f64,
+}
+
+struct NormGrad {
+    eps: f64,
+    rms: bool,
+}
+
+/// (mean, 1/std) of a row; mean is 0 for RMSNorm.
+#[inline]
+fn stats<T: Float>(row: &[T], eps: T, rms: bool) -> (T, T) {
+    let n = T::from_f64(row.len() as f64);
+    let mean = if rms {
+        T::zero()
+    } else {
+        row.iter().copied().sum::<T>() / n
+    };
+    let var = row.iter().map(|&x| (x - mean) * (x - mean)).sum::<T>() / n;
+    (mean, T::one() / (var + eps).sqrt())
+}
+
+fn width(l: &Layout) -> Result<usize> {
+    l.shape()
+        .dims()
+        .last()
+        .copied()
+        .ok_or_else(|| candle_core::Error::Msg("norm of a scalar".into()))
+}
+
+fn forward<F: Float>(
+    x: &[F],
+    w: &[F],
+    b: Option<&[F]>,
+    c: usize,
+    eps: f64,
+    rms: bool,
+) -> CpuStorage {
+    let eps = F::from_f64(eps);
+    let mut y = vec![F::zero(); x.len()];
+    par_rows(&mut y, c, |i, out| {
+        let row = &x[i * c..(i + 1) * c];
+        let (mean, r) = stats(row, eps, rms);
+        for j in 0..c {
+            let v = (row[j] - mean) * r * w[j];
+            out[j] = match b {
+                Some(b) => v + b[j],
+                None => v,
+            };
+        }
+    });
+    F::to_cpu_storage_owned(y)
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let c = width(l1)?;
+        float_dispatch!(s1, self.name(), |F| {
+            let y = forward::<F>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                Some(slice(s3, l3)?),
+                c,
+                self.eps,
+                false,
+            );
+            Ok((y, l1.shape().clone()))
+        })
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = w.elem_count();
+        let n = x.elem_count();
+        let all = x.apply_op3_no_bwd(
+            w,
+            &dy.contiguous()?,
+            &NormGrad {
+                eps: self.eps,
+                rms: false,
+            },
+        )?;
+        let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = all.narrow(0, n, c)?;
+        let db = all.narrow(0, n + c, c)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+struct RmsNorm {
+    eps: f64,
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "fused-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let c = width(l1)?;
+        float_dispatch!(s1, self.name(), |F| {
+            let y = forward::<F>(slice(s1, l1)?, slice(s2, l2)?, None, c, self.eps, true);
+            Ok((y, l1.shape().clone()))
+        })
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let c = w.elem_count();
+        let n = x.elem_count();
+        let all = x.apply_op3_no_bwd(
+            w,
+            &dy.contiguous()?,
+            &NormGrad {
+                eps: self.eps,
+                rms: true,
+            },
+        )?;
+        let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = all.narrow(0, n, c)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+fn norm_grad<F: Float>(
+    x: &[F],
+    w: &[F],
+    dy: &[F],
+    c: usize,
+    eps: f64,
+    rms: bool,
+) -> (CpuStorage, Shape) {
+    let eps = F::from_f64(eps);
+    let rows = x.len() / c;
+    let cf = F::from_f64(c as f64);
+    let mut out = vec![F::zero(); x.len() + 2 * c];
+    let (dx, rest) = out.split_at_mut(x.len());
+    par_rows(dx, c, |i, o| {
+        let row = &x[i * c..(i + 1) * c];
+        let d = &dy[i * c..(i + 1) * c];
+        let (mean, r) = stats(row, eps, rms);
+        let mut mg = F::zero();
+        let mut mgx = F::zero();
+        for j in 0..c {
+            let g = d[j] * w[j];
+            mg += g;
+            mgx += g * (row[j] - mean) * r;
+        }
+        mg = if rms { F::zero() } else { mg / cf };
+        mgx /= cf;
+        for j in 0..c {
+            let xh = (row[j] - mean) * r;
+            o[j] = r * (d[j] * w[j] - mg - xh * mgx);
+        }
+    });
+    let (dw, db) = rest.split_at_mut(c);
+    for i in 0..rows {
+        let row = &x[i * c..(i + 1) * c];
+        let d = &dy[i * c..(i + 1) * c];
+        let (mean, r) = stats(row, eps, rms);
+        for j in 0..c {
+            dw[j] += d[j] * (row[j] - mean) * r;
+            db[j] += d[j];
+        }
+    }
+    let len = out.len();
+    (F::to_cpu_storage_owned(out), Shape::from(len))
+}
+
+impl CustomOp3 for NormGrad {
+    fn name(&self) -> &'static str {
+        "fused-norm-grad"
+    }
+
+    /// Output: `[dx (N·C) | dw (C) | db (C)]` as one flat vector.
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let c = width(l1)?;
+        let rms = self.rms;
+        float_dispatch!(s1, self.name(), |F| Ok(norm_grad::<F>(
+            slice(s1, l1)?,
+            slice(s2, l2)?,
+            slice(s3, l3)?,
+            c,
+            self.eps,
+            rms
+        )))
+    }
+}
+
+/// LayerNorm over the last dimension (fused on the CPU).
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm { eps })
+}
+
+/// RMSNorm over the last dimension (fused on the CPU).
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps })
+}

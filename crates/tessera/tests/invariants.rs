@@ -1,0 +1,191 @@
+//! Model and training invariants: causality, KV-cache equivalence, overfitting, save/load, exact resume.
+
+use std::path::PathBuf;
+use tessera::models::{KvCache, ModelConfig, ParamStore, Transformer};
+use tessera::tokenizer::Tokenizer;
+use tessera::train::data::{split_text, TokenData};
+use tessera::train::optim::AdamW;
+use tessera::train::{TrainConfig, Trainer};
+use tessera::util::rng::Rng;
+use tessera::{DType, Device, Tensor};
+
+fn configs() -> Vec<(&'static str, ModelConfig)> {
+    let gpt2 = serde_json::json!({"model_type": "gpt2", "vocab_size": 50, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64});
+    let llama = serde_json::json!({"model_type": "llama", "vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48, "max_position_embeddings": 64});
+    vec![
+        ("gpt2", ModelConfig::from_hf_json(&gpt2).unwrap()),
+        ("llama", ModelConfig::from_hf_json(&llama).unwrap()),
+    ]
+}
+
+fn model(cfg: &ModelConfig, dtype: DType) -> (ParamStore, Transformer) {
+    let p = ParamStore::init(cfg, &mut Rng::new(12), dtype, &Device::Cpu).unwrap();
+    let m = Transformer::from_params(cfg, &p).unwrap();
+    (p, m)
+}
+
+fn ids(v: &[u32]) -> Tensor {
+    Tensor::new(v, &Device::Cpu).unwrap().unsqueeze(0).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn future_tokens_do_not_change_past_logits() {
+    for (name, cfg) in configs() {
+        let (_, m) = model(&cfg, DType::F64);
+        let a = m.forward(&ids(&[1, 2, 3, 4, 5, 6, 7, 8]), 0, None).unwrap();
+        let b = m
+            .forward(&ids(&[1, 2, 3, 4, 40, 41, 42, 43]), 0, None)
+            .unwrap();
+        let d = max_diff(&a.narrow(1, 0, 4).unwrap(), &b.narrow(1, 0, 4).unwrap());
+        assert!(d < 1e-12, "{name}: past logits changed by {d}");
+        let later = max_diff(&a.narrow(1, 4, 4).unwrap(), &b.narrow(1, 4, 4).unwrap());
+        assert!(
+            later > 1e-3,
+            "{name}: later logits should depend on the changed tokens"
+        );
+    }
+}
+
+#[test]
+fn kv_cache_decoding_equals_full_forward() {
+    for (name, cfg) in configs() {
+        let (_, m) = model(&cfg, DType::F64);
+        let seq = [3u32, 9, 27, 1, 0, 44, 17, 8, 8, 30, 2];
+        let full = m.forward(&ids(&seq), 0, None).unwrap(); // (1, T, V)
+        let mut cache = KvCache::new(cfg.num_layers);
+        // A prompt chunk of 4, then one token at a time.
+        let mut parts = vec![m.forward(&ids(&seq[..4]), 0, Some(&mut cache)).unwrap()];
+        for (i, &t) in seq.iter().enumerate().skip(4) {
+            assert_eq!(cache.len(), i);
+            parts.push(m.forward(&ids(&[t]), i, Some(&mut cache)).unwrap());
+        }
+        let inc = Tensor::cat(&parts, 1).unwrap();
+        let d = max_diff(&full, &inc);
+        assert!(d < 1e-10, "{name}: cached decoding differs by {d}");
+    }
+}
+
+#[test]
+fn tiny_model_overfits_one_batch() {
+    for (name, cfg) in configs() {
+        let (p, m) = model(&cfg, DType::F32);
+        let mut rng = Rng::new(5);
+        let x: Vec<u32> = (0..4 * 16).map(|_| rng.below(50) as u32).collect();
+        let y: Vec<u32> = (0..4 * 16).map(|_| rng.below(50) as u32).collect();
+        let x = Tensor::from_vec(x, (4, 16), &Device::Cpu).unwrap();
+        let y = Tensor::from_vec(y, (4, 16), &Device::Cpu).unwrap();
+        let mut opt = AdamW::new(&p, 0.9, 0.95, 1e-8, 0.0).unwrap();
+        let mut last = f32::INFINITY;
+        for _ in 0..300 {
+            let loss = m.loss(&x, &y, None).unwrap();
+            last = loss.to_scalar().unwrap();
+            if last < 0.05 {
+                break;
+            }
+            let g = loss.backward().unwrap();
+            let grads: Vec<Tensor> = p
+                .vars
+                .iter()
+                .map(|v| g.get(v.as_tensor()).unwrap().clone())
+                .collect();
+            opt.step(&p, &grads, 1e-2).unwrap();
+        }
+        assert!(last < 0.05, "{name}: loss {last} after 300 steps");
+    }
+}
+
+fn corpus() -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/austen-300k.txt");
+    std::fs::read_to_string(p).unwrap()[..60_000].to_string()
+}
+
+fn trainer(cfg_name: &str, text: &str) -> Trainer {
+    let (_, mut cfg) = configs().into_iter().find(|(n, _)| *n == cfg_name).unwrap();
+    cfg.dropout = 0.1; // exercise the dropout RNG in the resume check
+    let tcfg = TrainConfig {
+        batch_size: 4,
+        block_size: 32,
+        max_steps: 8,
+        warmup_steps: 2,
+        lr: 3e-3,
+        min_lr: 3e-4,
+        eval_batches: 2,
+        vocab_size: 300,
+        grad_accum: 2,
+        ..TrainConfig::default()
+    };
+    let (train_text, _) = split_text(text, tcfg.val_fraction);
+    let tok = Tokenizer::train_bpe(&[train_text], tcfg.vocab_size).unwrap();
+    cfg.vocab_size = tok.vocab_size();
+    let data = TokenData::from_text(&tok, text, tcfg.val_fraction, 0).unwrap();
+    Trainer::new(cfg, tcfg, tok, data, &Device::Cpu).unwrap()
+}
+
+fn weights(t: &Trainer) -> Vec<Vec<f32>> {
+    t.params
+        .vars
+        .iter()
+        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect()
+}
+
+#[test]
+fn save_load_gives_identical_logits() {
+    let text = corpus();
+    for name in ["gpt2", "llama"] {
+        let mut t = trainer(name, &text);
+        t.train_step().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("checkpoint");
+        t.save(&ck, 0.0).unwrap();
+        let loaded = Transformer::load_dir(&ck, DType::F32, &Device::Cpu).unwrap();
+        let x = ids(&[0, 5, 9, 100, 200, 7]);
+        let a = t.model.forward(&x, 0, None).unwrap();
+        let b = loaded.forward(&x, 0, None).unwrap();
+        assert_eq!(
+            max_diff(&a, &b),
+            0.0,
+            "{name}: logits changed after save/load"
+        );
+    }
+}
+
+#[test]
+fn resume_equals_uninterrupted_training() {
+    let text = corpus();
+    for name in ["gpt2", "llama"] {
+        let mut full = trainer(name, &text);
+        let full_losses: Vec<f64> = (0..8).map(|_| full.train_step().unwrap().loss).collect();
+
+        let mut first = trainer(name, &text);
+        let mut losses: Vec<f64> = (0..4).map(|_| first.train_step().unwrap().loss).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("checkpoint");
+        first.save(&ck, 1.0).unwrap();
+        drop(first);
+        let mut resumed = Trainer::resume(&ck, &text, None, &Device::Cpu).unwrap();
+        assert_eq!(resumed.step, 4);
+        losses.extend((0..4).map(|_| resumed.train_step().unwrap().loss));
+        assert_eq!(losses, full_losses, "{name}: losses differ after resume");
+        assert!(
+            weights(&resumed) == weights(&full),
+            "{name}: weights differ after resume"
+        );
+    }
+}
