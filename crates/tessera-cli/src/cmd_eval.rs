@@ -13,6 +13,8 @@ use tessera::train::evaluate_tokens;
 pub enum EvalCmd {
     /// Per-token perplexity and bits per character of a language model on a text.
     Perplexity(PerplexityArgs),
+    #[command(flatten)]
+    Metrics(crate::eval_metrics::MetricsCommand),
 }
 
 #[derive(Args, Debug)]
@@ -37,6 +39,7 @@ pub struct PerplexityArgs {
 pub fn run(cmd: EvalCmd) -> Result<()> {
     match cmd {
         EvalCmd::Perplexity(a) => perplexity(a),
+        EvalCmd::Metrics(m) => crate::eval_metrics::run(m),
     }
 }
 

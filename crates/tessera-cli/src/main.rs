@@ -5,6 +5,7 @@ mod cmd_eval;
 mod cmd_generate;
 mod cmd_tokenizer;
 mod cmd_train;
+mod eval_metrics;
 
 use clap::{Parser, Subcommand};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
