@@ -4,10 +4,17 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use tessera::train::bench::{bench_train, peak_rss_mib, BenchTrainOptions};
 
+#[path = "cmd_bench_quant.rs"]
+mod cmd_bench_quant;
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// Training throughput of the GPT in the peers' train_gpt_torch.py (same flags, same final lines).
     Train(BenchTrainArgs),
+    /// Sentence-embedding throughput, as the peers' st_speed.py measures it.
+    Embed(crate::cmd_bench_embed::BenchEmbedArgs),
+    /// Quantized mat-vec / mat-mat speed on SmolLM2-135M's shapes (GFLOP/s, GB/s) per type and threads.
+    Quant(cmd_bench_quant::BenchQuantArgs),
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +64,8 @@ pub struct BenchTrainArgs {
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Embed(a) => crate::cmd_bench_embed::run(a),
+        BenchCmd::Quant(a) => cmd_bench_quant::run(a),
         BenchCmd::Train(a) => {
             let opts = BenchTrainOptions {
                 vocab_size: a.vocab_size,

@@ -1,8 +1,15 @@
 //! `tessera`: train, evaluate and run Transformer language models.
 
 mod cmd_bench;
+mod cmd_bench_embed;
+mod cmd_chat;
+mod cmd_embed;
 mod cmd_eval;
+mod cmd_finetune;
 mod cmd_generate;
+mod cmd_hub;
+mod cmd_info;
+mod cmd_tokenize;
 mod cmd_tokenizer;
 mod cmd_train;
 mod eval_metrics;
@@ -30,6 +37,8 @@ enum Cmd {
     /// Tokenizer tools.
     #[command(subcommand)]
     Tokenizer(cmd_tokenizer::TokenizerCmd),
+    /// Chat with a model in the terminal (default: SmolLM2-135M-Instruct, fetched on first use).
+    Chat(cmd_chat::ChatArgs),
     /// Train a language model from scratch on text.
     Train(cmd_train::TrainArgs),
     /// Generate text from a prompt, streaming it as it is decoded.
@@ -40,6 +49,27 @@ enum Cmd {
     /// Benchmarks that print the same final lines as the peers' scripts.
     #[command(subcommand)]
     Bench(cmd_bench::BenchCmd),
+    /// Sentence embeddings of texts (one JSON line, or an .npy row, per input).
+    Embed(cmd_embed::EmbedArgs),
+    /// Semantic search: the corpus texts closest to a query.
+    Similar(cmd_embed::SimilarArgs),
+    /// Fine-tune an encoder for text classification or NER.
+    #[command(subcommand)]
+    Finetune(cmd_finetune::FinetuneCmd),
+    /// Classify texts with a fine-tuned model.
+    Classify(cmd_finetune::ClassifyArgs),
+    /// Tag entities in texts with a fine-tuned NER model.
+    Tag(cmd_finetune::TagArgs),
+    /// Show what a model file holds (`--system`: the CPU features the kernels can use).
+    Info(cmd_info::InfoArgs),
+    /// Print the token ids of a text.
+    Tokenize(cmd_tokenize::TokenizeArgs),
+    /// Render messages through the model's chat template.
+    Template(cmd_tokenize::TemplateArgs),
+    /// Fetch a known model into the cache.
+    Pull(cmd_hub::PullArgs),
+    /// List the cached models and the ones `pull` can fetch.
+    List(cmd_hub::ListArgs),
 }
 
 /// Set by Ctrl-C: long-running commands stop at the next safe point. A second Ctrl-C exits at once.
@@ -69,10 +99,21 @@ fn main() {
     }
     let result = match cli.cmd {
         Cmd::Tokenizer(c) => cmd_tokenizer::run(c),
+        Cmd::Chat(a) => cmd_chat::run(a),
         Cmd::Train(a) => cmd_train::run(a),
         Cmd::Generate(a) => cmd_generate::run(a),
         Cmd::Eval(c) => cmd_eval::run(c),
         Cmd::Bench(c) => cmd_bench::run(c),
+        Cmd::Embed(a) => cmd_embed::run_embed(a),
+        Cmd::Similar(a) => cmd_embed::run_similar(a),
+        Cmd::Finetune(c) => cmd_finetune::run(c),
+        Cmd::Classify(a) => cmd_finetune::run_classify(a),
+        Cmd::Tag(a) => cmd_finetune::run_tag(a),
+        Cmd::Info(a) => cmd_info::run(a),
+        Cmd::Tokenize(a) => cmd_tokenize::run_tokenize(a),
+        Cmd::Template(a) => cmd_tokenize::run_template(a),
+        Cmd::Pull(a) => cmd_hub::run_pull(a),
+        Cmd::List(a) => cmd_hub::run_list(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

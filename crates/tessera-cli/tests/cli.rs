@@ -377,3 +377,81 @@ fn bad_inputs_give_clear_errors() {
     let o = tessera(&["generate", "--model", &run, "--prompt", "x", "--top-p", "0"]);
     fails_with(&o, "top-p");
 }
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = small_text(d);
+    let run = d.join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "train",
+            "--data",
+            &data,
+            "--config",
+            "tiny",
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .args(["--max-steps", "100000", "--eval-every", "0"])
+        .env("RAYON_NUM_THREADS", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training is under way, then interrupt it like a terminal's Ctrl-C would.
+    let metrics = run.join("metrics.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(start.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("interrupted at step"), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoint/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    let step = state["step"].as_u64().unwrap();
+    assert!((3..100000).contains(&step), "step {step}");
+}
+
+#[test]
+fn chat_answers_piped_input() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["chat", "--temperature", "0", "--max-tokens", "16"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.contains("Paris"), "{answer}");
+    // Only the answer is printed: no banner, no prompt.
+    assert!(!answer.contains("tessera chat"), "{answer}");
+}

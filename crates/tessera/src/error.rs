@@ -6,11 +6,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// (The cause is part of the message, not a separate source, so `{:#}` prints it once.)
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A model or training configuration is invalid.
     #[error("invalid config: {0}")]
@@ -21,6 +21,12 @@ pub enum Error {
     /// A checkpoint or weight file is missing pieces or corrupt.
     #[error("bad checkpoint {path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
+    /// A GGUF file is malformed or unsupported; `msg` names the field.
+    #[error("bad GGUF file {path}: {msg}")]
+    Gguf { path: PathBuf, msg: String },
+    /// A model could not be found or fetched; `msg` says what to do.
+    #[error("model '{name}': {msg}")]
+    Model { name: String, msg: String },
     /// The tokenizer library failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -43,7 +49,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 

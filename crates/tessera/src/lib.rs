@@ -5,12 +5,15 @@
 
 pub mod error;
 pub mod generate;
+pub mod hub;
 pub mod kernels;
 pub mod models;
 pub mod nn;
+pub mod tasks;
 pub mod tokenizer;
 pub mod train;
 pub mod util;
+pub mod weights;
 
 pub use candle_core::{DType, Device, Tensor};
 pub use error::{Error, Result};

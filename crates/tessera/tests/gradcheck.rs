@@ -325,3 +325,186 @@ fn fused_kernels_match_references() {
         &|| tessera::nn::loss::cross_entropy_reference(logits.as_tensor(), &targets).unwrap(),
     );
 }
+
+/// Bidirectional attention with a padding mask (the encoder's path): gradients of the input and
+/// every projection, with the second sequence's last two keys masked.
+#[test]
+fn bidirectional_attention_with_padding_mask() {
+    let (b, t, c, h, d) = (2, 5, 16, 4, 4);
+    let mut rng = Rng::new(31);
+    let x = var(&mut rng, &[b, t, c], 1.0);
+    let ws: Vec<Var> = (0..4).map(|_| var(&mut rng, &[h * d, c], 0.3)).collect();
+    let bs: Vec<Var> = (0..4).map(|_| var(&mut rng, &[h * d], 0.3)).collect();
+    let am = Tensor::new(&[[1u32, 1, 1, 1, 1], [1, 1, 1, 0, 0]], &Device::Cpu).unwrap();
+    let mask = tessera::nn::attention::padding_mask(&am)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let lin = |i: usize| Linear::new(ws[i].as_tensor().clone(), Some(bs[i].as_tensor().clone()));
+    let attn = || Attention {
+        qkv: QkvProj::Split {
+            q: lin(0),
+            k: lin(1),
+            v: lin(2),
+        },
+        out: lin(3),
+        num_heads: h,
+        num_kv_heads: h,
+        head_dim: d,
+    };
+    let mut vars: Vec<&Var> = vec![&x];
+    vars.extend(ws.iter().chain(&bs));
+    check("bidirectional attention", &vars, 30, &|| {
+        project(
+            &attn()
+                .forward_bidirectional(x.as_tensor(), Some(&mask), &mut None)
+                .unwrap(),
+            32,
+        )
+    });
+    // The fused path equals the reference softmax, and masked keys get exactly zero weight.
+    let scores = randn(&mut rng, &[b, h, t, t], 2.0);
+    let fused = tessera::kernels::softmax::scaled_softmax(
+        &(&scores * 0.5).unwrap().broadcast_add(&mask).unwrap(),
+        1.0,
+        false,
+    )
+    .unwrap();
+    let reference =
+        tessera::nn::attention::reference_masked_softmax(&scores, 0.5, Some(&mask)).unwrap();
+    let diff: f64 = (&fused - &reference)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(diff < 1e-12, "fused vs reference masked softmax: {diff}");
+    let masked: f64 = fused
+        .get(1)
+        .unwrap()
+        .narrow(2, 3, 2)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert_eq!(masked, 0.0);
+}
+
+/// A whole BERT encoder (embeddings, post-norm blocks with erf GELU, pooler): every parameter
+/// receives the right gradient through a padded batch.
+#[test]
+fn bert_encoder_every_parameter() {
+    use tessera::models::encoder::{bert_param_specs, Bert, BertConfig};
+    use tessera::models::params::Init;
+    let cfg = BertConfig::from_hf_json(&serde_json::json!({"model_type": "bert", "vocab_size": 13,
+        "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 12,
+        "max_position_embeddings": 8, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu"}))
+    .unwrap();
+    let mut rng = Rng::new(41);
+    let specs = bert_param_specs(&cfg, "", true);
+    let vars: Vec<Var> = specs
+        .iter()
+        .map(|s| {
+            let base = match s.init {
+                Init::Ones => 1.0,
+                _ => 0.0,
+            };
+            let t = (randn(&mut rng, &s.shape, 0.3) + base).unwrap();
+            Var::from_tensor(&t).unwrap()
+        })
+        .collect();
+    let map = specs
+        .iter()
+        .zip(&vars)
+        .map(|(s, v)| (s.name.clone(), v.as_tensor().clone()))
+        .collect();
+    let bert = Bert::from_tensors(&cfg, &map, "", std::path::Path::new("<test>")).unwrap();
+    let ids = Tensor::new(&[[1u32, 5, 7, 2, 12], [3, 3, 9, 0, 0]], &Device::Cpu).unwrap();
+    let am = Tensor::new(&[[1u32, 1, 1, 1, 1], [1, 1, 1, 0, 0]], &Device::Cpu).unwrap();
+    let types = Tensor::new(&[[0u32, 0, 1, 1, 1], [0, 1, 1, 0, 0]], &Device::Cpu).unwrap();
+    let refs: Vec<&Var> = vars.iter().collect();
+    check("bert encoder", &refs, 4, &|| {
+        let h = bert.forward(&ids, Some(&am), Some(&types), None).unwrap();
+        let pooled = bert.pool(&h).unwrap();
+        (project(&h, 42) + project(&pooled, 43)).unwrap()
+    });
+}
+
+/// The fused exact GELU: finite differences, and the engine's `gelu_erf` forward.
+#[test]
+fn gelu_erf_fused() {
+    let mut rng = Rng::new(51);
+    let x = var(&mut rng, &[3, 7], 2.0);
+    check("gelu erf", &[&x], 21, &|| {
+        project(
+            &tessera::kernels::gelu_erf::gelu_erf(x.as_tensor()).unwrap(),
+            52,
+        )
+    });
+    let xs = randn(&mut rng, &[4, 1000], 3.0);
+    for dt in [DType::F64, DType::F32] {
+        let xd = xs.to_dtype(dt).unwrap();
+        let a = tessera::kernels::gelu_erf::gelu_erf(&xd).unwrap();
+        let b = xd.gelu_erf().unwrap();
+        let d: f64 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        // f64: the same libm erf; f32: the rational erf is within 5e-7, times |x| / 2 <= 6.
+        let tol = if dt == DType::F64 { 0.0 } else { 4e-6 };
+        assert!(d <= tol, "{dt:?}: {d}");
+    }
+}
+
+/// The fused short-sequence encoder attention: finite differences for q, k, v through a padding
+/// mask, and equality with the matrix-product path.
+#[test]
+fn fused_masked_attention() {
+    use tessera::kernels::encoder_attention::masked_attention;
+    let (b, h, t, d) = (2, 3, 5, 4);
+    let mut rng = Rng::new(61);
+    let q = var(&mut rng, &[b, h, t, d], 1.0);
+    let k = var(&mut rng, &[b, h, t, d], 1.0);
+    let v = var(&mut rng, &[b, h, t, d], 1.0);
+    let am = Tensor::new(&[[1u32, 1, 1, 1, 1], [1, 1, 0, 0, 0]], &Device::Cpu).unwrap();
+    let mask = tessera::nn::attention::padding_mask(&am)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap(); // (B, 1, 1, T)
+    let m2 = mask.reshape((b, t)).unwrap();
+    check("fused masked attention", &[&q, &k, &v], 40, &|| {
+        project(
+            &masked_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), Some(&m2), 0.5).unwrap(),
+            62,
+        )
+    });
+    let fused =
+        masked_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), Some(&m2), 0.5).unwrap();
+    let p = tessera::nn::attention::reference_masked_softmax(
+        &q.as_tensor().matmul(&k.as_tensor().t().unwrap()).unwrap(),
+        0.5,
+        Some(&mask),
+    )
+    .unwrap();
+    let reference = p.matmul(v.as_tensor()).unwrap();
+    let diff: f64 = (fused - reference)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(diff < 1e-12, "fused vs reference attention: {diff}");
+}

@@ -1,5 +1,6 @@
 //! Text generation: sampling step by step with the KV cache, stop conditions, streaming.
 
+pub mod chat;
 pub mod sampler;
 
 pub use sampler::{Sampler, SamplingParams};

@@ -5,8 +5,11 @@
 //! Every kernel works on contiguous row-major data, one row per parallel work item.
 
 pub mod cross_entropy;
+pub mod encoder_attention;
 pub mod gelu;
+pub mod gelu_erf;
 pub mod norm;
+pub mod quant;
 pub mod softmax;
 
 use candle_core::{CpuStorage, Layout, Result, Tensor, WithDType};

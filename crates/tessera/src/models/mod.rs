@@ -2,6 +2,8 @@
 
 pub mod config;
 pub mod decoder;
+pub mod encoder;
+pub mod gguf_loader;
 pub mod params;
 
 pub use config::{Activation, Arch, ModelConfig, NormKind, PositionKind};

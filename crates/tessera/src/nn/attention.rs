@@ -1,4 +1,5 @@
-//! Causal multi-head self-attention, with grouped-query heads and a key/value cache.
+//! Multi-head self-attention: causal (decoders, with grouped-query heads and a key/value cache) or
+//! bidirectional with an additive padding mask (encoders).
 
 use super::dropout::{self, Dropout};
 use super::loss::softmax;
@@ -92,16 +93,41 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
         .reshape((b, hkv * n_rep, t, d))
 }
 
+/// Additive key mask (B, 1, 1, T) from a 0/1 attention mask (B, T): 0 where a key is a real token,
+/// [`MASKED`] where it is padding. Broadcasts over heads and queries.
+pub fn padding_mask(attention_mask: &Tensor) -> Result<Tensor> {
+    let (b, t) = attention_mask.dims2()?;
+    let m = attention_mask.to_dtype(candle_core::DType::F32)?;
+    let add = ((m - 1.0)? * -(MASKED as f64))?; // 0 for tokens, MASKED for padding
+    add.reshape((b, 1, 1, t))
+}
+
+/// Longest sequence for which bidirectional attention uses the fused per-head kernel (without
+/// attention dropout); longer ones use matrix products, which win there.
+pub const FUSED_MAX_T: usize = 64;
+
+/// The additive score of a padded key: large and negative, so its weight is exactly 0 after softmax
+/// (finite, so a row never becomes NaN).
+pub const MASKED: f32 = -1e30;
+
+/// Scaled softmax with an additive key mask from engine primitives: scores (B, H, T, Tk),
+/// mask (B, 1, 1, Tk) or none -> weights.
+pub fn reference_masked_softmax(
+    scores: &Tensor,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let att = (scores * scale)?;
+    let att = match mask {
+        Some(m) => att.broadcast_add(&m.to_dtype(att.dtype())?)?,
+        None => att,
+    };
+    softmax(&att)
+}
+
 impl Attention {
-    /// x (B, T, C) whose first position is `pos` -> (B, T, C).
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        pos: usize,
-        rope: Option<&Rotary>,
-        cache: Option<&mut LayerKv>,
-        drop: &mut Option<&mut Dropout<'_>>,
-    ) -> Result<Tensor> {
+    /// Queries (B, H, T, D), keys and values (B, Hkv, T, D) of x (B, T, C).
+    fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, t, _c) = x.dims3()?;
         let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let (q, k, v) = match &self.qkv {
@@ -118,6 +144,61 @@ impl Attention {
         let q = q.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?; // (B, H, T, D)
         let k = k.reshape((b, t, hkv, d))?.transpose(1, 2)?.contiguous()?; // (B, Hkv, T, D)
         let v = v.reshape((b, t, hkv, d))?.transpose(1, 2)?.contiguous()?; // (B, Hkv, T, D)
+        Ok((q, k, v))
+    }
+
+    /// Bidirectional self-attention (every query sees every unmasked key): x (B, T, C) and an
+    /// additive key mask (B, 1, 1, T) from [`padding_mask`] (or none) -> (B, T, C).
+    pub fn forward_bidirectional(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        drop: &mut Option<&mut Dropout<'_>>,
+    ) -> Result<Tensor> {
+        let (b, t, _c) = x.dims3()?;
+        let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let (q, k, v) = self.project(x)?;
+        let k = repeat_kv(k, h / hkv)?; // (B, H, T, D)
+        let v = repeat_kv(v, h / hkv)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        if drop.is_none() && t <= FUSED_MAX_T && crate::kernels::applicable(&q) {
+            let m = match mask {
+                Some(m) => Some(m.reshape((b, t))?), // (B, T)
+                None => None,
+            };
+            let y =
+                crate::kernels::encoder_attention::masked_attention(&q, &k, &v, m.as_ref(), scale)?; // (B, H, T, D)
+            let y = y.transpose(1, 2)?.reshape((b, t, h * d))?; // (B, T, H D)
+            return self.out.forward(&y);
+        }
+        let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
+        let att = if crate::kernels::applicable(&scores) {
+            let masked = match mask {
+                Some(m) => (scores * scale)?.broadcast_add(&m.to_dtype(x.dtype())?)?,
+                None => (scores * scale)?,
+            };
+            crate::kernels::softmax::scaled_softmax(&masked, 1.0, false)?
+        } else {
+            reference_masked_softmax(&scores, scale, mask)?
+        };
+        let att = dropout::maybe(att, drop)?;
+        let y = att.matmul(&v)?; // (B, H, T, D)
+        let y = y.transpose(1, 2)?.reshape((b, t, h * d))?; // (B, T, H D)
+        self.out.forward(&y)
+    }
+
+    /// x (B, T, C) whose first position is `pos` -> (B, T, C).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        pos: usize,
+        rope: Option<&Rotary>,
+        cache: Option<&mut LayerKv>,
+        drop: &mut Option<&mut Dropout<'_>>,
+    ) -> Result<Tensor> {
+        let (b, t, _c) = x.dims3()?;
+        let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let (q, k, v) = self.project(x)?;
         let (q, k) = match rope {
             Some(r) => (r.apply(&q, pos)?, r.apply(&k, pos)?),
             None => (q, k),

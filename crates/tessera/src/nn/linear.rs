@@ -1,52 +1,98 @@
-//! Dense linear layer `y = x W^T + b`.
+//! Linear layer `y = x W^T + b`: dense (trainable), or with W kept in a quantized GGML format
+//! (inference only: a backward pass through it is an error, never a missing gradient).
 
-use candle_core::{Result, Tensor};
+use std::sync::Arc;
 
-/// A dense projection from `in` to `out` features.
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+
+use crate::kernels::quant::QMatrix;
+
+#[derive(Clone, Debug)]
+enum Kind {
+    /// (out, in), or (in, out) when `transposed` (GPT-2's Conv1D layout).
+    Dense { weight: Tensor, transposed: bool },
+    /// (out, in) in a block format, and an empty (0, in) f32 tensor for [`Linear::weight`].
+    Quantized { w: Arc<QMatrix>, empty: Tensor },
+}
+
+/// A projection from `in` to `out` features.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// (out, in), or (in, out) when `transposed` (GPT-2's Conv1D layout).
-    weight: Tensor,
+    kind: Kind,
     /// (out)
     bias: Option<Tensor>,
-    transposed: bool,
 }
 
 impl Linear {
     /// A layer whose weight is stored (out, in), as `torch.nn.Linear`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
         Linear {
-            weight,
+            kind: Kind::Dense {
+                weight,
+                transposed: false,
+            },
             bias,
-            transposed: false,
         }
     }
 
     /// A layer whose weight is stored (in, out), as GPT-2's `Conv1D`.
     pub fn new_transposed(weight: Tensor, bias: Option<Tensor>) -> Self {
         Linear {
-            weight,
+            kind: Kind::Dense {
+                weight,
+                transposed: true,
+            },
             bias,
-            transposed: true,
         }
     }
 
-    /// The weight tensor as stored.
+    /// An inference-only layer over a quantized (out, in) weight: the forward pass runs the
+    /// quantized kernels on CPU f32 inputs; a backward pass through it is an error.
+    pub fn quantized(w: QMatrix, bias: Option<Tensor>) -> Result<Self> {
+        let empty = Tensor::zeros((0, w.cols()), DType::F32, &Device::Cpu)?;
+        Ok(Linear {
+            kind: Kind::Quantized {
+                w: Arc::new(w),
+                empty,
+            },
+            bias,
+        })
+    }
+
+    /// The weight tensor as stored; for a quantized layer, an empty (0, in) tensor (see
+    /// [`Linear::qmatrix`]).
     pub fn weight(&self) -> &Tensor {
-        &self.weight
+        match &self.kind {
+            Kind::Dense { weight, .. } => weight,
+            Kind::Quantized { empty, .. } => empty,
+        }
+    }
+
+    /// The quantized weight, for a quantized layer.
+    pub fn qmatrix(&self) -> Option<&QMatrix> {
+        match &self.kind {
+            Kind::Quantized { w, .. } => Some(w),
+            Kind::Dense { .. } => None,
+        }
     }
 
     /// (..., in) -> (..., out)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
+        if dims.is_empty() {
+            candle_core::bail!("linear: input is a scalar");
+        }
         let in_dim = dims[dims.len() - 1];
         let lead: Vec<usize> = dims[..dims.len() - 1].to_vec();
         let rows: usize = lead.iter().product();
         let x2 = x.reshape((rows, in_dim))?; // (N, in)
-        let y = if self.transposed {
-            x2.matmul(&self.weight)? // (N, out)
-        } else {
-            x2.matmul(&self.weight.t()?)? // (N, out)
+        let y = match &self.kind {
+            Kind::Dense {
+                weight,
+                transposed: true,
+            } => x2.matmul(weight)?, // (N, out)
+            Kind::Dense { weight, .. } => x2.matmul(&weight.t()?)?, // (N, out)
+            Kind::Quantized { w, .. } => quantized_forward(w, &x2)?, // (N, out)
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -56,5 +102,58 @@ impl Linear {
         let mut shape = lead;
         shape.push(out_dim);
         y.reshape(shape)
+    }
+}
+
+/// (N, in) -> (N, out) through the quantized kernels.
+fn quantized_forward(w: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        candle_core::bail!(
+            "quantized linear ({} {}x{}) runs on the CPU in f32; got {:?} on {:?}",
+            w.qtype(),
+            w.rows(),
+            w.cols(),
+            x.dtype(),
+            x.device()
+        );
+    }
+    let (_, in_dim) = x.dims2()?;
+    if in_dim != w.cols() {
+        candle_core::bail!(
+            "quantized linear: input has {in_dim} features, the weight {}",
+            w.cols()
+        );
+    }
+    x.contiguous()?.apply_op1(QLinearOp { w: w.clone() })
+}
+
+/// `x W^T` as an engine op, so that a backward pass through it fails with a clear error.
+struct QLinearOp {
+    w: Arc<QMatrix>,
+}
+
+impl CustomOp1 for QLinearOp {
+    fn name(&self) -> &'static str {
+        "quantized-linear (inference only, no backward)"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = crate::kernels::slice::<f32>(s, l)?;
+        let (n, _) = l.shape().dims2()?;
+        let mut out = vec![0f32; n * self.w.rows()];
+        self.w
+            .matmul(x, n, &mut out)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok((CpuStorage::F32(out), Shape::from((n, self.w.rows()))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, _grad: &Tensor) -> Result<Option<Tensor>> {
+        candle_core::bail!(
+            "quantized linear ({} {}x{}) is inference-only: it has no backward pass; train \
+             with dense weights",
+            self.w.qtype(),
+            self.w.rows(),
+            self.w.cols()
+        )
     }
 }

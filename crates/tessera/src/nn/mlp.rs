@@ -9,6 +9,7 @@ pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
         Activation::GeluTanh if crate::kernels::applicable(x) => crate::kernels::gelu::gelu_tanh(x),
         Activation::GeluTanh => x.gelu(),
+        Activation::Gelu if crate::kernels::applicable(x) => crate::kernels::gelu_erf::gelu_erf(x),
         Activation::Gelu => x.gelu_erf(),
         Activation::Silu => x.silu(),
         Activation::Relu => x.relu(),

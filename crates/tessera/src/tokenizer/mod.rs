@@ -1,5 +1,8 @@
 //! Tokenizers: load any `tokenizer.json`, train a byte-level BPE, decode incrementally.
 
+pub mod chat;
+pub mod gguf;
+
 use crate::{Error, Result};
 use std::path::Path;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
@@ -75,6 +78,16 @@ impl Tokenizer {
         inner.train(&mut trainer, pieces).map_err(tk_err)?;
         inner.add_special_tokens(&specials);
         Ok(Tokenizer { inner })
+    }
+
+    /// Wrap a tokenizer built elsewhere (e.g. from GGUF metadata).
+    pub fn from_inner(inner: tokenizers::Tokenizer) -> Self {
+        Tokenizer { inner }
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
     }
 
     /// Save as `tokenizer.json`.

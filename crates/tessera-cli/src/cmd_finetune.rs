@@ -1,0 +1,270 @@
+//! `tessera finetune classify|ner`, `tessera classify` and `tessera tag`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tessera::tasks::classify::Classifier;
+use tessera::tasks::data::{read_conll, read_labelled, read_texts, split_dev};
+use tessera::tasks::finetune::{finetune, Event, FinetuneOptions, TaskData};
+use tessera::Device;
+
+#[derive(Subcommand, Debug)]
+pub enum FinetuneCmd {
+    /// Text classification: JSONL `{"text", "label"}`; a head on the pooled [CLS] output.
+    Classify(FinetuneArgs),
+    /// Named entities: CoNLL `word<TAB>BIO-tag`; a head on every token (first-piece labelling).
+    Ner(FinetuneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    /// Pretrained encoder: a name in the cache or a Hugging Face BERT directory.
+    #[arg(long)]
+    model: String,
+    /// Training data.
+    #[arg(long)]
+    train: PathBuf,
+    /// Dev data (same format); without it, --dev-fraction of the training data is held out.
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Fraction of the training data held out as dev set when --dev is not given.
+    #[arg(long, default_value_t = 0.1)]
+    dev_fraction: f64,
+    /// Output directory (the best model in Hugging Face layout, metrics.jsonl, loss.png).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// Longest input in tokens ([CLS] and [SEP] included); longer texts are truncated.
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.1)]
+    warmup_ratio: f64,
+    /// Stop after this many epochs without a better dev score (0 = never).
+    #[arg(long, default_value_t = 2)]
+    patience: usize,
+    /// Dropout on hidden states and attention (default: the model config's).
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ClassifyArgs {
+    /// A fine-tuned model directory (`tessera finetune classify --out`).
+    #[arg(long)]
+    model: PathBuf,
+    /// One text per line, or JSONL with a `text` field.
+    #[arg(long)]
+    input: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// A fine-tuned NER model directory (`tessera finetune ner --out`).
+    #[arg(long)]
+    model: PathBuf,
+    /// One text per line (split into words at whitespace), or JSONL with a `text` field.
+    #[arg(long)]
+    input: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+fn split<T: Clone>(
+    all: Vec<T>,
+    dev: Option<Vec<T>>,
+    fraction: f64,
+    seed: u64,
+) -> Result<(Vec<T>, Vec<T>)> {
+    Ok(match dev {
+        Some(d) => (all, d),
+        None => {
+            let (tr, dv) = split_dev(all.len(), fraction, seed)?;
+            (
+                tr.iter().map(|&i| all[i].clone()).collect(),
+                dv.iter().map(|&i| all[i].clone()).collect(),
+            )
+        }
+    })
+}
+
+fn check_out(out: &Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} exists and is not a directory", out.display());
+    }
+    Ok(())
+}
+
+pub fn run(cmd: FinetuneCmd) -> Result<()> {
+    let (a, data) = match cmd {
+        FinetuneCmd::Classify(a) => {
+            let all = read_labelled(&a.train)?;
+            let dev = a.dev.as_deref().map(read_labelled).transpose()?;
+            let (train, dev) = split(all, dev, a.dev_fraction, a.seed)?;
+            (a, TaskData::Classify { train, dev })
+        }
+        FinetuneCmd::Ner(a) => {
+            let all = read_conll(&a.train)?;
+            let dev = a.dev.as_deref().map(read_conll).transpose()?;
+            let (train, dev) = split(all, dev, a.dev_fraction, a.seed)?;
+            (a, TaskData::Ner { train, dev })
+        }
+    };
+    check_out(&a.out)?;
+    crate::cmd_embed::serial_elementwise();
+    let dir = tessera::tasks::resolve_model(&a.model)?;
+    let opts = FinetuneOptions {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        warmup_ratio: a.warmup_ratio,
+        max_len: a.max_len,
+        seed: a.seed,
+        patience: a.patience,
+        grad_clip: 1.0,
+        dropout: a.dropout,
+        max_steps: a.max_steps,
+    };
+    let stop = crate::interrupt_flag();
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    let t0 = std::time::Instant::now();
+    let mut log_every = 1;
+    // A hidden bar (stderr not a terminal) drops println: write plain lines then.
+    let say = |bar: &ProgressBar, s: String| {
+        if bar.is_hidden() {
+            eprintln!("{s}")
+        } else {
+            bar.println(s)
+        }
+    };
+    let mut on_event = |e: Event<'_>| match e {
+        Event::Start {
+            total_steps,
+            train,
+            dev,
+            labels,
+        } => {
+            bar.set_length(total_steps as u64);
+            log_every = (total_steps / 20).max(1);
+            say(&bar, format!(
+                "{train} training / {dev} dev examples, {} labels, {total_steps} steps (max length {} tokens; longer inputs are truncated)",
+                labels.len(),
+                opts.max_len
+            ));
+        }
+        Event::Step {
+            step,
+            total,
+            loss,
+            lr,
+        } => {
+            bar.set_position(step as u64);
+            let msg = format!(
+                "loss {loss:.4} | lr {lr:.2e} | {:.1} ex/s",
+                step as f64 * opts.batch_size as f64 / t0.elapsed().as_secs_f64()
+            );
+            bar.set_message(msg.clone());
+            if bar.is_hidden() && (step % log_every == 0 || step == 1) {
+                eprintln!("step {step}/{total} {msg}");
+            }
+        }
+        Event::Epoch(r) => say(
+            &bar,
+            format!(
+                "epoch {}: train loss {:.4} | dev loss {:.4} | dev {} | {:.1} train ex/s{}",
+                r.epoch,
+                r.train_loss,
+                r.dev_loss,
+                r.dev,
+                r.train_examples_per_s,
+                if r.best { " | best, saved" } else { "" }
+            ),
+        ),
+    };
+    let reports = finetune(&dir, &data, &opts, &a.out, Some(&stop), &mut on_event)?;
+    bar.finish_and_clear();
+    let best = reports
+        .iter()
+        .rev()
+        .find(|r| r.best)
+        .context("no epoch finished")?;
+    eprintln!(
+        "best dev score {:.4} at epoch {}; model in {}",
+        best.score,
+        best.epoch,
+        a.out.display()
+    );
+    println!(
+        "{}",
+        serde_json::json!({"best_epoch": best.epoch, "score": best.score, "dev": best.dev})
+    );
+    Ok(())
+}
+
+pub fn run_classify(a: ClassifyArgs) -> Result<()> {
+    crate::cmd_embed::serial_elementwise();
+    let texts = read_texts(&a.input)?;
+    let model = Classifier::load(&a.model, &Device::Cpu)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let probs = model.predict(&refs, a.batch_size)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for p in probs {
+        let best = p
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|x| x.0)
+            .unwrap_or(0);
+        let scores: serde_json::Map<String, serde_json::Value> = model
+            .labels
+            .iter()
+            .zip(&p)
+            .map(|(l, s)| (l.clone(), serde_json::json!(s)))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"label": model.labels[best], "scores": scores})
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn run_tag(a: TagArgs) -> Result<()> {
+    crate::cmd_embed::serial_elementwise();
+    let texts = read_texts(&a.input)?;
+    let model = Classifier::load(&a.model, &Device::Cpu)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ents = model.tag_texts(&refs, a.batch_size)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for e in ents {
+        writeln!(out, "{}", serde_json::json!({ "entities": e }))?;
+    }
+    out.flush()?;
+    Ok(())
+}

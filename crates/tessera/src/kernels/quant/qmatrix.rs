@@ -1,0 +1,210 @@
+//! `QMatrix`: a rows × cols weight matrix kept in its GGML block format.
+
+use std::sync::Arc;
+
+use super::dequant::dequantize_into;
+use super::formats::QType;
+use super::{matmul, SimdLevel};
+use crate::{Error, Result};
+
+/// The bytes behind a matrix: owned (`Arc<[u8]>`) or any shared buffer such as a memory map.
+type Bytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A weight matrix in a GGML format: `rows` rows of `cols` elements, each row
+/// `cols / block_elems` consecutive blocks, rows one after another (GGUF's layout, where ggml's
+/// `ne[0]` is `cols`). Cloning shares the bytes.
+#[derive(Clone)]
+pub struct QMatrix {
+    qtype: QType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Bytes,
+    start: usize,
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QMatrix")
+            .field("qtype", &self.qtype)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish()
+    }
+}
+
+impl QMatrix {
+    /// A matrix over owned bytes (exactly `rows * cols` elements of `qtype`).
+    ///
+    /// Errors if `cols` is not a multiple of the block size, or the byte count is not exactly the
+    /// size of `rows` rows.
+    pub fn new(qtype: QType, rows: usize, cols: usize, data: impl Into<Arc<[u8]>>) -> Result<Self> {
+        let data: Arc<[u8]> = data.into();
+        let len = data.len();
+        Self::from_shared(qtype, rows, cols, Arc::new(data), 0, len)
+    }
+
+    /// A matrix over `len` bytes at `offset` of a shared buffer (e.g. `Arc<memmap2::Mmap>`), without
+    /// copying. The buffer is kept alive as long as the matrix (and its clones).
+    pub fn from_shared(
+        qtype: QType,
+        rows: usize,
+        cols: usize,
+        data: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        offset: usize,
+        len: usize,
+    ) -> Result<Self> {
+        let bad = |msg: String| Error::Input(format!("{qtype} matrix {rows}x{cols}: {msg}"));
+        if qtype == QType::Q8K {
+            return Err(bad(
+                "q8_K is an activation format, not a weight format".into()
+            ));
+        }
+        let row_bytes = qtype.bytes_for(cols).ok_or_else(|| {
+            bad(format!(
+                "{cols} columns is not a multiple of the block size {}",
+                qtype.block_elems()
+            ))
+        })?;
+        let need = row_bytes
+            .checked_mul(rows)
+            .ok_or_else(|| bad("size overflows".into()))?;
+        if len != need {
+            return Err(bad(format!("expected {need} bytes, got {len}")));
+        }
+        let have = (*data).as_ref().len();
+        if offset.checked_add(len).is_none_or(|end| end > have) {
+            return Err(bad(format!(
+                "bytes {offset}..+{len} lie outside the buffer of {have} bytes"
+            )));
+        }
+        Ok(QMatrix {
+            qtype,
+            rows,
+            cols,
+            row_bytes,
+            data,
+            start: offset,
+        })
+    }
+
+    /// Number of rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The block format.
+    pub fn qtype(&self) -> QType {
+        self.qtype
+    }
+
+    /// The raw GGML bytes of the whole matrix.
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.data).as_ref()[self.start..self.start + self.row_bytes * self.rows]
+    }
+
+    /// The raw bytes of row `r`.
+    fn row_bytes_of(&self, r: usize) -> &[u8] {
+        &self.bytes()[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// The whole matrix as f32, row-major (rows, cols): the scalar reference dequantization.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        dequantize_into(self.qtype, self.bytes(), &mut out);
+        out
+    }
+
+    /// Row `r` as f32 into `out` (for embedding lookups).
+    ///
+    /// Panics if `r >= rows` or `out.len() != cols`; [`QMatrix::try_dequantize_row`] returns an
+    /// error instead.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        if let Err(e) = self.try_dequantize_row(r, out) {
+            panic!("{e}");
+        }
+    }
+
+    /// Row `r` as f32 into `out`, or an error naming the bad index or length.
+    pub fn try_dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        if r >= self.rows {
+            return Err(Error::Input(format!(
+                "row {r} out of range for a matrix of {} rows",
+                self.rows
+            )));
+        }
+        if out.len() != self.cols {
+            return Err(Error::Input(format!(
+                "row buffer of {} for {} columns",
+                out.len(),
+                self.cols
+            )));
+        }
+        dequantize_into(self.qtype, self.row_bytes_of(r), out);
+        Ok(())
+    }
+
+    /// `out (n, rows) = x (n, cols) W^T`, with the fastest kernel this CPU has.
+    ///
+    /// Quantized types quantize `x` to 8 bits per block (as llama.cpp does) and use integer dot
+    /// products; F32/F16/BF16 weights multiply in f32. Runs on the rayon pool
+    /// (`RAYON_NUM_THREADS`); allocates nothing once the thread's scratch has grown.
+    ///
+    /// Speed: call it from a thread of the pool (e.g. run a whole decode step inside
+    /// `ThreadPool::install`): called from outside, each product hands its work to the pool and
+    /// waits for it, which cost about 30 µs per call on the 2-core test machine, more than a
+    /// 576 x 576 Q4_1 product itself (about 10 µs).
+    pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        self.matmul_with(SimdLevel::detect(), x, n, out)
+    }
+
+    /// [`QMatrix::matmul`] with a given kernel level (for tests and benchmarks); errors if the CPU
+    /// lacks it.
+    pub fn matmul_with(
+        &self,
+        level: SimdLevel,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        if !level.is_available() {
+            return Err(Error::Input(format!(
+                "SIMD level {} is not available on this CPU",
+                level.name()
+            )));
+        }
+        if x.len() != n * self.cols {
+            return Err(Error::Input(format!(
+                "matmul: x has {} values, expected {n} x {}",
+                x.len(),
+                self.cols
+            )));
+        }
+        if out.len() != n * self.rows {
+            return Err(Error::Input(format!(
+                "matmul: out has {} values, expected {n} x {}",
+                out.len(),
+                self.rows
+            )));
+        }
+        if n == 0 || self.rows == 0 {
+            return Ok(());
+        }
+        matmul::matmul(
+            level,
+            self.qtype,
+            self.bytes(),
+            self.rows,
+            self.cols,
+            x,
+            n,
+            out,
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,340 @@
+//! An encoder with a classification head, in Hugging Face's layout:
+//!
+//! - sequence classification (`BertForSequenceClassification`):
+//!   `logits = classifier(dropout(tanh(pooler(h[:, 0]))))`, (B, L);
+//! - token classification (`BertForTokenClassification`): `logits = classifier(dropout(h))`, (B, T, L).
+//!
+//! Saved as `config.json` (with `id2label` / `label2id`), `model.safetensors` (`bert.*`,
+//! `classifier.*` names) and `tokenizer.json`, so transformers loads the directory unchanged.
+
+use super::encoder_tokenizer;
+use crate::models::encoder::{
+    bert_param_specs, detect_prefix, load_float_tensors, Bert, BertConfig, EncoderDropout,
+};
+use crate::models::params::{safetensors_bytes, Init, ParamSpec};
+use crate::models::ParamStore;
+use crate::nn::{Dropout, Linear};
+use crate::util::rng::Rng;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Which head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadKind {
+    /// One label per text (pooled `[CLS]`).
+    Sequence,
+    /// One label per token.
+    Token,
+}
+
+impl HeadKind {
+    /// The transformers class name.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            HeadKind::Sequence => "BertForSequenceClassification",
+            HeadKind::Token => "BertForTokenClassification",
+        }
+    }
+}
+
+/// An encoder with a classification head and its tokenizer.
+pub struct Classifier {
+    pub kind: HeadKind,
+    pub cfg: BertConfig,
+    /// Label names, index = class id.
+    pub labels: Vec<String>,
+    /// Longest input in tokens (special tokens included).
+    pub max_len: usize,
+    pub bert: Bert,
+    /// (L, C) + (L)
+    pub classifier: Linear,
+    pub tokenizer: tokenizers::Tokenizer,
+    /// The tokenizer file's text, saved unchanged with the model.
+    tokenizer_json: String,
+}
+
+/// Every trainable parameter of the model with a head of `n_labels` outputs.
+pub fn head_param_specs(cfg: &BertConfig, kind: HeadKind, n_labels: usize) -> Vec<ParamSpec> {
+    let mut specs = bert_param_specs(cfg, "bert.", kind == HeadKind::Sequence);
+    let c = cfg.hidden_size;
+    specs.push(ParamSpec {
+        name: "classifier.weight".into(),
+        shape: vec![n_labels, c],
+        init: Init::Normal(cfg.initializer_range),
+        decay: true,
+    });
+    specs.push(ParamSpec {
+        name: "classifier.bias".into(),
+        shape: vec![n_labels],
+        init: Init::Zeros,
+        decay: false,
+    });
+    specs
+}
+
+fn init_tensor(spec: &ParamSpec, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+    let n: usize = spec.shape.iter().product();
+    let data: Vec<f32> = match spec.init {
+        Init::Normal(std) => (0..n).map(|_| (rng.normal() * std) as f32).collect(),
+        Init::Zeros => vec![0.0; n],
+        Init::Ones => vec![1.0; n],
+    };
+    Ok(Tensor::from_vec(data, spec.shape.as_slice(), device)?)
+}
+
+impl Classifier {
+    /// Trainable parameters for fine-tuning the encoder in `dir` with a fresh head of `labels`
+    /// (the pooler comes from the checkpoint when it has one; the rest is initialized from `rng`).
+    pub fn init_params(
+        dir: &Path,
+        kind: HeadKind,
+        n_labels: usize,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<(BertConfig, ParamStore)> {
+        let cfg = BertConfig::from_file(&dir.join("config.json"))?;
+        let (tensors, st) = load_float_tensors(dir, DType::F32, device)?;
+        let prefix = detect_prefix(&tensors);
+        let specs = head_param_specs(&cfg, kind, n_labels);
+        let mut vars = Vec::with_capacity(specs.len());
+        for s in &specs {
+            let src = s.name.strip_prefix("bert.").map(|n| format!("{prefix}{n}"));
+            let t = match src.as_ref().and_then(|n| tensors.get(n)) {
+                Some(t) if t.dims() == s.shape.as_slice() => t.clone(),
+                Some(t) => {
+                    return Err(Error::checkpoint(
+                        &st,
+                        format!(
+                            "tensor '{}' has shape {:?}, expected {:?}",
+                            s.name,
+                            t.dims(),
+                            s.shape
+                        ),
+                    ))
+                }
+                None if s.name.contains("pooler") || !s.name.starts_with("bert.") => {
+                    init_tensor(s, rng, device)?
+                }
+                None => {
+                    return Err(Error::checkpoint(
+                        &st,
+                        format!("missing tensor '{}'", src.unwrap_or_default()),
+                    ))
+                }
+            };
+            vars.push(Var::from_tensor(&t)?);
+        }
+        Ok((cfg, ParamStore { specs, vars }))
+    }
+
+    /// The model over `params` (gradients reach them).
+    pub fn from_params(
+        kind: HeadKind,
+        cfg: &BertConfig,
+        params: &ParamStore,
+        labels: Vec<String>,
+        max_len: usize,
+        tokenizer_path: &Path,
+    ) -> Result<Self> {
+        let tokenizer_json = crate::error::read_text(tokenizer_path)?;
+        let tokenizer = encoder_tokenizer(tokenizer_path, max_len)?;
+        Self::from_tensors(
+            kind,
+            cfg,
+            &params.tensors(),
+            labels,
+            max_len,
+            tokenizer,
+            tokenizer_json,
+            Path::new("<parameters>"),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn from_tensors(
+        kind: HeadKind,
+        cfg: &BertConfig,
+        t: &HashMap<String, Tensor>,
+        labels: Vec<String>,
+        max_len: usize,
+        tokenizer: tokenizers::Tokenizer,
+        tokenizer_json: String,
+        path: &Path,
+    ) -> Result<Self> {
+        let bert = Bert::from_tensors(cfg, t, "bert.", path)?;
+        if kind == HeadKind::Sequence && bert.pooler.is_none() {
+            return Err(Error::checkpoint(
+                path,
+                "missing tensor 'bert.pooler.dense.weight'",
+            ));
+        }
+        let shape = [labels.len(), cfg.hidden_size];
+        let w = crate::models::params::fetch(t, "classifier.weight", &shape, path)?;
+        let b = crate::models::params::fetch(t, "classifier.bias", &shape[..1], path)?;
+        Ok(Classifier {
+            kind,
+            cfg: cfg.clone(),
+            labels,
+            max_len,
+            bert,
+            classifier: Linear::new(w, Some(b)),
+            tokenizer,
+            tokenizer_json,
+        })
+    }
+
+    /// Load a directory saved by [`Classifier::save`] (or by transformers).
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = crate::error::read_text(&cfg_path)?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?;
+        let cfg = BertConfig::from_hf_json(&v)
+            .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?;
+        let arch = v["architectures"]
+            .get(0)
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let kind = match arch {
+            "BertForSequenceClassification" => HeadKind::Sequence,
+            "BertForTokenClassification" => HeadKind::Token,
+            other => {
+                return Err(Error::Config(format!(
+                    "{}: architecture '{other}' is not a fine-tuned classifier (BertForSequenceClassification or BertForTokenClassification)",
+                    cfg_path.display()
+                )))
+            }
+        };
+        let id2label = v["id2label"]
+            .as_object()
+            .ok_or_else(|| Error::Config(format!("{}: missing id2label", cfg_path.display())))?;
+        let mut labels = vec![String::new(); id2label.len()];
+        for (k, l) in id2label {
+            let i: usize = k
+                .parse()
+                .map_err(|_| Error::Config(format!("id2label key '{k}' is not an index")))?;
+            let slot = labels
+                .get_mut(i)
+                .ok_or_else(|| Error::Config(format!("id2label index {i} out of range")))?;
+            *slot = l.as_str().unwrap_or_default().to_string();
+        }
+        let max_len = v["tessera_max_length"]
+            .as_u64()
+            .map(|x| x as usize)
+            .unwrap_or(cfg.max_position_embeddings);
+        let (tensors, st) = load_float_tensors(dir, DType::F32, device)?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = encoder_tokenizer(&tok_path, max_len)?;
+        let tokenizer_json = crate::error::read_text(&tok_path)?;
+        Self::from_tensors(
+            kind,
+            &cfg,
+            &tensors,
+            labels,
+            max_len,
+            tokenizer,
+            tokenizer_json,
+            &st,
+        )
+    }
+
+    /// Write `config.json`, `model.safetensors` and `tokenizer.json` of `params` into `dir`.
+    pub fn save(&self, dir: &Path, params: &ParamStore) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut cfg = self.cfg.to_hf_json();
+        let id2label: serde_json::Map<String, Value> = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), json!(l)))
+            .collect();
+        let label2id: serde_json::Map<String, Value> = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), json!(i)))
+            .collect();
+        cfg["architectures"] = json!([self.kind.architecture()]);
+        cfg["id2label"] = Value::Object(id2label);
+        cfg["label2id"] = Value::Object(label2id);
+        cfg["tessera_max_length"] = json!(self.max_len);
+        if self.kind == HeadKind::Sequence {
+            cfg["problem_type"] = json!("single_label_classification");
+        }
+        let named: Vec<(String, Tensor)> = params
+            .specs
+            .iter()
+            .zip(&params.vars)
+            .map(|(s, v)| (s.name.clone(), v.as_tensor().clone()))
+            .collect();
+        crate::util::fs::write_atomic(&dir.join("model.safetensors"), &safetensors_bytes(&named)?)?;
+        crate::util::fs::write_atomic(&dir.join("tokenizer.json"), self.tokenizer_json.as_bytes())?;
+        crate::util::fs::write_atomic(
+            &dir.join("config.json"),
+            serde_json::to_string_pretty(&cfg)?.as_bytes(),
+        )
+    }
+
+    /// Logits: ids (B, T), attention mask (B, T) -> (B, L) for a sequence head, (B, T, L) for a
+    /// token head. Dropout while training when `drop` is given.
+    pub fn logits(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        mut drop: Option<&mut EncoderDropout<'_>>,
+    ) -> Result<Tensor> {
+        let h = self
+            .bert
+            .forward(ids, Some(mask), None, drop.as_deref_mut())?; // (B, T, C)
+        let x = match self.kind {
+            HeadKind::Sequence => self.bert.pool(&h)?, // (B, C)
+            HeadKind::Token => h,
+        };
+        let x = match drop {
+            Some(d) => Dropout {
+                p: d.hidden,
+                rng: &mut *d.rng,
+            }
+            .apply(&x)?,
+            None => x,
+        };
+        Ok(self.classifier.forward(&x)?)
+    }
+
+    /// Token ids of `text`, truncated at `max_len`.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Class probabilities of each text (softmax over the labels), in order.
+    pub fn predict(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        if self.kind != HeadKind::Sequence {
+            return Err(Error::Input(
+                "this model tags tokens; use it for NER, not text classification".into(),
+            ));
+        }
+        let ids = texts
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<Result<Vec<_>>>()?;
+        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let mut out = vec![Vec::new(); ids.len()];
+        for bucket in super::length_buckets(&lens, batch_size) {
+            let seqs: Vec<&[u32]> = bucket.iter().map(|&i| ids[i].as_slice()).collect();
+            let (x, m) = super::pad_batch(&seqs, self.cfg.pad_token_id, self.bert.device())?;
+            let p = crate::nn::loss::softmax(&self.logits(&x, &m, None)?)?.to_vec2::<f32>()?;
+            for (&i, row) in bucket.iter().zip(p) {
+                out[i] = row;
+            }
+        }
+        Ok(out)
+    }
+}

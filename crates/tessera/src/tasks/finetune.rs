@@ -1,0 +1,503 @@
+//! Fine-tuning an encoder with a classification head (texts) or a token head (NER): AdamW with
+//! decay groups, linear warmup then linear decay, gradient clipping, dropout, an evaluation on
+//! the dev set each epoch (accuracy / macro-F1, or seqeval entity F1), early stopping, and the
+//! best model kept in Hugging Face layout.
+
+use super::classify::{Classifier, HeadKind};
+use super::data::{check_known, label_set, Labelled, Tagged};
+use super::tag::encode_words;
+use crate::models::encoder::EncoderDropout;
+use crate::train::optim::{global_norm, AdamW};
+use crate::util::rng::Rng;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Fine-tuning settings (defaults follow the usual BERT recipe).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FinetuneOptions {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW weight decay on projection matrices (not biases, norms or embeddings).
+    pub weight_decay: f64,
+    /// Fraction of the steps spent warming up linearly; then linear decay to 0.
+    pub warmup_ratio: f64,
+    /// Longest input in tokens (special tokens included); longer inputs are truncated.
+    pub max_len: usize,
+    pub seed: u64,
+    /// Stop after this many epochs without a better dev score (0 = never stop early).
+    pub patience: usize,
+    /// Global gradient-norm clip (0 = off).
+    pub grad_clip: f64,
+    /// Dropout override (`None`: the model config's rates).
+    pub dropout: Option<f32>,
+    /// Stop after this many optimizer steps (`None`: all epochs).
+    pub max_steps: Option<usize>,
+}
+
+impl Default for FinetuneOptions {
+    fn default() -> Self {
+        FinetuneOptions {
+            epochs: 3,
+            batch_size: 16,
+            lr: 5e-5,
+            weight_decay: 0.01,
+            warmup_ratio: 0.1,
+            max_len: 128,
+            seed: 42,
+            patience: 2,
+            grad_clip: 1.0,
+            dropout: None,
+            max_steps: None,
+        }
+    }
+}
+
+/// Training and dev data of one task.
+pub enum TaskData {
+    /// Labelled texts.
+    Classify {
+        train: Vec<Labelled>,
+        dev: Vec<Labelled>,
+    },
+    /// Sentences of BIO-tagged words.
+    Ner {
+        train: Vec<Tagged>,
+        dev: Vec<Tagged>,
+    },
+}
+
+/// What happened, for progress display.
+pub enum Event<'a> {
+    /// Before the first step.
+    Start {
+        total_steps: usize,
+        train: usize,
+        dev: usize,
+        labels: &'a [String],
+    },
+    /// After each optimizer step.
+    Step {
+        step: usize,
+        total: usize,
+        loss: f64,
+        lr: f64,
+    },
+    /// After each evaluation.
+    Epoch(&'a EpochReport),
+}
+
+/// One epoch's results.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub step: usize,
+    pub train_loss: f64,
+    pub dev_loss: f64,
+    /// Accuracy (texts) or entity micro-F1 (NER): what early stopping watches.
+    pub score: f64,
+    /// The metrics report (tessera-metrics' classification or seqeval report).
+    pub dev: Value,
+    /// Whether this epoch's model was the best so far (and saved).
+    pub best: bool,
+    pub train_examples_per_s: f64,
+}
+
+/// A tokenized example: ids and either a class or per-token targets (`u32::MAX` = ignored),
+/// with the first-piece positions of its words for NER.
+struct Example {
+    ids: Vec<u32>,
+    class: u32,
+    targets: Vec<u32>,
+    firsts: Vec<Option<usize>>,
+}
+
+const IGNORE: u32 = u32::MAX;
+
+fn prepare(
+    kind: HeadKind,
+    model: &Classifier,
+    data: &TaskData,
+    labels: &[String],
+) -> Result<(Vec<Example>, Vec<Example>)> {
+    let index = |l: &str| {
+        labels
+            .binary_search_by(|k| k.as_str().cmp(l))
+            .map(|i| i as u32)
+    };
+    let texts = |v: &[Labelled]| -> Result<Vec<Example>> {
+        v.iter()
+            .map(|e| {
+                let class = index(&e.label)
+                    .map_err(|_| Error::Input(format!("unknown label '{}'", e.label)))?;
+                Ok(Example {
+                    ids: model.encode(&e.text)?,
+                    class,
+                    targets: vec![],
+                    firsts: vec![],
+                })
+            })
+            .collect()
+    };
+    let tagged = |v: &[Tagged]| -> Result<Vec<Example>> {
+        v.iter()
+            .map(|s| {
+                let (ids, firsts) = encode_words(&model.tokenizer, &s.words)?;
+                let mut targets = vec![IGNORE; ids.len()];
+                for (f, tag) in firsts.iter().zip(&s.tags) {
+                    if let Some(p) = f {
+                        targets[*p] =
+                            index(tag).map_err(|_| Error::Input(format!("unknown tag '{tag}'")))?;
+                    }
+                }
+                Ok(Example {
+                    ids,
+                    class: 0,
+                    targets,
+                    firsts,
+                })
+            })
+            .collect()
+    };
+    match (kind, data) {
+        (HeadKind::Sequence, TaskData::Classify { train, dev }) => Ok((texts(train)?, texts(dev)?)),
+        (HeadKind::Token, TaskData::Ner { train, dev }) => Ok((tagged(train)?, tagged(dev)?)),
+        _ => Err(Error::Input(
+            "internal: head kind and data do not match".into(),
+        )),
+    }
+}
+
+/// Linear warmup over `warmup` steps, then linear decay to 0 at `total`.
+pub fn linear_lr(step: usize, lr: f64, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        return lr * (step + 1) as f64 / warmup as f64;
+    }
+    lr * (total.saturating_sub(step) as f64 / total.saturating_sub(warmup).max(1) as f64)
+}
+
+/// (ids, mask) of a batch, plus flattened valid positions and their targets.
+fn batch_tensors(
+    ex: &[&Example],
+    kind: HeadKind,
+    pad: u32,
+    device: &Device,
+) -> Result<(Tensor, Tensor, Option<Tensor>, Tensor)> {
+    let seqs: Vec<&[u32]> = ex.iter().map(|e| e.ids.as_slice()).collect();
+    let (ids, mask) = super::pad_batch(&seqs, pad, device)?;
+    match kind {
+        HeadKind::Sequence => {
+            let y: Vec<u32> = ex.iter().map(|e| e.class).collect();
+            Ok((ids, mask, None, Tensor::new(y.as_slice(), device)?))
+        }
+        HeadKind::Token => {
+            let t = ids.dim(1)?;
+            let (mut pos, mut y) = (Vec::new(), Vec::new());
+            for (b, e) in ex.iter().enumerate() {
+                for (i, &target) in e.targets.iter().enumerate() {
+                    if target != IGNORE {
+                        pos.push((b * t + i) as u32);
+                        y.push(target);
+                    }
+                }
+            }
+            if pos.is_empty() {
+                pos.push(0);
+                y.push(0); // degenerate batch: never happens with real sentences (every word has a piece)
+            }
+            Ok((
+                ids,
+                mask,
+                Some(Tensor::new(pos.as_slice(), device)?),
+                Tensor::new(y.as_slice(), device)?,
+            ))
+        }
+    }
+}
+
+/// Logits of the labelled positions (N, L) of a batch.
+fn selected_logits(
+    model: &Classifier,
+    ids: &Tensor,
+    mask: &Tensor,
+    pos: Option<&Tensor>,
+    drop: Option<&mut EncoderDropout<'_>>,
+) -> Result<Tensor> {
+    let logits = model.logits(ids, mask, drop)?;
+    Ok(match pos {
+        None => logits, // (B, L)
+        Some(p) => {
+            let (b, t, l) = logits.dims3()?;
+            logits.reshape((b * t, l))?.index_select(p, 0)? // (N, L)
+        }
+    })
+}
+
+/// Dev loss, score and report.
+fn evaluate(
+    model: &Classifier,
+    kind: HeadKind,
+    dev: &[Example],
+    gold: &TaskData,
+) -> Result<(f64, f64, Value)> {
+    let lens: Vec<usize> = dev.iter().map(|e| e.ids.len()).collect();
+    let (mut loss_sum, mut count) = (0.0, 0usize);
+    let mut classes = vec![0u32; dev.len()];
+    let mut tags: Vec<Vec<String>> = vec![Vec::new(); dev.len()];
+    for bucket in super::length_buckets(&lens, 32) {
+        let ex: Vec<&Example> = bucket.iter().map(|&i| &dev[i]).collect();
+        let (ids, mask, pos, y) =
+            batch_tensors(&ex, kind, model.cfg.pad_token_id, model.bert.device())?;
+        let logits = model.logits(&ids, &mask, None)?;
+        let sel = match &pos {
+            None => logits.clone(),
+            Some(p) => {
+                let (b, t, l) = logits.dims3()?;
+                logits.reshape((b * t, l))?.index_select(p, 0)?
+            }
+        };
+        let n = y.dim(0)?;
+        loss_sum += crate::nn::loss::cross_entropy(&sel, &y)?.to_scalar::<f32>()? as f64 * n as f64;
+        count += n;
+        match kind {
+            HeadKind::Sequence => {
+                for (&i, c) in bucket.iter().zip(logits.argmax(1)?.to_vec1::<u32>()?) {
+                    classes[i] = c;
+                }
+            }
+            HeadKind::Token => {
+                let pred = logits.argmax(2)?.to_vec2::<u32>()?;
+                for (&i, row) in bucket.iter().zip(pred) {
+                    tags[i] = dev[i]
+                        .firsts
+                        .iter()
+                        .map(|f| {
+                            f.map(|p| model.labels[row[p] as usize].clone())
+                                .unwrap_or_else(|| "O".into())
+                        })
+                        .collect();
+                }
+            }
+        }
+    }
+    let loss = loss_sum / count.max(1) as f64;
+    let metric_err = |e: tessera_metrics::MetricsError| Error::Input(format!("metrics: {e}"));
+    match gold {
+        TaskData::Classify { dev: g, .. } => {
+            let gold: Vec<&str> = g.iter().map(|e| e.label.as_str()).collect();
+            let pred: Vec<&str> = classes
+                .iter()
+                .map(|&c| model.labels[c as usize].as_str())
+                .collect();
+            let r = tessera_metrics::classify::classification_report(&gold, &pred)
+                .map_err(metric_err)?;
+            let v = json!({"accuracy": r.accuracy, "macro_f1": r.macro_avg.f1, "per_class": r.per_class});
+            Ok((loss, r.accuracy, v))
+        }
+        TaskData::Ner { dev: g, .. } => {
+            let gold: Vec<Vec<String>> = g.iter().map(|s| s.tags.clone()).collect();
+            let r = tessera_metrics::seqeval::ner_report(&gold, &tags).map_err(metric_err)?;
+            let v = json!({"f1": r.micro.f1, "precision": r.micro.precision, "recall": r.micro.recall,
+                "accuracy": r.accuracy, "per_type": r.per_type});
+            Ok((loss, r.micro.f1, v))
+        }
+    }
+}
+
+/// Fine-tune the encoder in `model_dir` on `data`, writing the best model (by dev score),
+/// `metrics.jsonl` and `loss.png` into `out`. Returns one report per finished epoch.
+pub fn finetune(
+    model_dir: &Path,
+    data: &TaskData,
+    opts: &FinetuneOptions,
+    out: &Path,
+    interrupt: Option<&AtomicBool>,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<EpochReport>> {
+    if opts.epochs == 0
+        || opts.batch_size == 0
+        || opts.max_len < 2
+        || opts.lr.is_nan()
+        || opts.lr <= 0.0
+    {
+        return Err(Error::Input(
+            "epochs, batch size and learning rate must be positive, max length at least 2".into(),
+        ));
+    }
+    let (kind, labels) = match data {
+        TaskData::Classify { train, dev } => {
+            let labels = label_set(train.iter().map(|e| e.label.as_str()));
+            check_known(
+                &labels,
+                &dev.iter().map(|e| e.label.as_str()).collect::<Vec<_>>(),
+                "dev set",
+            )?;
+            (HeadKind::Sequence, labels)
+        }
+        TaskData::Ner { train, dev } => {
+            let labels = label_set(train.iter().flat_map(|s| s.tags.iter().map(String::as_str)));
+            let dev_tags: Vec<&str> = dev
+                .iter()
+                .flat_map(|s| s.tags.iter().map(String::as_str))
+                .collect();
+            check_known(&labels, &dev_tags, "dev set")?;
+            (HeadKind::Token, labels)
+        }
+    };
+    if labels.len() < 2 {
+        return Err(Error::Input(format!(
+            "need at least 2 labels in the training data, found {:?}",
+            labels
+        )));
+    }
+    let device = Device::Cpu;
+    let mut rng = Rng::new(opts.seed);
+    let (cfg, params) = Classifier::init_params(model_dir, kind, labels.len(), &mut rng, &device)?;
+    let model = Classifier::from_params(
+        kind,
+        &cfg,
+        &params,
+        labels.clone(),
+        opts.max_len,
+        &model_dir.join("tokenizer.json"),
+    )?;
+    let (train, dev) = prepare(kind, &model, data, &labels)?;
+    if train.is_empty() || dev.is_empty() {
+        return Err(Error::Input(
+            "training and dev sets must not be empty".into(),
+        ));
+    }
+    let per_epoch = train.len().div_ceil(opts.batch_size);
+    let total = opts
+        .max_steps
+        .unwrap_or(usize::MAX)
+        .min(per_epoch * opts.epochs);
+    let warmup = (total as f64 * opts.warmup_ratio).round() as usize;
+    let mut opt = AdamW::new(&params, 0.9, 0.999, 1e-8, opts.weight_decay)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = String::new();
+    let (mut train_pts, mut dev_pts) = (Vec::new(), Vec::new());
+    on_event(Event::Start {
+        total_steps: total,
+        train: train.len(),
+        dev: dev.len(),
+        labels: &labels,
+    });
+    let (hidden_p, attn_p) = match opts.dropout {
+        Some(p) => (p, p),
+        None => (cfg.hidden_dropout, cfg.attention_dropout),
+    };
+    let mut reports = Vec::new();
+    let (mut step, mut best, mut since_best) = (0usize, f64::NEG_INFINITY, 0usize);
+    'epochs: for epoch in 1..=opts.epochs {
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        rng.shuffle(&mut order);
+        let t0 = Instant::now();
+        let (mut loss_sum, mut seen, mut batches) = (0.0, 0usize, 0usize);
+        for chunk in order.chunks(opts.batch_size) {
+            if step >= total || interrupt.is_some_and(|f| f.load(Ordering::SeqCst)) {
+                break;
+            }
+            let ex: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
+            let (ids, mask, pos, y) = batch_tensors(&ex, kind, cfg.pad_token_id, &device)?;
+            let mut drop = EncoderDropout {
+                hidden: hidden_p,
+                attention: attn_p,
+                rng: &mut rng,
+            };
+            let logits = selected_logits(&model, &ids, &mask, pos.as_ref(), Some(&mut drop))?;
+            let loss = crate::nn::loss::cross_entropy(&logits, &y)?;
+            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let store = loss.backward()?;
+            let mut grads = Vec::with_capacity(params.vars.len());
+            for (s, v) in params.specs.iter().zip(&params.vars) {
+                grads.push(match store.get(v.as_tensor()) {
+                    Some(g) => g.clone(),
+                    None => {
+                        return Err(Error::Input(format!(
+                            "parameter '{}' received no gradient",
+                            s.name
+                        )))
+                    }
+                });
+            }
+            let norm = global_norm(&grads)?;
+            if !norm.is_finite() {
+                return Err(Error::Input(format!(
+                    "gradient norm is {norm} at step {}: lower the learning rate",
+                    step + 1
+                )));
+            }
+            if opts.grad_clip > 0.0 && norm > opts.grad_clip {
+                let s = opts.grad_clip / (norm + 1e-6);
+                grads = grads
+                    .into_iter()
+                    .map(|g| g * s)
+                    .collect::<candle_core::Result<_>>()?;
+            }
+            let lr = linear_lr(step, opts.lr, warmup, total);
+            opt.step(&params, &grads, lr)?;
+            step += 1;
+            loss_sum += lv;
+            batches += 1;
+            seen += chunk.len();
+            train_pts.push((step as f64, lv));
+            metrics.push_str(
+                &json!({"step": step, "epoch": epoch, "loss": lv, "lr": lr, "grad_norm": norm})
+                    .to_string(),
+            );
+            metrics.push('\n');
+            on_event(Event::Step {
+                step,
+                total,
+                loss: lv,
+                lr,
+            });
+        }
+        if batches == 0 {
+            break;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let (dev_loss, score, dev_report) = evaluate(&model, kind, &dev, data)?;
+        dev_pts.push((step as f64, dev_loss));
+        let is_best = score > best;
+        if is_best {
+            best = score;
+            since_best = 0;
+            model.save(out, &params)?;
+        } else {
+            since_best += 1;
+        }
+        let r = EpochReport {
+            epoch,
+            step,
+            train_loss: loss_sum / batches as f64,
+            dev_loss,
+            score,
+            dev: dev_report,
+            best: is_best,
+            train_examples_per_s: seen as f64 / secs,
+        };
+        metrics.push_str(&json!({"eval": r}).to_string());
+        metrics.push('\n');
+        crate::util::fs::write_atomic(&metrics_path, metrics.as_bytes())?;
+        crate::train::plot::loss_curve(&out.join("loss.png"), &train_pts, &dev_pts)?;
+        on_event(Event::Epoch(&r));
+        reports.push(r);
+        let stopped = interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
+        if stopped || step >= total || (opts.patience > 0 && since_best >= opts.patience) {
+            break 'epochs;
+        }
+    }
+    crate::util::fs::write_atomic(
+        &out.join("finetune_options.json"),
+        serde_json::to_string_pretty(opts)?.as_bytes(),
+    )?;
+    Ok(reports)
+}

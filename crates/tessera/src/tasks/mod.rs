@@ -1,0 +1,98 @@
+//! What users call: embed, classify, tag.
+//!
+//! Each task is a thin layer over a model: it reads the model directory's own files (the
+//! sentence-transformers pooling, the label map), tokenizes, batches and post-processes.
+
+pub mod classify;
+pub mod data;
+pub mod embed;
+pub mod finetune;
+pub mod npy;
+pub mod tag;
+
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use tokenizers::utils::truncation::{TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// The model cache: `$TESSERA_CACHE`, else `$XDG_CACHE_HOME/tessera/models`, else
+/// `$HOME/.cache/tessera/models`.
+pub fn cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("TESSERA_CACHE")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("tessera/models")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/tessera/models")))
+}
+
+/// Resolve a model spec to a directory: what [`crate::hub::resolve`] finds, else a model of that
+/// name already in the cache.
+pub fn resolve_model(spec: &str) -> Result<PathBuf> {
+    match crate::hub::resolve(spec) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            if !spec.contains('/') && !spec.is_empty() {
+                if let Some(p) = cache_dir().map(|d| d.join(spec)).filter(|p| p.is_dir()) {
+                    return Ok(p);
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Load `tokenizer.json` for an encoder with padding off and truncation at `max_len` tokens
+/// (special tokens included), whatever the file itself declares.
+pub fn encoder_tokenizer(path: &Path, max_len: usize) -> Result<tokenizers::Tokenizer> {
+    if !path.exists() {
+        return Err(Error::Input(format!(
+            "{}: missing tokenizer.json",
+            path.display()
+        )));
+    }
+    let mut tok = crate::tokenizer::Tokenizer::from_file(path)?
+        .inner()
+        .clone();
+    tok.with_padding(None);
+    tok.with_truncation(Some(TruncationParams {
+        direction: TruncationDirection::Right,
+        max_length: max_len,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+    }))
+    .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+    Ok(tok)
+}
+
+/// Pad id sequences to the longest: (ids (B, T) u32, attention mask (B, T) u32).
+pub fn pad_batch(
+    seqs: &[&[u32]],
+    pad_id: u32,
+    device: &candle_core::Device,
+) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
+    let b = seqs.len();
+    let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+    if b == 0 || t == 0 {
+        return Err(Error::Input("empty batch".into()));
+    }
+    let mut ids = vec![pad_id; b * t];
+    let mut mask = vec![0u32; b * t];
+    for (i, s) in seqs.iter().enumerate() {
+        ids[i * t..i * t + s.len()].copy_from_slice(s);
+        mask[i * t..i * t + s.len()].iter_mut().for_each(|m| *m = 1);
+    }
+    Ok((
+        candle_core::Tensor::from_vec(ids, (b, t), device)?,
+        candle_core::Tensor::from_vec(mask, (b, t), device)?,
+    ))
+}
+
+/// Indices of `lens` in batches of at most `batch` items of similar length (longest first), so
+/// that little padding is computed.
+pub fn length_buckets(lens: &[usize], batch: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    order.chunks(batch.max(1)).map(|c| c.to_vec()).collect()
+}
