@@ -14,19 +14,6 @@ use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use tokenizers::utils::truncation::{TruncationDirection, TruncationParams, TruncationStrategy};
 
-/// The model cache: `$TESSERA_CACHE`, else `$XDG_CACHE_HOME/tessera/models`, else
-/// `$HOME/.cache/tessera/models`.
-pub fn cache_dir() -> Option<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("TESSERA_CACHE")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("tessera/models")))
-        .or_else(|| env("HOME").map(|d| d.join(".cache/tessera/models")))
-}
-
 /// Resolve a model spec to a directory: what [`crate::hub::resolve`] finds, else a model of that
 /// name already in the cache.
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
@@ -34,7 +21,11 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
         Ok(p) => Ok(p),
         Err(e) => {
             if !spec.contains('/') && !spec.is_empty() {
-                if let Some(p) = cache_dir().map(|d| d.join(spec)).filter(|p| p.is_dir()) {
+                if let Some(p) = crate::hub::cache_dir()
+                    .ok()
+                    .map(|d| d.join(spec))
+                    .filter(|p| p.is_dir())
+                {
                     return Ok(p);
                 }
             }

@@ -13,7 +13,7 @@ pub const FIXTURE: &str = concat!(
 /// `$TESSERA_CACHE` else `$XDG_CACHE_HOME/tessera/models` else `$HOME/.cache/tessera/models`,
 /// plus `all-minilm-l6-v2`; panics with how to fetch it when missing or different.
 pub fn minilm_dir() -> PathBuf {
-    let dir = tessera::tasks::cache_dir()
+    let dir = tessera::hub::cache_dir()
         .expect("no cache directory: set TESSERA_CACHE or HOME")
         .join("all-minilm-l6-v2");
     let st = dir.join("model.safetensors");
