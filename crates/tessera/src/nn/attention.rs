@@ -69,9 +69,9 @@ pub fn causal_mask(t: usize, tk: usize, pos: usize, x: &Tensor) -> Result<Tensor
     Tensor::from_vec(m, (t, tk), x.device())?.to_dtype(x.dtype())
 }
 
-/// Scaled causal softmax from engine primitives: scores (B, H, T, Tk) -> weights.
+/// Scaled causal softmax from engine primitives: scores (..., T, Tk) -> weights.
 pub fn reference_softmax(scores: &Tensor, scale: f64, t: usize) -> Result<Tensor> {
-    let tk = scores.dims()[3];
+    let tk = scores.dims()[scores.rank() - 1];
     let att = (scores * scale)?;
     let att = if t > 1 {
         att.broadcast_add(&causal_mask(t, tk, tk - t, &att)?)?
@@ -207,17 +207,20 @@ impl Attention {
             Some(c) => c.append(k, v)?, // (B, Hkv, Tk, D)
             None => (k, v),
         };
-        let k = repeat_kv(k, h / hkv)?; // (B, H, Tk, D)
-        let v = repeat_kv(v, h / hkv)?;
+        // Grouped-query attention without copying keys/values per query head: the n_rep query
+        // heads sharing a key/value head are stacked along time, (B, Hkv, n_rep T, D).
+        let n_rep = h / hkv;
+        let tk = k.dims()[2];
+        let qg = q.contiguous()?.reshape((b, hkv, n_rep * t, d))?;
         let scale = 1.0 / (d as f64).sqrt();
-        let scores = q.matmul(&k.t()?)?; // (B, H, T, Tk)
+        let scores = qg.matmul(&k.t()?)?.reshape((b, hkv, n_rep, t, tk))?; // (B, Hkv, n_rep, T, Tk)
         let att = if crate::kernels::applicable(&scores) {
             crate::kernels::softmax::scaled_softmax(&scores, scale, t > 1)?
         } else {
             reference_softmax(&scores, scale, t)?
         };
-        let att = dropout::maybe(att, drop)?;
-        let y = att.matmul(&v)?; // (B, H, T, D)
+        let att = dropout::maybe(att.reshape((b, hkv, n_rep * t, tk))?, drop)?;
+        let y = att.matmul(&v)?.reshape((b, h, t, d))?; // (B, H, T, D)
         let y = y.transpose(1, 2)?.reshape((b, t, h * d))?; // (B, T, H D)
         self.out.forward(&y)
     }
