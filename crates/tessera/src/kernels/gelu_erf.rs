@@ -1,13 +1,14 @@
-//! GELU, exact erf form (BERT's `gelu`), forward and backward in one parallel pass each.
+//! GELU, exact erf form (BERT's `gelu`): the function and its derivative, run by the shared fused
+//! element-wise op of [`super::unary`].
 //!
 //! y = x Φ(x) = 0.5 x (1 + erf(x / √2));  dy/dx = Φ(x) + x φ(x),  φ(x) = exp(-x²/2) / √(2π).
 //! The engine's own backward of `gelu_erf` rounds 1/√(2π) to six digits (a 1e-6 relative error
 //! in the gradient); this one is exact to the float type (f32: see [`Erf`]).
 
-use super::{float_dispatch, par_rows, slice, Float};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use super::unary::{apply, UnaryFn};
+use super::Float;
+use candle_core::{Result, Tensor};
 
-const CHUNK: usize = 4096;
 const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7; // 1 / sqrt(2 pi)
 
 /// erf in the float's own precision: f64 exact (libm), f32 a rational minimax approximation on
@@ -45,83 +46,29 @@ impl Erf for f64 {
     }
 }
 
-#[inline]
-fn fwd<T: Erf>(x: T) -> T {
-    let half = T::from_f64(0.5);
-    (Erf::erf(x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)) + T::one()) * half * x
-}
-
-#[inline]
-fn grad<T: Erf>(x: T) -> T {
-    let half = T::from_f64(0.5);
-    let cdf = half * (T::one() + Erf::erf(x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)));
-    cdf + x * T::from_f64(FRAC_1_SQRT_2PI) * (-(x * x) * half).exp()
-}
-
-fn map1<F: Erf>(x: &[F]) -> CpuStorage {
-    let mut y = vec![F::zero(); x.len()];
-    par_rows(&mut y, CHUNK, |i, out| {
-        for (o, &xv) in out.iter_mut().zip(&x[i * CHUNK..]) {
-            *o = fwd(xv);
-        }
-    });
-    F::to_cpu_storage_owned(y)
-}
-
-fn map2<F: Erf>(x: &[F], g: &[F]) -> CpuStorage {
-    let mut dx = vec![F::zero(); x.len()];
-    par_rows(&mut dx, CHUNK, |i, out| {
-        let base = i * CHUNK;
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = grad(x[base + j]) * g[base + j];
-        }
-    });
-    F::to_cpu_storage_owned(dx)
-}
-
+#[derive(Clone, Copy)]
 struct GeluErf;
-struct GeluErfGrad;
 
-impl CustomOp1 for GeluErf {
-    fn name(&self) -> &'static str {
-        "fused-gelu-erf"
+impl UnaryFn for GeluErf {
+    const NAME: &'static str = "fused-gelu-erf";
+    const GRAD_NAME: &'static str = "fused-gelu-erf-grad";
+
+    #[inline]
+    fn f<T: Erf>(x: T) -> T {
+        let half = T::from_f64(0.5);
+        (Erf::erf(x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)) + T::one()) * half * x
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        float_dispatch!(s, self.name(), |F| Ok((
-            map1::<F>(slice(s, l)?),
-            l.shape().clone()
-        )))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            arg.apply_op2_no_bwd(&grad_res.contiguous()?, &GeluErfGrad)?,
-        ))
-    }
-}
-
-impl CustomOp2 for GeluErfGrad {
-    fn name(&self) -> &'static str {
-        "fused-gelu-erf-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        float_dispatch!(s1, self.name(), |F| Ok((
-            map2::<F>(slice(s1, l1)?, slice(s2, l2)?),
-            l1.shape().clone()
-        )))
+    #[inline]
+    fn df<T: Erf>(x: T) -> T {
+        let half = T::from_f64(0.5);
+        let cdf = half * (T::one() + Erf::erf(x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)));
+        cdf + x * T::from_f64(FRAC_1_SQRT_2PI) * (-(x * x) * half).exp()
     }
 }
 
 /// GELU, exact erf form, fused on the CPU (f32 / f64): the engine's `gelu_erf` values (f64
 /// identical, f32 within 1e-6 relative), with an exact, parallel backward.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(GeluErf)
+    apply(x, GeluErf)
 }

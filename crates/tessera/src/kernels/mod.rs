@@ -11,6 +11,7 @@ pub mod gelu_erf;
 pub mod norm;
 pub mod quant;
 pub mod softmax;
+pub(crate) mod unary;
 
 use candle_core::{CpuStorage, Layout, Result, Tensor, WithDType};
 

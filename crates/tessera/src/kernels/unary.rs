@@ -1,0 +1,82 @@
+//! One fused element-wise op with its backward, shared by the activations: forward `y = f(x)` and
+//! backward `dx = f'(x) · dy`, each a single parallel pass over contiguous data.
+
+use super::gelu_erf::Erf;
+use super::{float_dispatch, par_rows, slice};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+
+/// Elements per parallel work item.
+const CHUNK: usize = 4096;
+
+/// An element-wise function and its derivative, for f32 and f64.
+pub(crate) trait UnaryFn: Copy + Send + Sync + 'static {
+    /// Name of the forward op.
+    const NAME: &'static str;
+    /// Name of the gradient op.
+    const GRAD_NAME: &'static str;
+    /// f(x)
+    fn f<T: Erf>(x: T) -> T;
+    /// f'(x)
+    fn df<T: Erf>(x: T) -> T;
+}
+
+struct Forward<A>(A);
+struct Gradient<A>(A);
+
+fn map<F: Erf>(x: &[F], g: Option<&[F]>, op: fn(F) -> F) -> CpuStorage {
+    let mut y = vec![F::zero(); x.len()];
+    par_rows(&mut y, CHUNK, |i, out| {
+        let base = i * CHUNK;
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = match g {
+                Some(g) => op(x[base + j]) * g[base + j],
+                None => op(x[base + j]),
+            };
+        }
+    });
+    F::to_cpu_storage_owned(y)
+}
+
+impl<A: UnaryFn> CustomOp1 for Forward<A> {
+    fn name(&self) -> &'static str {
+        A::NAME
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        float_dispatch!(s, self.name(), |F| Ok((
+            map::<F>(slice(s, l)?, None, A::f::<F>),
+            l.shape().clone()
+        )))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(
+            &grad_res.contiguous()?,
+            &Gradient(self.0),
+        )?))
+    }
+}
+
+impl<A: UnaryFn> CustomOp2 for Gradient<A> {
+    fn name(&self) -> &'static str {
+        A::GRAD_NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        float_dispatch!(s1, self.name(), |F| Ok((
+            map::<F>(slice(s1, l1)?, Some(slice(s2, l2)?), A::df::<F>),
+            l1.shape().clone()
+        )))
+    }
+}
+
+/// Apply `a` element-wise (CPU, f32/f64), with its backward.
+pub(crate) fn apply<A: UnaryFn>(x: &Tensor, a: A) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Forward(a))
+}
