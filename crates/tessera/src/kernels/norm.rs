@@ -97,21 +97,26 @@ impl CustomOp3 for LayerNorm {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let c = w.elem_count();
-        let n = x.elem_count();
-        let all = x.apply_op3_no_bwd(
-            w,
-            &dy.contiguous()?,
-            &NormGrad {
-                eps: self.eps,
-                rms: false,
-            },
-        )?;
-        let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = all.narrow(0, n, c)?;
-        let db = all.narrow(0, n + c, c)?;
+        let (dx, dw, db) = backward(x, w, dy, self.eps, false)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
+}
+
+/// (dx, dw, db) of a norm from one fused pass (db is meaningless for RMSNorm).
+fn backward(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    eps: f64,
+    rms: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c) = (x.elem_count(), w.elem_count());
+    let all = x.apply_op3_no_bwd(w, &dy.contiguous()?, &NormGrad { eps, rms })?; // [dx | dw | db]
+    Ok((
+        all.narrow(0, 0, n)?.reshape(x.shape())?,
+        all.narrow(0, n, c)?,
+        all.narrow(0, n + c, c)?,
+    ))
 }
 
 struct RmsNorm {
@@ -144,18 +149,7 @@ impl CustomOp2 for RmsNorm {
         _res: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let c = w.elem_count();
-        let n = x.elem_count();
-        let all = x.apply_op3_no_bwd(
-            w,
-            &dy.contiguous()?,
-            &NormGrad {
-                eps: self.eps,
-                rms: true,
-            },
-        )?;
-        let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = all.narrow(0, n, c)?;
+        let (dx, dw, _) = backward(x, w, dy, self.eps, true)?;
         Ok((Some(dx), Some(dw)))
     }
 }
