@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::sync::atomic::Ordering;
-use tessera::generate::chat::{load_chat_model, ChatSession};
+use tessera::generate::chat::{load_decoder, ChatSession};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -22,7 +22,7 @@ pub struct ChatArgs {
 pub fn run(a: ChatArgs) -> Result<()> {
     let params = a.sampling.params()?;
     let path = tessera::hub::resolve(&a.model)?;
-    let (model, tok) = load_chat_model(&path, &tessera::Device::Cpu)?;
+    let (model, tok) = load_decoder(&path, &tessera::Device::Cpu)?;
     let mut chat = ChatSession::new(&model, &tok, a.system.clone())?;
     let stop = crate::interrupt_flag();
     let stdin = std::io::stdin();

@@ -1,11 +1,9 @@
 //! `tessera eval ...`
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use tessera::models::Transformer;
-use tessera::tokenizer::Tokenizer;
-use tessera::train::checkpoint::resolve_model_dir;
+use tessera::generate::chat::load_decoder;
 use tessera::train::data::encode_long;
 use tessera::train::evaluate_tokens;
 
@@ -19,9 +17,9 @@ pub enum EvalCmd {
 
 #[derive(Args, Debug)]
 pub struct PerplexityArgs {
-    /// Model directory.
+    /// A `.gguf` file, a model directory (Hugging Face layout, or a run directory of `tessera train`), or a known model name.
     #[arg(long)]
-    model: PathBuf,
+    model: String,
     /// UTF-8 text to score.
     #[arg(long)]
     data: PathBuf,
@@ -44,9 +42,8 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
 }
 
 fn perplexity(a: PerplexityArgs) -> Result<()> {
-    let dir = resolve_model_dir(&a.model)?;
-    let model = Transformer::load_dir(&dir, tessera::DType::F32, &tessera::Device::Cpu)?;
-    let tok = Tokenizer::from_file(dir.join("tokenizer.json")).context("loading the tokenizer")?;
+    let (model, tok) = load_decoder(&tessera::hub::resolve(&a.model)?, &tessera::Device::Cpu)?;
+    let tok = tok.tokenizer;
     let text = tessera::error::read_text(&a.data)?;
     if text.is_empty() {
         bail!("{}: the file is empty", a.data.display());

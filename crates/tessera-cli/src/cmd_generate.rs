@@ -1,14 +1,11 @@
 //! `tessera generate`
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use tessera::generate::chat::load_decoder;
 use tessera::generate::{generate, SamplingParams};
-use tessera::models::Transformer;
-use tessera::tokenizer::Tokenizer;
-use tessera::train::checkpoint::resolve_model_dir;
 
 /// Sampling flags shared by the generating commands.
 #[derive(Args, Debug, Clone)]
@@ -62,9 +59,9 @@ impl SamplingArgs {
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// Model directory (Hugging Face layout, or a run directory from `tessera train`).
+    /// A `.gguf` file, a model directory (Hugging Face layout, or a run directory of `tessera train`), or a known model name.
     #[arg(long)]
-    model: PathBuf,
+    model: String,
     /// The prompt text.
     #[arg(long, default_value = "")]
     prompt: String,
@@ -77,9 +74,8 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let params = a.sampling.params()?;
-    let dir = resolve_model_dir(&a.model)?;
-    let model = Transformer::load_dir(&dir, tessera::DType::F32, &tessera::Device::Cpu)?;
-    let tok = Tokenizer::from_file(dir.join("tokenizer.json")).context("loading the tokenizer")?;
+    let (model, tok) = load_decoder(&tessera::hub::resolve(&a.model)?, &tessera::Device::Cpu)?;
+    let tok = tok.tokenizer;
     let mut ids = tok.encode(&a.prompt)?;
     if ids.is_empty() {
         // Nothing to condition on: start from the beginning-of-text token.

@@ -1,6 +1,6 @@
 //! Chat sessions on SmolLM2-135M-Instruct (fetched by scripts/fetch_models.sh or on first use).
 
-use tessera::generate::chat::{load_chat_model, ChatSession};
+use tessera::generate::chat::{load_decoder, ChatSession};
 use tessera::generate::SamplingParams;
 
 fn greedy(max_tokens: usize) -> SamplingParams {
@@ -14,7 +14,7 @@ fn greedy(max_tokens: usize) -> SamplingParams {
 #[test]
 fn answers_and_keeps_history() {
     let path = tessera::hub::resolve("smollm2-135m-instruct").unwrap();
-    let (model, tok) = load_chat_model(&path, &tessera::Device::Cpu).unwrap();
+    let (model, tok) = load_decoder(&path, &tessera::Device::Cpu).unwrap();
     let mut chat = ChatSession::new(&model, &tok, None).unwrap();
     let mut streamed = String::new();
     let r = chat
@@ -49,7 +49,7 @@ fn answers_and_keeps_history() {
 #[test]
 fn oldest_turns_are_dropped_when_the_context_would_overflow() {
     let path = tessera::hub::resolve("smollm2-135m-instruct").unwrap();
-    let (mut model, tok) = load_chat_model(&path, &tessera::Device::Cpu).unwrap();
+    let (mut model, tok) = load_decoder(&path, &tessera::Device::Cpu).unwrap();
     model.cfg.max_position_embeddings = 80; // a tiny context to force trimming
     let mut chat = ChatSession::new(&model, &tok, Some("Be brief.".into())).unwrap();
     let mut dropped = 0;

@@ -9,8 +9,9 @@ use crate::{Error, Result};
 use candle_core::{DType, Device};
 use std::path::Path;
 
-/// Load a decoder from a `.gguf` file or a Hugging Face-layout / run directory, with its tokenizer.
-pub fn load_chat_model(path: &Path, device: &Device) -> Result<(Transformer, ModelTokenizer)> {
+/// Load a decoder from a `.gguf` file or a Hugging Face-layout / run directory, with its tokenizer
+/// (what chat, generate and perplexity evaluation all run on).
+pub fn load_decoder(path: &Path, device: &Device) -> Result<(Transformer, ModelTokenizer)> {
     let model = if path.is_file() {
         load_gguf_file(path, DType::F32, device)?
     } else {
