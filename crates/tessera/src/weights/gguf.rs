@@ -68,6 +68,12 @@ enum Bytes {
     Owned(Vec<u8>),
 }
 
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 impl std::ops::Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -81,7 +87,7 @@ impl std::ops::Deref for Bytes {
 /// A parsed GGUF file.
 pub struct Gguf {
     path: PathBuf,
-    bytes: Bytes,
+    bytes: std::sync::Arc<Bytes>,
     version: u32,
     alignment: u64,
     data_start: usize,
@@ -249,7 +255,7 @@ impl Gguf {
         })?;
         Ok(Gguf {
             path,
-            bytes,
+            bytes: std::sync::Arc::new(bytes),
             version: layout.version,
             alignment: layout.alignment,
             data_start: layout.data_start,
@@ -370,6 +376,12 @@ impl Gguf {
         self.tensor_index
             .get(name)
             .map(|&i| self.view(&self.tensors[i]))
+    }
+
+    /// The whole file's bytes, shared (for matrices that point into the mapping without copying;
+    /// tensor data of `t` lies at `t.offset..t.offset + t.n_bytes`).
+    pub fn shared_bytes(&self) -> std::sync::Arc<dyn AsRef<[u8]> + Send + Sync> {
+        self.bytes.clone()
     }
 
     /// Every tensor in file order.

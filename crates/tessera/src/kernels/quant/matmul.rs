@@ -14,11 +14,14 @@ use rayon::prelude::*;
 use super::formats::{QType, QK, QK_K};
 use super::quantize::Acts;
 use super::{dot_scalar, SimdLevel};
+use crate::util::pool::{HotPool, SharedMut};
 
 /// Reusable per-thread buffers of the products.
 #[derive(Default)]
 struct Scratch {
     acts: Acts,
+    /// 256-blocks of the same activations, when a batch mixes block sizes.
+    acts_k: Acts,
     tile: Vec<f32>,
 }
 
@@ -119,14 +122,122 @@ fn float_fn(level: SimdLevel) -> fn(QType, &[u8], &[f32]) -> f32 {
     }
 }
 
-/// Rows per parallel work item for `rows` rows of `cols` weights.
-fn chunk_rows(rows: usize, cols: usize) -> usize {
-    if rows * cols < PARALLEL_MIN_WEIGHTS {
+/// Runs the tasks of a product in parallel: the global rayon pool, or a [`HotPool`].
+pub trait Parallel: Sync {
+    /// Threads that run tasks.
+    fn threads(&self) -> usize;
+    /// Call `f(0) .. f(n_tasks - 1)` in parallel; return when all are done.
+    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync));
+}
+
+/// The global rayon pool.
+pub struct Rayon;
+
+impl Parallel for Rayon {
+    fn threads(&self) -> usize {
+        rayon::current_num_threads()
+    }
+    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if n_tasks == 1 {
+            f(0);
+        } else {
+            (0..n_tasks).into_par_iter().for_each(f);
+        }
+    }
+}
+
+impl Parallel for HotPool {
+    fn threads(&self) -> usize {
+        HotPool::threads(self)
+    }
+    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        HotPool::run(self, n_tasks, f)
+    }
+}
+
+/// Rows per parallel work item for `rows` rows of `cols` weights on `threads` threads.
+fn chunk_rows(rows: usize, cols: usize, threads: usize) -> usize {
+    if rows * cols < PARALLEL_MIN_WEIGHTS || threads <= 1 {
         return rows.max(1);
     }
     // A few items per thread, so a thread slowed by a neighbour does not hold the others.
-    let items = rayon::current_num_threads() * 4;
+    let items = threads * 4;
     rows.div_ceil(items).max(4)
+}
+
+/// One product of a [`matvec_many`] batch: `out (rows) = W x`.
+pub(crate) struct MatVec<'a> {
+    pub t: QType,
+    pub w: &'a [u8],
+    pub rows: usize,
+    pub out: &'a mut [f32],
+}
+
+/// Several products `out_i = W_i x` with the same `x` (e.g. the q, k and v projections), as one
+/// parallel job: `x` is quantized once per block size and the rows of all matrices are split
+/// over the threads together. Sizes are checked by the caller; `level` must be available.
+pub(crate) fn matvec_many(
+    level: SimdLevel,
+    x: &[f32],
+    jobs: &mut [MatVec<'_>],
+    par: &dyn Parallel,
+) {
+    let cols = x.len();
+    let threads = par.threads();
+    // Chunks per job, and the first task index of each job.
+    const MAX_JOBS: usize = 8;
+    assert!(
+        jobs.len() <= MAX_JOBS,
+        "at most {MAX_JOBS} products per batch"
+    );
+    let mut first = [0usize; MAX_JOBS + 1];
+    let mut chunk = [0usize; MAX_JOBS];
+    let mut meta: [(QType, &[u8], usize); MAX_JOBS] = [(QType::F32, &[], 0); MAX_JOBS];
+    let mut outs: [Option<SharedMut<'_, f32>>; MAX_JOBS] = Default::default();
+    let njobs = jobs.len();
+    for (i, j) in jobs.iter_mut().enumerate() {
+        chunk[i] = chunk_rows(j.rows, cols, threads);
+        first[i + 1] = first[i] + j.rows.div_ceil(chunk[i]);
+        meta[i] = (j.t, j.w, j.rows);
+        outs[i] = Some(SharedMut::new(&mut *j.out));
+    }
+    let n_tasks = first[njobs];
+    let types = || meta[..njobs].iter().map(|m| m.0);
+    let need32 = types().any(|t| !t.is_float() && !t.is_k_quant());
+    let need256 = types().any(|t| t.is_k_quant());
+    with_scratch(|s| {
+        if need32 {
+            s.acts.quantize(x, 1, cols, QK);
+        }
+        if need256 {
+            s.acts_k.quantize(x, 1, cols, QK_K);
+        }
+        let (a32, a256) = (&s.acts, &s.acts_k);
+        par.run(n_tasks, &|task| {
+            let i = (0..njobs).find(|&i| task < first[i + 1]).unwrap_or(0);
+            let (t, w, rows) = meta[i];
+            let r0 = (task - first[i]) * chunk[i];
+            let r1 = (r0 + chunk[i]).min(rows);
+            let rb = t.bytes_for(cols).unwrap_or(0);
+            let w = &w[r0 * rb..r1 * rb];
+            // SAFETY: each task writes its own rows r0..r1 of job i.
+            let o = unsafe {
+                outs[i]
+                    .as_ref()
+                    .map(|o| o.range(r0, r1))
+                    .unwrap_or_default()
+            };
+            if t.is_float() {
+                let f = float_fn(level);
+                for (k, v) in o.iter_mut().enumerate() {
+                    *v = f(t, &w[k * rb..(k + 1) * rb], x);
+                }
+            } else {
+                let acts = if t.is_k_quant() { a256 } else { a32 };
+                rows_fn(level, t)(t, w, r1 - r0, acts, 0, 1, o, 1);
+            }
+        });
+    });
 }
 
 /// `out (n, rows) = x (n, cols) W^T` for W = `w` (rows of `row_bytes` bytes of type `t`).
@@ -141,31 +252,27 @@ pub(crate) fn matmul(
     x: &[f32],
     n: usize,
     out: &mut [f32],
+    par: &dyn Parallel,
 ) {
+    if n == 1 {
+        matvec_many(level, x, &mut [MatVec { t, w, rows, out }], par);
+        return;
+    }
     let rb = t.bytes_for(cols).unwrap_or(0);
-    let chunk = chunk_rows(rows, cols);
+    let chunk = chunk_rows(rows, cols, par.threads());
     if t.is_float() {
         let f = float_fn(level);
-        if n == 1 {
-            par_or_seq(out, chunk, rows * cols, |r0, o| {
-                for (i, v) in o.iter_mut().enumerate() {
-                    let r = r0 + i;
-                    *v = f(t, &w[r * rb..(r + 1) * rb], x);
-                }
-            });
-        } else {
-            with_scratch(|s| {
-                prefill(&mut s.tile, rows, n, chunk, out, |r0, nr, j0, g, o| {
-                    for i in 0..nr {
-                        let wr = &w[(r0 + i) * rb..(r0 + i + 1) * rb];
-                        for k in 0..g {
-                            let xj = &x[(j0 + k) * cols..(j0 + k + 1) * cols];
-                            o[i * n + k] = f(t, wr, xj);
-                        }
+        with_scratch(|s| {
+            prefill(&mut s.tile, rows, n, chunk, out, par, |r0, nr, j0, g, o| {
+                for i in 0..nr {
+                    let wr = &w[(r0 + i) * rb..(r0 + i + 1) * rb];
+                    for k in 0..g {
+                        let xj = &x[(j0 + k) * cols..(j0 + k + 1) * cols];
+                        o[i * n + k] = f(t, wr, xj);
                     }
-                })
-            });
-        }
+                }
+            })
+        });
         return;
     }
     let f = rows_fn(level, t);
@@ -173,16 +280,9 @@ pub(crate) fn matmul(
     with_scratch(|s| {
         s.acts.quantize(x, n, cols, block);
         let acts = &s.acts;
-        if n == 1 {
-            par_or_seq(out, chunk, rows * cols, |r0, o| {
-                let nr = o.len();
-                f(t, &w[r0 * rb..(r0 + nr) * rb], nr, acts, 0, 1, o, 1);
-            });
-        } else {
-            prefill(&mut s.tile, rows, n, chunk, out, |r0, nr, j0, g, o| {
-                f(t, &w[r0 * rb..(r0 + nr) * rb], nr, acts, j0, g, o, n)
-            });
-        }
+        prefill(&mut s.tile, rows, n, chunk, out, par, |r0, nr, j0, g, o| {
+            f(t, &w[r0 * rb..(r0 + nr) * rb], nr, acts, j0, g, o, n)
+        });
     });
 }
 
@@ -195,26 +295,17 @@ fn with_scratch(f: impl FnOnce(&mut Scratch)) {
     })
 }
 
-/// Apply `f(first_row, out_chunk)` over chunks of `out`, in parallel when the work is large.
-fn par_or_seq(out: &mut [f32], chunk: usize, work: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    if work < PARALLEL_MIN_WEIGHTS || chunk >= out.len() {
-        f(0, out);
-    } else {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, o)| f(i * chunk, o));
-    }
-}
-
 /// The prefill schedule: `f(r0, nr, j0, g, o)` computes weight rows `r0..r0 + nr` against
 /// activation rows `j0..j0 + g`, writing `o[i * n + k]` (`o` starts at row `r0`, column `j0` of
 /// the (rows, n) tile); the tile is then transposed into `out` (n, rows).
+#[allow(clippy::too_many_arguments)]
 fn prefill(
     tile: &mut Vec<f32>,
     rows: usize,
     n: usize,
     chunk: usize,
     out: &mut [f32],
+    par: &dyn Parallel,
     f: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync,
 ) {
     if tile.len() < rows * n {
@@ -222,26 +313,30 @@ fn prefill(
     }
     let tile = &mut tile[..rows * n];
     let chunk = chunk.clamp(1, PREFILL_ROWS);
-    let work = |ci: usize, t: &mut [f32]| {
-        let nr = t.len() / n;
-        for j0 in (0..n).step_by(ACT_GROUP) {
-            let g = ACT_GROUP.min(n - j0);
-            f(ci * chunk, nr, j0, g, &mut t[j0..]);
-        }
-    };
-    if rows * n < 64 {
-        tile.chunks_mut(chunk * n)
-            .enumerate()
-            .for_each(|(i, t)| work(i, t));
-    } else {
-        tile.par_chunks_mut(chunk * n)
-            .enumerate()
-            .for_each(|(i, t)| work(i, t));
+    let n_chunks = rows.div_ceil(chunk);
+    {
+        let t = SharedMut::new(tile);
+        par.run(n_chunks, &|ci| {
+            let r0 = ci * chunk;
+            let r1 = (r0 + chunk).min(rows);
+            // SAFETY: each task owns tile rows r0..r1.
+            let t = unsafe { t.range(r0 * n, r1 * n) };
+            for j0 in (0..n).step_by(ACT_GROUP) {
+                let g = ACT_GROUP.min(n - j0);
+                f(r0, r1 - r0, j0, g, &mut t[j0..]);
+            }
+        });
     }
     let tile = &*tile;
-    out.par_chunks_mut(rows).enumerate().for_each(|(j, o)| {
-        for (r, v) in o.iter_mut().enumerate() {
-            *v = tile[r * n + j];
+    let o = SharedMut::new(out);
+    let per = n.div_ceil(par.threads() * 2).max(1);
+    par.run(n.div_ceil(per), &|c| {
+        for j in c * per..((c + 1) * per).min(n) {
+            // SAFETY: each task owns output rows c*per..(c+1)*per.
+            let oj = unsafe { o.range(j * rows, (j + 1) * rows) };
+            for (r, v) in oj.iter_mut().enumerate() {
+                *v = tile[r * n + j];
+            }
         }
     });
 }

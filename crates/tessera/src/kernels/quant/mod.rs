@@ -13,7 +13,7 @@
 pub mod dequant;
 pub mod dot_scalar;
 pub mod formats;
-mod matmul;
+pub mod matmul;
 pub mod qmatrix;
 pub mod quantize;
 
@@ -23,7 +23,8 @@ mod dot_avx2;
 mod dot_avx512;
 
 pub use formats::QType;
-pub use qmatrix::QMatrix;
+pub use matmul::{Parallel, Rayon};
+pub use qmatrix::{matvec_many, QMatrix};
 pub use quantize::{quantize, Acts};
 
 use std::sync::OnceLock;

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use super::dequant::dequantize_into;
 use super::formats::QType;
-use super::{matmul, SimdLevel};
+use super::matmul::{self, Parallel, Rayon};
+use super::SimdLevel;
+#[allow(unused_imports)]
+use crate::util::pool::HotPool;
 use crate::{Error, Result};
 
 /// The bytes behind a matrix: owned (`Arc<[u8]>`) or any shared buffer such as a memory map.
@@ -152,15 +155,40 @@ impl QMatrix {
     /// `out (n, rows) = x (n, cols) W^T`, with the fastest kernel this CPU has.
     ///
     /// Quantized types quantize `x` to 8 bits per block (as llama.cpp does) and use integer dot
-    /// products; F32/F16/BF16 weights multiply in f32. Runs on the rayon pool
+    /// products; F32/F16/BF16 weights multiply in f32. Runs on the global rayon pool
     /// (`RAYON_NUM_THREADS`); allocates nothing once the thread's scratch has grown.
     ///
-    /// Speed: call it from a thread of the pool (e.g. run a whole decode step inside
-    /// `ThreadPool::install`): called from outside, each product hands its work to the pool and
-    /// waits for it, which cost about 30 µs per call on the 2-core test machine, more than a
-    /// 576 x 576 Q4_1 product itself (about 10 µs).
+    /// Speed: for many small products in a row (a decode step), use [`QMatrix::matmul_on`] with a
+    /// [`HotPool`]: handing each product to rayon and waiting for it costs about 30 µs per call on
+    /// the 2-core test machine, more than a 576 x 576 Q4_1 product itself (about 10 µs).
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
         self.matmul_with(SimdLevel::detect(), x, n, out)
+    }
+
+    /// [`QMatrix::matmul`] on the threads of `par` (a [`HotPool`], or [`Rayon`]).
+    pub fn matmul_on(
+        &self,
+        par: &dyn Parallel,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.check(SimdLevel::detect(), x, n, out)?;
+        if n > 0 && self.rows > 0 {
+            let b = self.bytes();
+            matmul::matmul(
+                SimdLevel::detect(),
+                self.qtype,
+                b,
+                self.rows,
+                self.cols,
+                x,
+                n,
+                out,
+                par,
+            );
+        }
+        Ok(())
     }
 
     /// [`QMatrix::matmul`] with a given kernel level (for tests and benchmarks); errors if the CPU
@@ -172,6 +200,17 @@ impl QMatrix {
         n: usize,
         out: &mut [f32],
     ) -> Result<()> {
+        self.check(level, x, n, out)?;
+        if n > 0 && self.rows > 0 {
+            let b = self.bytes();
+            matmul::matmul(
+                level, self.qtype, b, self.rows, self.cols, x, n, out, &Rayon,
+            );
+        }
+        Ok(())
+    }
+
+    fn check(&self, level: SimdLevel, x: &[f32], n: usize, out: &[f32]) -> Result<()> {
         if !level.is_available() {
             return Err(Error::Input(format!(
                 "SIMD level {} is not available on this CPU",
@@ -192,19 +231,44 @@ impl QMatrix {
                 self.rows
             )));
         }
-        if n == 0 || self.rows == 0 {
-            return Ok(());
-        }
-        matmul::matmul(
-            level,
-            self.qtype,
-            self.bytes(),
-            self.rows,
-            self.cols,
-            x,
-            n,
-            out,
-        );
         Ok(())
     }
+}
+
+/// `outs[i] = W_i x` for several matrices with the same input vector (e.g. the q, k and v
+/// projections of one token), as a single parallel job on `par`: `x` is quantized once per block
+/// size. At most 8 products.
+pub fn matvec_many(
+    par: &dyn Parallel,
+    x: &[f32],
+    prods: &mut [(&QMatrix, &mut [f32])],
+) -> Result<()> {
+    if prods.len() > 8 {
+        return Err(Error::Input(format!(
+            "matvec_many: {} products (at most 8)",
+            prods.len()
+        )));
+    }
+    let level = SimdLevel::detect();
+    for (m, out) in prods.iter() {
+        m.check(level, x, 1, out)?;
+    }
+    let n = prods.len();
+    let mut it = prods.iter_mut();
+    let mut list: [matmul::MatVec<'_>; 8] = std::array::from_fn(|_| match it.next() {
+        Some((m, out)) => matmul::MatVec {
+            t: m.qtype,
+            w: m.bytes(),
+            rows: m.rows,
+            out: &mut **out,
+        },
+        None => matmul::MatVec {
+            t: QType::F32,
+            w: &[],
+            rows: 0,
+            out: &mut [],
+        },
+    });
+    matmul::matvec_many(level, x, &mut list[..n], par);
+    Ok(())
 }

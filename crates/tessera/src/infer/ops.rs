@@ -1,0 +1,376 @@
+//! The small per-token operations of a decoder step, on plain f32 slices: RMSNorm, rotary
+//! embedding, the SwiGLU gate, softmax and attention over the KV cache.
+//!
+//! Written so the compiler vectorizes them (independent lanes, no early exits); each is a few
+//! percent of a step, next to the quantized products.
+
+/// `out = x / rms(x) * w` (RMSNorm, sum of squares in f64 as ggml does).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    debug_assert!(x.len() == w.len() && out.len() == x.len());
+    let mut lanes = [0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v * v;
+        }
+    }
+    let mut sum: f64 = lanes.iter().map(|&l| l as f64).sum();
+    sum += chunks
+        .remainder()
+        .iter()
+        .map(|&v| (v * v) as f64)
+        .sum::<f64>();
+    let scale = 1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+/// Rotary frequencies `theta^(-2i/d)` for `i < d/2`.
+pub fn rope_freqs(d: usize, theta: f64) -> Vec<f32> {
+    (0..d / 2)
+        .map(|i| theta.powf(-2.0 * i as f64 / d as f64) as f32)
+        .collect()
+}
+
+/// The cos/sin of position `pos` for every frequency, into `cs` (`[cos_0, sin_0, cos_1, ...]`).
+pub fn rope_angles(pos: usize, freqs: &[f32], cs: &mut [f32]) {
+    for (i, &f) in freqs.iter().enumerate() {
+        let a = pos as f32 * f;
+        cs[2 * i] = a.cos();
+        cs[2 * i + 1] = a.sin();
+    }
+}
+
+/// Rotate each head of `x` (heads of `d` values) by the angles `cs`, in GGUF's row order: the
+/// pairs are adjacent `(2i, 2i + 1)` (llama.cpp's converter interleaves the halves that Hugging
+/// Face rotates together, so this equals Hugging Face's half-split rotation on its rows).
+pub fn rope_interleaved(x: &mut [f32], d: usize, cs: &[f32]) {
+    for head in x.chunks_exact_mut(d) {
+        for (p, c) in head.chunks_exact_mut(2).zip(cs.chunks_exact(2)) {
+            let (x0, x1) = (p[0], p[1]);
+            p[0] = x0 * c[0] - x1 * c[1];
+            p[1] = x0 * c[1] + x1 * c[0];
+        }
+    }
+}
+
+/// `g = silu(g) * u`, element-wise.
+pub fn swiglu(g: &mut [f32], u: &[f32]) {
+    for (a, &b) in g.iter_mut().zip(u) {
+        *a = *a / (1.0 + (-*a).exp()) * b;
+    }
+}
+
+/// `a += b`, element-wise.
+pub fn add_assign(a: &mut [f32], b: &[f32]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+/// Dot product with 16 independent lanes.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut ca = a.chunks_exact(16);
+    let mut cb = b.chunks_exact(16);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..16 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = lanes.iter().sum();
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        s += x * y;
+    }
+    s
+}
+
+/// `y += a * x`, element-wise.
+#[inline]
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += a * v;
+    }
+}
+
+/// Softmax of `x` in place (max subtracted first).
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// One query head against the first `len` cached positions of its key/value head:
+/// `out = softmax(q·K^T * scale) V`. `k` and `v` are (capacity, d) row-major; `scores` holds at
+/// least `len` values.
+pub fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    len: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let d = q.len();
+    let scores = &mut scores[..len];
+    for (t, s) in scores.iter_mut().enumerate() {
+        *s = dot(q, &k[t * d..(t + 1) * d]) * scale;
+    }
+    softmax(scores);
+    out.fill(0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        axpy(out, p, &v[t * d..(t + 1) * d]);
+    }
+}
+
+/// `x` rounded to f16 and stored as its bits.
+pub fn to_f16(x: &[f32], out: &mut [u16]) {
+    use half::slice::HalfFloatSliceExt;
+    let out: &mut [half::f16] = bytemuck_f16(out);
+    out.convert_from_f32_slice(x);
+}
+
+fn bytemuck_f16(x: &mut [u16]) -> &mut [half::f16] {
+    // SAFETY: f16 is a transparent u16.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) }
+}
+
+/// The f16 kernels of attention over an f16 KV cache, per SIMD level.
+#[derive(Clone, Copy)]
+pub struct F16Kernels {
+    dot: fn(&[u16], &[u16]) -> f32,
+    axpy: fn(&mut [f32], f32, &[u16]),
+}
+
+impl F16Kernels {
+    /// The fastest kernels this CPU has.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::quant::SimdLevel::detect() != crate::kernels::quant::SimdLevel::Scalar {
+            // Both x86 levels include F16C, AVX2 and FMA.
+            return F16Kernels {
+                dot: f16x86::dot,
+                axpy: f16x86::axpy,
+            };
+        }
+        F16Kernels {
+            dot: dot_f16_scalar,
+            axpy: axpy_f16_scalar,
+        }
+    }
+}
+
+fn f16(b: u16) -> f32 {
+    half::f16::from_bits(b).to_f32()
+}
+
+/// Portable `Σ a_i b_i` of two f16 vectors, in f32.
+pub fn dot_f16_scalar(a: &[u16], b: &[u16]) -> f32 {
+    a.iter().zip(b).map(|(&x, &y)| f16(x) * f16(y)).sum()
+}
+
+/// Portable `y += a * x` with `x` in f16.
+pub fn axpy_f16_scalar(y: &mut [f32], a: f32, x: &[u16]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += a * f16(v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod f16x86 {
+    use std::arch::x86_64::*;
+
+    pub fn dot(a: &[u16], b: &[u16]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        // SAFETY: only selected when AVX2/FMA/F16C are present (F16Kernels::detect); loads stay
+        // within the slices (8 at a time, then the scalar tail).
+        unsafe { dot_avx2(a, b) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_avx2(a: &[u16], b: &[u16]) -> f32 {
+        let n = a.len();
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            let a0 = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i).cast()));
+            let b0 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i).cast()));
+            let a1 = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i + 8).cast()));
+            let b1 = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i + 8).cast()));
+            s0 = _mm256_fmadd_ps(a0, b0, s0);
+            s1 = _mm256_fmadd_ps(a1, b1, s1);
+            i += 16;
+        }
+        let s = _mm256_add_ps(s0, s1);
+        let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+        let mut sum = _mm_cvtss_f32(h);
+        while i < n {
+            sum += super::f16(a[i]) * super::f16(b[i]);
+            i += 1;
+        }
+        sum
+    }
+
+    pub fn axpy(y: &mut [f32], c: f32, x: &[u16]) {
+        assert_eq!(y.len(), x.len());
+        // SAFETY: as for `dot`.
+        unsafe { axpy_avx2(y, c, x) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn axpy_avx2(y: &mut [f32], c: f32, x: &[u16]) {
+        let n = y.len();
+        let cv = _mm256_set1_ps(c);
+        let mut i = 0;
+        while i + 8 <= n {
+            let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()));
+            let p = y.as_mut_ptr().add(i);
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(cv, xv, _mm256_loadu_ps(p)));
+            i += 8;
+        }
+        while i < n {
+            y[i] += c * super::f16(x[i]);
+            i += 1;
+        }
+    }
+}
+
+/// One query head against the first `len` positions of an f16 KV cache, with llama.cpp's
+/// roundings: the query and the attention weights are rounded to f16 before their products
+/// (as ggml converts the f32 operand of an f16 matrix product), sums in f32.
+/// `q16` is the f16 query; `k`, `v` are (capacity, d); `scores` holds at least `len` values.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_f16(
+    kern: F16Kernels,
+    q16: &[u16],
+    k: &[u16],
+    v: &[u16],
+    len: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let d = q16.len();
+    let scores = &mut scores[..len];
+    for (t, s) in scores.iter_mut().enumerate() {
+        *s = (kern.dot)(q16, &k[t * d..(t + 1) * d]) * scale;
+    }
+    softmax(scores);
+    out.fill(0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        let p = half::f16::from_f32(p).to_f32();
+        (kern.axpy)(out, p, &v[t * d..(t + 1) * d]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_matches_the_formula() {
+        let x: Vec<f32> = (0..37).map(|i| (i as f32 - 11.0) * 0.3).collect();
+        let w: Vec<f32> = (0..37).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let mut out = vec![0f32; 37];
+        rms_norm(&x, &w, 1e-5, &mut out);
+        let ms: f32 = x.iter().map(|v| v * v).sum::<f32>() / 37.0;
+        for i in 0..37 {
+            let want = x[i] / (ms + 1e-5).sqrt() * w[i];
+            assert!((out[i] - want).abs() < 1e-5, "{i}: {} vs {want}", out[i]);
+        }
+    }
+
+    #[test]
+    fn interleaved_rope_equals_half_split_rope_on_permuted_rows() {
+        // Hugging Face rotates pairs (i, i + d/2); GGUF rows are permuted so that those pairs sit
+        // at (2i, 2i + 1). Rotating either way must give the same vector up to that permutation.
+        let d = 8;
+        let freqs = rope_freqs(d, 10000.0);
+        let mut cs = vec![0f32; d];
+        rope_angles(5, &freqs, &mut cs);
+        let hf: Vec<f32> = (0..d).map(|i| i as f32 * 0.7 - 2.0).collect();
+        let perm = |i: usize| {
+            if i < d / 2 {
+                2 * i
+            } else {
+                2 * (i - d / 2) + 1
+            }
+        };
+        let mut gg = vec![0f32; d];
+        for i in 0..d {
+            gg[perm(i)] = hf[i];
+        }
+        let mut hf_rot = vec![0f32; d];
+        for i in 0..d / 2 {
+            let (c, s) = (cs[2 * i], cs[2 * i + 1]);
+            hf_rot[i] = hf[i] * c - hf[i + d / 2] * s;
+            hf_rot[i + d / 2] = hf[i] * s + hf[i + d / 2] * c;
+        }
+        rope_interleaved(&mut gg, d, &cs);
+        for i in 0..d {
+            assert!((gg[perm(i)] - hf_rot[i]).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn f16_kernels_match_the_portable_ones() {
+        let n = 67;
+        let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (mut a16, mut b16) = (vec![0u16; n], vec![0u16; n]);
+        to_f16(&a, &mut a16);
+        to_f16(&b, &mut b16);
+        let k = F16Kernels::detect();
+        let want = dot_f16_scalar(&a16, &b16);
+        assert!(((k.dot)(&a16, &b16) - want).abs() < 1e-4);
+        let (mut y1, mut y2) = (a.clone(), a.clone());
+        (k.axpy)(&mut y1, 0.3, &b16);
+        axpy_f16_scalar(&mut y2, 0.3, &b16);
+        for (x, y) in y1.iter().zip(&y2) {
+            assert!((x - y).abs() < 1e-6);
+        }
+        // f16 attention equals f32 attention on the rounded inputs, up to the weights' rounding.
+        let d = 8;
+        let q: Vec<f32> = (0..d).map(|i| i as f32 * 0.1).collect();
+        let kk: Vec<f32> = (0..3 * d).map(|i| (i as f32 * 0.3).sin()).collect();
+        let vv: Vec<f32> = (0..3 * d).map(|i| (i as f32 * 0.2).cos()).collect();
+        let (mut q16, mut k16, mut v16) = (vec![0u16; d], vec![0u16; 3 * d], vec![0u16; 3 * d]);
+        to_f16(&q, &mut q16);
+        to_f16(&kk, &mut k16);
+        to_f16(&vv, &mut v16);
+        let (mut s1, mut o1, mut s2, mut o2) = ([0f32; 3], vec![0f32; d], [0f32; 3], vec![0f32; d]);
+        attend_f16(k, &q16, &k16, &v16, 3, 0.5, &mut s1, &mut o1);
+        attend(&q, &kk, &vv, 3, 0.5, &mut s2, &mut o2);
+        for (x, y) in o1.iter().zip(&o2) {
+            assert!((x - y).abs() < 2e-3, "{x} {y}");
+        }
+    }
+
+    #[test]
+    fn attend_is_a_weighted_mean_of_values() {
+        let d = 4;
+        let q = [1.0, 0.0, 0.0, 0.0];
+        let k = [1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 9.0, 9.0, 9.0];
+        let mut scores = [0f32; 3];
+        let mut out = [0f32; 4];
+        attend(&q, &k, &v, 2, 1.0, &mut scores, &mut out);
+        let (a, b) = (1f32.exp(), (-1f32).exp());
+        let (pa, pb) = (a / (a + b), b / (a + b));
+        for i in 0..d {
+            assert!((out[i] - (pa * v[i] + pb * v[4 + i])).abs() < 1e-6);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! SmolLM2-135M-Instruct run on its quantized weights (`tessera::infer::QuantLlama`: Q4_1/Q8_0
+//! blocks, activations quantized to 8 bits as llama.cpp does) against the `llama_cpp` block of
+//! `shared/fixtures/smollm2_logits.json`, whose arithmetic it follows.
+//!
+//! What is required, and why these bounds. We follow llama.cpp's arithmetic (8-bit activation
+//! blocks with the same scales and rounding, f16 KV cache, query and attention weights rounded to
+//! f16) but not bit for bit: sums run in another order, and exp/SiLU/rotary angles come from other
+//! routines. Such 1-ulp differences do not stay small: each one can flip the rounding of an 8-bit
+//! activation (a step of 1/127 of its block's maximum), and 30 layers amplify the flips to
+//! 0.2-0.35 in a logit. (The same happens inside llama.cpp: its f16 cache alone moves f32-weight
+//! logits by 0.05.) So exact top-1 agreement at near ties cannot be asked for; we require:
+//! the argmax equal to llama.cpp's at ≥ 95% of the 128 prompt positions, and wherever it is not,
+//! llama.cpp's choice within `NEAR_TIE` of ours (a near tie; measured: 3–5 positions, gaps
+//! 0.04–0.12); ≥ 18 of its top-20 ids at each last position; the top-20 logits within `TOP20_TOL`;
+//! and the 32-step greedy continuation equal for ≥ 16 steps on ≥ 4 of the 5 prompts (measured:
+//! 7, 19, 32, 32, 25 steps; `chat_capital` parts at step 7, where llama.cpp and transformers
+//! themselves part at step 0).
+//! The structure apart from quantization is checked against transformers with dequantized weights.
+//! The invariants: decoding token by token with the KV cache gives the logits of one pass over
+//! the whole sequence, and feeding a sequence in pieces equals feeding it at once.
+
+use serde_json::Value;
+use tessera::infer::QuantLlama;
+
+/// Largest top-20 logit difference allowed (measured: 0.27-0.34 per prompt; the references differ
+/// from each other by up to 1.77).
+const TOP20_TOL: f32 = 0.5;
+/// Where our argmax differs from llama.cpp's, llama.cpp's choice must be within this much of ours.
+const NEAR_TIE: f32 = 0.25;
+
+fn fixture() -> Value {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/smollm2_logits.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(p).expect("shared/fixtures")).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn model() -> QuantLlama {
+    let path = tessera::hub::resolve("smollm2-135m-instruct").expect("run scripts/fetch_models.sh");
+    QuantLlama::load(path).unwrap()
+}
+
+#[test]
+fn smollm2_quantized_matches_llama_cpp() {
+    let f = fixture();
+    let model = model();
+    let v = model.cfg.vocab_size;
+    let mut greedy_ok = 0;
+    let mut argmax_bad = 0;
+    let mut positions = 0;
+    let mut worst_top20 = 0f32;
+    let mut min_overlap = 20;
+    for p in f["prompts"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let prompt = ids(&p["ids"]);
+        let reference = &p["llama_cpp"];
+        let mut st = model.new_state(prompt.len() + 32);
+        let all = model.forward_all(&mut st, &prompt).unwrap();
+        let rows: Vec<&[f32]> = all.chunks_exact(v).collect();
+        // Argmax at every prompt position.
+        let want = ids(&reference["argmax_all_positions"]);
+        let got: Vec<u32> = rows.iter().map(|r| argmax(r)).collect();
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            if g != w {
+                let r = rows[i];
+                let gap = r[g as usize] - r[w as usize];
+                eprintln!(
+                    "{name}: position {i}: ours {g} vs llama.cpp {w}, a near tie for us (gap {gap:.4})"
+                );
+                assert!(
+                    gap < NEAR_TIE,
+                    "{name}: position {i}: argmax {g} vs {w}, gap {gap}"
+                );
+            }
+        }
+        let agree = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+        argmax_bad += got.len() - agree;
+        positions += got.len();
+        // Top-20 at the last position.
+        let last = rows[rows.len() - 1];
+        let top: Vec<(u32, f32)> = reference["top20"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32))
+            .collect();
+        let mut order: Vec<u32> = (0..v as u32).collect();
+        order.sort_by(|&a, &b| last[b as usize].total_cmp(&last[a as usize]));
+        let ours: Vec<u32> = order[..20].to_vec();
+        let overlap = top.iter().filter(|(id, _)| ours.contains(id)).count();
+        let max_diff = top
+            .iter()
+            .map(|&(id, l)| (last[id as usize] - l).abs())
+            .fold(0f32, f32::max);
+        let hf_diff = p["transformers"]["top20"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (last[e[0].as_u64().unwrap() as usize] - e[1].as_f64().unwrap() as f32).abs())
+            .fold(0f32, f32::max);
+        eprintln!("{name}: top20 max |diff| vs transformers {hf_diff:.4}");
+        // Greedy continuation with the KV cache.
+        let mut greedy = vec![argmax(last)];
+        while greedy.len() < 32 {
+            let logits = model.forward(&mut st, &greedy[greedy.len() - 1..]).unwrap();
+            greedy.push(argmax(logits));
+        }
+        let want_greedy = ids(&reference["greedy32"]["ids"]);
+        let same = greedy
+            .iter()
+            .zip(&want_greedy)
+            .take_while(|(a, b)| a == b)
+            .count();
+        eprintln!(
+            "{name}: top20 overlap {overlap}/20, top20 max |diff| {max_diff:.4}, greedy equal for {same}/32 steps"
+        );
+        worst_top20 = worst_top20.max(max_diff);
+        min_overlap = min_overlap.min(overlap);
+        if same >= 16 {
+            greedy_ok += 1;
+        }
+    }
+    assert!(min_overlap >= 18, "top-20 overlap {min_overlap}");
+    assert!(
+        worst_top20 < TOP20_TOL,
+        "top-20 logits differ by {worst_top20}"
+    );
+    eprintln!("argmax differs from llama.cpp's at {argmax_bad} of {positions} prompt positions");
+    assert!(
+        argmax_bad * 20 <= positions,
+        "argmax differs at {argmax_bad} of {positions}"
+    );
+    assert!(greedy_ok >= 4, "greedy agreement on {greedy_ok}/5 prompts");
+}
+
+/// The same model with dequantized weights and f32 activations follows the transformers block:
+/// this checks the structure (rotary order, attention, norms, cache) apart from quantization.
+#[test]
+fn dequantized_weights_match_transformers() {
+    let f = fixture();
+    let model = model().dequantized().unwrap();
+    let v = model.cfg.vocab_size;
+    let mut worst = 0f32;
+    for p in f["prompts"].as_array().unwrap() {
+        let prompt = ids(&p["ids"]);
+        let reference = &p["transformers"];
+        let mut st = model.new_state(prompt.len());
+        let all = model.forward_all(&mut st, &prompt).unwrap();
+        let got: Vec<u32> = all.chunks_exact(v).map(argmax).collect();
+        assert_eq!(
+            got,
+            ids(&reference["argmax_all_positions"]),
+            "{}",
+            p["name"]
+        );
+        let last = &all[all.len() - v..];
+        for e in reference["top20"].as_array().unwrap() {
+            let (id, l) = (
+                e[0].as_u64().unwrap() as usize,
+                e[1].as_f64().unwrap() as f32,
+            );
+            worst = worst.max((last[id] - l).abs());
+        }
+    }
+    eprintln!("dequantized vs transformers: top-20 max |diff| {worst:.2e}");
+    // The f16 KV cache moves logits by up to ~0.05 (llama.cpp measured the same on f32 weights,
+    // fixture README); with f32 products elsewhere the structure is exact to ~3e-5 (measured with
+    // an f32 cache).
+    assert!(worst < 2e-2, "{worst}");
+}
+
+#[test]
+fn kv_cache_decoding_equals_one_pass() {
+    let model = model();
+    let v = model.cfg.vocab_size;
+    let seq: Vec<u32> = vec![
+        1, 504, 3458, 282, 4649, 314, 260, 1450, 30, 198, 216, 7042, 28, 60,
+    ];
+    let mut st = model.new_state(64);
+    let all = model.forward_all(&mut st, &seq).unwrap();
+    // One token at a time.
+    let mut st1 = model.new_state(64);
+    let mut worst = 0f32;
+    for (i, &t) in seq.iter().enumerate() {
+        let step = model.forward(&mut st1, &[t]).unwrap();
+        let row = &all[i * v..(i + 1) * v];
+        let d = step
+            .iter()
+            .zip(row)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        worst = worst.max(d);
+        assert_eq!(argmax(step), argmax(row), "position {i}");
+    }
+    // In two pieces.
+    let mut st2 = model.new_state(64);
+    model.forward(&mut st2, &seq[..5]).unwrap();
+    let tail = model.forward(&mut st2, &seq[5..]).unwrap();
+    let d2 = tail
+        .iter()
+        .zip(&all[(seq.len() - 1) * v..])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("cache vs one pass: max |diff| {worst:.2e} (steps), {d2:.2e} (two pieces)");
+    // The same integer dot products in another grouping: only the f32 sums' order differs.
+    assert!(worst < 1e-3 && d2 < 1e-3, "{worst} {d2}");
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let model = model();
+    let mut st = model.new_state(8);
+    assert!(model.forward(&mut st, &[]).is_err());
+    assert!(model.forward(&mut st, &[49152]).is_err());
+    assert!(model.forward(&mut st, &[1; 9]).is_err());
+    assert_eq!(st.len(), 0, "a failed call leaves the state as it was");
+    model.forward(&mut st, &[1; 8]).unwrap();
+    let e = model.forward(&mut st, &[1]).unwrap_err().to_string();
+    assert!(e.contains("exceed the context"), "{e}");
+}
