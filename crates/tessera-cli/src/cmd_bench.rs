@@ -7,6 +7,19 @@ use tessera::train::bench::{bench_train, peak_rss_mib, BenchTrainOptions};
 #[path = "cmd_bench_quant.rs"]
 mod cmd_bench_quant;
 
+#[path = "cmd_bench_model.rs"]
+mod cmd_bench_model;
+
+/// `tessera bench [--model M ...] | bench <train|embed|quant> ...`
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    cmd: Option<BenchCmd>,
+    #[command(flatten)]
+    model: cmd_bench_model::BenchModelArgs,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// Training throughput of the GPT in the peers' train_gpt_torch.py (same flags, same final lines).
@@ -62,7 +75,10 @@ pub struct BenchTrainArgs {
     json_out: Option<std::path::PathBuf>,
 }
 
-pub fn run(cmd: BenchCmd) -> Result<()> {
+pub fn run(a: BenchArgs) -> Result<()> {
+    let Some(cmd) = a.cmd else {
+        return cmd_bench_model::run(a.model);
+    };
     match cmd {
         BenchCmd::Embed(a) => crate::cmd_bench_embed::run(a),
         BenchCmd::Quant(a) => cmd_bench_quant::run(a),

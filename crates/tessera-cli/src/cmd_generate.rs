@@ -4,8 +4,8 @@ use anyhow::Result;
 use clap::Args;
 use std::io::Write;
 use std::sync::atomic::Ordering;
-use tessera::generate::chat::load_decoder;
-use tessera::generate::{generate, SamplingParams};
+use tessera::generate::chat::load_generator;
+use tessera::generate::{generate, CausalLm, SamplingParams};
 
 /// Sampling flags shared by the generating commands.
 #[derive(Args, Debug, Clone)]
@@ -74,15 +74,15 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let params = a.sampling.params()?;
-    let (model, tok) = load_decoder(&tessera::hub::resolve(&a.model)?, &tessera::Device::Cpu)?;
+    let (model, tok) = load_generator(&tessera::hub::resolve(&a.model)?, &tessera::Device::Cpu)?;
+    let cfg = model.config();
     let tok = tok.tokenizer;
     let mut ids = tok.encode(&a.prompt)?;
     if ids.is_empty() {
         // Nothing to condition on: start from the beginning-of-text token.
-        let start = model
-            .cfg
+        let start = cfg
             .bos_token_id
-            .or(model.cfg.eos_token_id)
+            .or(cfg.eos_token_id)
             .or(tok.eos_id())
             .unwrap_or(0);
         ids.push(start);

@@ -12,6 +12,7 @@ mod cmd_info;
 mod cmd_tokenize;
 mod cmd_tokenizer;
 mod cmd_train;
+mod cmd_word2vec;
 mod eval_metrics;
 
 use clap::{Parser, Subcommand};
@@ -46,9 +47,9 @@ enum Cmd {
     /// Evaluate a model or score text.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCmd),
-    /// Benchmarks that print the same final lines as the peers' scripts.
-    #[command(subcommand)]
-    Bench(cmd_bench::BenchCmd),
+    /// Benchmarks that print the same final lines as the peers' scripts (`tessera bench --model M`:
+    /// prefill and decode speed of a model; subcommands for training, embeddings, kernels).
+    Bench(cmd_bench::BenchArgs),
     /// Sentence embeddings of texts (one JSON line, or an .npy row, per input).
     Embed(cmd_embed::EmbedArgs),
     /// Semantic search: the corpus texts closest to a query.
@@ -70,6 +71,9 @@ enum Cmd {
     Pull(cmd_hub::PullArgs),
     /// List the cached models and the ones `pull` can fetch.
     List(cmd_hub::ListArgs),
+    /// Word vectors: train skip-gram with negative sampling (`--data F --out V`), or query them
+    /// (`similar WORD`, `analogy A B C`).
+    Word2vec(cmd_word2vec::Word2vecArgs),
 }
 
 /// Set by Ctrl-C: long-running commands stop at the next safe point. A second Ctrl-C exits at once.
@@ -114,6 +118,7 @@ fn main() {
         Cmd::Template(a) => cmd_tokenize::run_template(a),
         Cmd::Pull(a) => cmd_hub::run_pull(a),
         Cmd::List(a) => cmd_hub::run_list(a),
+        Cmd::Word2vec(a) => cmd_word2vec::run(a, cli.threads),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -432,7 +432,7 @@ fn ctrl_c_writes_a_checkpoint_and_exits_cleanly() {
 fn chat_answers_piped_input() {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["chat", "--temperature", "0", "--max-tokens", "16"])
+        .args(["chat", "--temperature", "0", "--max-tokens", "8"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -442,7 +442,7 @@ fn chat_answers_piped_input() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"What is the capital of France?\n")
+        .write_all(b"Give me three tips for staying focused while studying.\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -451,7 +451,9 @@ fn chat_answers_piped_input() {
         String::from_utf8_lossy(&out.stderr)
     );
     let answer = String::from_utf8_lossy(&out.stdout);
-    assert!(answer.contains("Paris"), "{answer}");
+    // llama.cpp and transformers both begin this answer so (shared/fixtures smollm2_logits.json,
+    // chat_tips); the capital-of-France prompt is a near tie on the quantized weights.
+    assert!(answer.starts_with("1. **Set Clear Goals**"), "{answer}");
     // Only the answer is printed: no banner, no prompt.
     assert!(!answer.contains("tessera chat"), "{answer}");
 }

@@ -336,3 +336,67 @@ fn ggml_ids_and_sizes() {
     let level = tessera::kernels::quant::simd_level();
     assert!(["avx512-vnni", "avx2", "scalar"].contains(&level));
 }
+
+#[test]
+fn wide_products_use_f32_gemm_on_dequantized_tiles() {
+    // From F32_GEMM_MIN_ROWS activation rows on, the weights are dequantized in tiles and
+    // multiplied in f32 (no 8-bit activations): the result is the f32 product up to sum order.
+    let mut rng = Rng::new(7);
+    let (rows, cols) = (130, 256);
+    let n = tessera::kernels::quant::matmul::F32_GEMM_MIN_ROWS + 3;
+    let x = randn(&mut rng, n * cols);
+    for t in [QType::Q4_1, QType::Q8_0, QType::Q4K, QType::Q6K] {
+        let w = random_blocks(&mut rng, t, rows * cols, |r| (r.uniform_f32() - 0.5) * 0.1);
+        let m = QMatrix::new(t, rows, cols, w).unwrap();
+        let (want, scale) = reference(&m.dequantize(), &x, n, rows, cols);
+        let mut got = vec![0f32; n * rows];
+        m.matmul(&x, n, &mut got).unwrap();
+        assert_close(&format!("{t} gemm"), &got, &want, &scale, 1e-5);
+    }
+}
+
+#[test]
+fn hot_pool_and_batched_matvecs_equal_single_products() {
+    use tessera::kernels::quant::{matvec_many, Rayon};
+    use tessera::util::pool::HotPool;
+    let mut rng = Rng::new(8);
+    let cols = 512;
+    let x = randn(&mut rng, 11 * cols);
+    let mats: Vec<QMatrix> = [(QType::Q4_1, 300), (QType::Q8_0, 64), (QType::Q4K, 129)]
+        .into_iter()
+        .map(|(t, rows)| {
+            let w = random_blocks(&mut rng, t, rows * cols, |r| (r.uniform_f32() - 0.5) * 0.1);
+            QMatrix::new(t, rows, cols, w).unwrap()
+        })
+        .collect();
+    for threads in [1, 2, 3] {
+        let pool = HotPool::new(threads);
+        for m in &mats {
+            for n in [1, 11] {
+                let (mut a, mut b) = (vec![0f32; n * m.rows()], vec![0f32; n * m.rows()]);
+                m.matmul_on(&Rayon, &x[..n * cols], n, &mut a).unwrap();
+                m.matmul_on(&pool, &x[..n * cols], n, &mut b).unwrap();
+                assert_eq!(a, b, "{:?} n={n} threads={threads}", m.qtype());
+            }
+        }
+        // One batched job equals three products.
+        let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0f32; m.rows()]).collect();
+        {
+            let mut prods: Vec<(&QMatrix, &mut [f32])> = mats
+                .iter()
+                .zip(outs.iter_mut())
+                .map(|(m, o)| (m, &mut o[..]))
+                .collect();
+            matvec_many(&pool, &x[..cols], &mut prods).unwrap();
+        }
+        for (m, o) in mats.iter().zip(&outs) {
+            let mut one = vec![0f32; m.rows()];
+            m.matmul(&x[..cols], 1, &mut one).unwrap();
+            assert_eq!(&one, o, "{:?} batched", m.qtype());
+        }
+        // Size errors name the problem.
+        let mut short = [0f32; 3];
+        let mut prods: Vec<(&QMatrix, &mut [f32])> = vec![(&mats[0], &mut short[..])];
+        assert!(matvec_many(&pool, &x[..cols], &mut prods).is_err());
+    }
+}

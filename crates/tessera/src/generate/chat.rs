@@ -1,8 +1,9 @@
 //! Multi-turn chat over a model's own template: history, context budgeting, streaming answers.
 
-use super::{generate, Generation, SamplingParams};
+use super::{generate_in, CausalLm, Generation, SamplingParams};
+use crate::infer::QuantLlama;
 use crate::models::gguf_loader::load_gguf_file;
-use crate::models::Transformer;
+use crate::models::{ModelConfig, Transformer};
 use crate::tokenizer::chat::Message;
 use crate::tokenizer::chat::ModelTokenizer;
 use crate::{Error, Result};
@@ -22,13 +23,95 @@ pub fn load_decoder(path: &Path, device: &Device) -> Result<(Transformer, ModelT
     Ok((model, tok))
 }
 
-/// A conversation with a model.
-pub struct ChatSession<'a> {
-    model: &'a Transformer,
+/// A decoder for generation: a GGUF file runs on its quantized weights ([`QuantLlama`]); a
+/// Hugging Face-layout or run directory on the tensor engine ([`Transformer`], f32).
+pub enum Decoder {
+    /// Tensor-engine model (safetensors checkpoints).
+    Dense(Transformer),
+    /// Quantized GGUF model.
+    Quant(QuantLlama),
+}
+
+/// The sequence state of a [`Decoder`].
+pub enum DecoderState {
+    Dense(super::DenseState),
+    Quant(Box<crate::infer::State>),
+}
+
+impl Decoder {
+    /// A short description for status lines ("quantized GGUF, 2 threads", "f32").
+    pub fn describe(&self) -> String {
+        match self {
+            Decoder::Dense(_) => "f32 weights".into(),
+            Decoder::Quant(m) => format!(
+                "quantized weights, {} kernels, {} threads",
+                crate::kernels::quant::simd_level(),
+                m.threads()
+            ),
+        }
+    }
+}
+
+impl CausalLm for Decoder {
+    type State = DecoderState;
+    fn config(&self) -> &ModelConfig {
+        match self {
+            Decoder::Dense(m) => &m.cfg,
+            Decoder::Quant(m) => &m.cfg,
+        }
+    }
+    fn new_state(&self, capacity: usize) -> DecoderState {
+        match self {
+            Decoder::Dense(m) => DecoderState::Dense(m.new_state(capacity)),
+            Decoder::Quant(m) => DecoderState::Quant(Box::new(CausalLm::new_state(m, capacity))),
+        }
+    }
+    fn state_len(&self, st: &DecoderState) -> usize {
+        match (self, st) {
+            (Decoder::Dense(m), DecoderState::Dense(s)) => m.state_len(s),
+            (Decoder::Quant(m), DecoderState::Quant(s)) => m.state_len(s),
+            _ => 0,
+        }
+    }
+    fn truncate(&self, st: &mut DecoderState, len: usize) {
+        match (self, st) {
+            (Decoder::Dense(m), DecoderState::Dense(s)) => m.truncate(s, len),
+            (Decoder::Quant(m), DecoderState::Quant(s)) => CausalLm::truncate(m, s, len),
+            _ => {}
+        }
+    }
+    fn feed<'s>(&self, st: &'s mut DecoderState, ids: &[u32]) -> Result<&'s [f32]> {
+        match (self, st) {
+            (Decoder::Dense(m), DecoderState::Dense(s)) => m.feed(s, ids),
+            (Decoder::Quant(m), DecoderState::Quant(s)) => m.feed(s, ids),
+            _ => Err(Error::Input("a state of another model".into())),
+        }
+    }
+}
+
+/// Load a model for generation (see [`Decoder`]) with its tokenizer.
+pub fn load_generator(path: &Path, device: &Device) -> Result<(Decoder, ModelTokenizer)> {
+    let model = if path.is_file() {
+        Decoder::Quant(QuantLlama::load(path)?)
+    } else {
+        let dir = crate::train::checkpoint::resolve_model_dir(path)?;
+        Decoder::Dense(Transformer::load_dir(&dir, DType::F32, device)?)
+    };
+    let tok = ModelTokenizer::load(path)?;
+    Ok((model, tok))
+}
+
+/// A conversation with a model. The KV cache is kept between turns: each answer feeds only the
+/// tokens after the part of the conversation already cached.
+pub struct ChatSession<'a, M: CausalLm = Transformer> {
+    model: &'a M,
     tok: &'a ModelTokenizer,
     system: Option<String>,
     /// User and assistant turns, oldest first.
     turns: Vec<Message>,
+    state: M::State,
+    /// The ids in `state`'s cache.
+    cached: Vec<u32>,
 }
 
 /// What one answer did.
@@ -39,25 +122,25 @@ pub struct Reply {
     pub dropped_turns: usize,
 }
 
-impl<'a> ChatSession<'a> {
+impl<'a, M: CausalLm> ChatSession<'a, M> {
     /// A new conversation, optionally with a system prompt (else the template's default applies).
-    pub fn new(
-        model: &'a Transformer,
-        tok: &'a ModelTokenizer,
-        system: Option<String>,
-    ) -> Result<Self> {
+    pub fn new(model: &'a M, tok: &'a ModelTokenizer, system: Option<String>) -> Result<Self> {
         tok.template()?;
         Ok(ChatSession {
+            state: model.new_state(model.config().max_position_embeddings),
             model,
             tok,
             system,
             turns: Vec::new(),
+            cached: Vec::new(),
         })
     }
 
     /// Forget the conversation (the system prompt stays).
     pub fn reset(&mut self) {
         self.turns.clear();
+        self.model.truncate(&mut self.state, 0);
+        self.cached.clear();
     }
 
     /// Number of user + assistant messages kept.
@@ -84,7 +167,7 @@ impl<'a> ChatSession<'a> {
     /// tokens. Returns (ids, dropped turns). When even the new message alone does not fit, it is
     /// removed again and the history is left as it was.
     fn fit_prompt(&mut self, reserve: usize) -> Result<(Vec<u32>, usize)> {
-        let ctx = self.model.cfg.max_position_embeddings;
+        let ctx = self.model.config().max_position_embeddings;
         let mut from = 0;
         loop {
             let ids = self.tok.prompt_ids(&self.messages(from), true)?;
@@ -113,15 +196,25 @@ impl<'a> ChatSession<'a> {
         on_text: impl FnMut(&str) -> bool,
     ) -> Result<Reply> {
         self.turns.push(Message::new("user", user));
-        let reserve = params
-            .max_tokens
-            .min(self.model.cfg.max_position_embeddings / 2);
+        let ctx = self.model.config().max_position_embeddings;
+        let reserve = params.max_tokens.min(ctx / 2);
         let (ids, dropped_turns) = self.fit_prompt(reserve)?;
         let mut p = params.clone();
-        p.max_tokens = p
-            .max_tokens
-            .min(self.model.cfg.max_position_embeddings - ids.len());
-        let generation = generate(self.model, &self.tok.tokenizer, &ids, &p, on_text)?;
+        p.max_tokens = p.max_tokens.min(ctx - ids.len());
+        // Keep the cached tokens this prompt starts with.
+        let common = self
+            .cached
+            .iter()
+            .zip(&ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        self.model.truncate(&mut self.state, common);
+        let tok = &self.tok.tokenizer;
+        let generation = generate_in(self.model, &mut self.state, tok, &ids, &p, on_text)?;
+        let fed = self.model.state_len(&self.state);
+        self.cached.clear();
+        self.cached
+            .extend(ids.iter().chain(&generation.ids).take(fed));
         self.turns
             .push(Message::new("assistant", generation.text.clone()));
         Ok(Reply {

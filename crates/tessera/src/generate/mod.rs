@@ -5,10 +5,79 @@ pub mod sampler;
 
 pub use sampler::{Sampler, SamplingParams};
 
-use crate::models::{KvCache, Transformer};
+use crate::infer::QuantLlama;
+use crate::models::{KvCache, ModelConfig, Transformer};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
+
+/// A decoder that generation drives token by token: the tensor-engine [`Transformer`], the
+/// quantized [`QuantLlama`], or either ([`chat::Decoder`]).
+pub trait CausalLm {
+    /// The cache and buffers of one sequence.
+    type State;
+    /// The model's configuration.
+    fn config(&self) -> &ModelConfig;
+    /// A fresh sequence with room for `capacity` tokens.
+    fn new_state(&self, capacity: usize) -> Self::State;
+    /// Tokens in the state's cache.
+    fn state_len(&self, st: &Self::State) -> usize;
+    /// Keep only the first `len` cached tokens (or start over, where a model cannot cut).
+    fn truncate(&self, st: &mut Self::State, len: usize);
+    /// Feed `ids` after what the state holds; the logits (V) of the last one.
+    fn feed<'s>(&self, st: &'s mut Self::State, ids: &[u32]) -> Result<&'s [f32]>;
+}
+
+/// A [`Transformer`]'s sequence state: its KV cache and the last logits.
+#[derive(Default)]
+pub struct DenseState {
+    cache: KvCache,
+    logits: Vec<f32>,
+}
+
+impl CausalLm for Transformer {
+    type State = DenseState;
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    fn new_state(&self, _capacity: usize) -> DenseState {
+        DenseState {
+            cache: KvCache::new(self.cfg.num_layers),
+            logits: Vec::new(),
+        }
+    }
+    fn state_len(&self, st: &DenseState) -> usize {
+        st.cache.len()
+    }
+    fn truncate(&self, st: &mut DenseState, len: usize) {
+        if len < st.cache.len() {
+            st.cache.clear();
+        }
+    }
+    fn feed<'s>(&self, st: &'s mut DenseState, ids: &[u32]) -> Result<&'s [f32]> {
+        st.logits = step_logits(self, ids, &mut st.cache)?;
+        Ok(&st.logits)
+    }
+}
+
+impl CausalLm for QuantLlama {
+    type State = crate::infer::State;
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    fn new_state(&self, capacity: usize) -> Self::State {
+        QuantLlama::new_state(self, capacity)
+    }
+    fn state_len(&self, st: &Self::State) -> usize {
+        st.len()
+    }
+    fn truncate(&self, st: &mut Self::State, len: usize) {
+        st.truncate(len);
+    }
+    fn feed<'s>(&self, st: &'s mut Self::State, ids: &[u32]) -> Result<&'s [f32]> {
+        self.forward(st, ids)
+    }
+}
 
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -62,8 +131,25 @@ pub fn step_logits(model: &Transformer, ids: &[u32], cache: &mut KvCache) -> Res
 
 /// Generate from `prompt_ids`, calling `on_text` with each new piece of text as it is decoded.
 /// `on_text` returns `false` to cancel.
-pub fn generate(
-    model: &Transformer,
+pub fn generate<M: CausalLm>(
+    model: &M,
+    tok: &Tokenizer,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<Generation> {
+    let cap = (prompt_ids.len() + params.max_tokens).min(model.config().max_position_embeddings);
+    let mut st = model.new_state(cap);
+    generate_in(model, &mut st, tok, prompt_ids, params, on_text)
+}
+
+/// [`generate`] in a given sequence state, which must be empty or hold a prefix of `prompt_ids`
+/// (a chat's earlier turns; the caller checks): only the rest is fed. The state ends holding the
+/// prompt and the generated tokens that were fed back (all but the last one sampled, unless
+/// `max_tokens` ran out): `history[..state_len]`.
+pub fn generate_in<M: CausalLm>(
+    model: &M,
+    st: &mut M::State,
     tok: &Tokenizer,
     prompt_ids: &[u32],
     params: &SamplingParams,
@@ -72,34 +158,36 @@ pub fn generate(
     if prompt_ids.is_empty() {
         return Err(Error::Input("the prompt is empty (no tokens)".into()));
     }
-    let max_ctx = model.cfg.max_position_embeddings;
+    let cfg = model.config();
+    let max_ctx = cfg.max_position_embeddings;
     if prompt_ids.len() >= max_ctx {
         return Err(Error::Input(format!(
             "the prompt has {} tokens; the model's context is {max_ctx}",
             prompt_ids.len()
         )));
     }
-    if let Some(&bad) = prompt_ids
-        .iter()
-        .find(|&&i| i as usize >= model.cfg.vocab_size)
-    {
+    if let Some(&bad) = prompt_ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
         return Err(Error::Input(format!(
             "token id {bad} is outside the vocabulary ({})",
-            model.cfg.vocab_size
+            cfg.vocab_size
         )));
     }
-    let eos = model.cfg.eos_token_id.or_else(|| tok.eos_id());
+    let eos = cfg.eos_token_id.or_else(|| tok.eos_id());
     let mut sampler = Sampler::new(params.clone());
-    let mut cache = KvCache::new(model.cfg.num_layers);
-    let mut logits = step_logits(model, prompt_ids, &mut cache)?;
-    let mut history: Vec<u32> = prompt_ids.to_vec();
+    // Reuse the cached prefix, but always feed at least the last prompt token (for its logits).
+    let mut history: Vec<u32> = Vec::with_capacity(prompt_ids.len() + params.max_tokens);
+    history.extend_from_slice(prompt_ids);
+    let keep = model.state_len(st).min(prompt_ids.len() - 1);
+    model.truncate(st, keep);
+    let keep = model.state_len(st);
+    let mut logits = model.feed(st, &prompt_ids[keep..])?;
     let mut stream = tok.stream();
     let mut text = String::new();
     let mut sent = 0usize;
     let mut finish = FinishReason::Length;
-    let mut ids = Vec::new();
+    let mut ids = Vec::with_capacity(params.max_tokens);
     for _ in 0..params.max_tokens {
-        let next = sampler.sample(&logits, &history);
+        let next = sampler.sample(logits, &history);
         if Some(next) == eos && !params.ignore_eos {
             finish = FinishReason::Eos;
             break;
@@ -131,7 +219,7 @@ pub fn generate(
         if history.len() >= max_ctx {
             break;
         }
-        logits = step_logits(model, &[next], &mut cache)?;
+        logits = model.feed(st, &[next])?;
     }
     if text.len() > sent {
         on_text(&text[sent..]);

@@ -69,7 +69,17 @@ pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
     scratch: Vec<(f32, u32)>,
+    /// Penalized logits and the probabilities of the candidates (reused: no allocation per token).
+    penalized: Vec<f32>,
+    seen: Vec<u64>,
+    probs: Vec<f32>,
 }
+
+/// Candidates whose logit lies more than this many temperatures below the best are left out
+/// before sorting: their probability is below e^-40 of the best one's (all of them together,
+/// for any vocabulary under 10^9 tokens, below 10^-8), so leaving them out changes no result
+/// beyond that and spares sorting the whole vocabulary at every step.
+const NEGLIGIBLE: f32 = 40.0;
 
 impl Sampler {
     /// A sampler seeded from `params.seed`.
@@ -79,19 +89,28 @@ impl Sampler {
             params,
             rng,
             scratch: Vec::new(),
+            penalized: Vec::new(),
+            seen: Vec::new(),
+            probs: Vec::new(),
         }
     }
 
     /// Pick the next token from `logits` (V), given the ids already in the context.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;
-        let mut logits_pen;
         let logits = if p.repetition_penalty != 1.0 {
-            logits_pen = logits.to_vec();
-            let mut seen = std::collections::HashSet::new();
+            let pen = &mut self.penalized;
+            pen.clear();
+            pen.extend_from_slice(logits);
+            // Each id once (a bitmap of the ids already penalized).
+            let seen = &mut self.seen;
+            seen.clear();
+            seen.resize(pen.len().div_ceil(64), 0);
             for &id in history {
-                if (id as usize) < logits_pen.len() && seen.insert(id) {
-                    let l = &mut logits_pen[id as usize];
+                let (w, b) = (id as usize / 64, 1u64 << (id % 64));
+                if (id as usize) < pen.len() && seen[w] & b == 0 {
+                    seen[w] |= b;
+                    let l = &mut pen[id as usize];
                     *l = if *l > 0.0 {
                         *l / p.repetition_penalty
                     } else {
@@ -99,22 +118,32 @@ impl Sampler {
                     };
                 }
             }
-            &logits_pen[..]
+            &pen[..]
         } else {
             logits
         };
         if p.temperature == 0.0 {
             return argmax(logits);
         }
-        // Candidates sorted by logit, descending (NaN last).
+        // Candidates sorted by logit, descending (NaN never chosen); see NEGLIGIBLE.
+        let best = logits
+            .iter()
+            .copied()
+            .filter(|l| !l.is_nan())
+            .fold(f32::NEG_INFINITY, f32::max);
+        let floor = best - NEGLIGIBLE * p.temperature;
         let cand = &mut self.scratch;
         cand.clear();
         cand.extend(
             logits
                 .iter()
                 .enumerate()
+                .filter(|(_, &l)| l >= floor || !best.is_finite())
                 .map(|(i, &l)| (if l.is_nan() { f32::NEG_INFINITY } else { l }, i as u32)),
         );
+        if cand.is_empty() {
+            return argmax(logits);
+        }
         let k = if p.top_k > 0 {
             p.top_k.min(cand.len())
         } else {
@@ -126,10 +155,9 @@ impl Sampler {
         }
         cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let max = cand[0].0;
-        let mut probs: Vec<f32> = cand
-            .iter()
-            .map(|c| ((c.0 - max) / p.temperature).exp())
-            .collect();
+        let probs = &mut self.probs;
+        probs.clear();
+        probs.extend(cand.iter().map(|c| ((c.0 - max) / p.temperature).exp()));
         let total: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|x| *x /= total);
         // min-p relative to the most likely token, then top-p nucleus.

@@ -55,10 +55,30 @@ pub fn rope_interleaved(x: &mut [f32], d: usize, cs: &[f32]) {
     }
 }
 
+/// `e^x` to about 2 ulp for |x| < 87 (0 below -87.3, +inf above 88.7), branch-free so loops of
+/// it vectorize: `e^x = 2^n e^r` with `n = round(x / ln 2)`, `|r| <= ln 2 / 2`, and a degree-6
+/// polynomial for `e^r`.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.7);
+    // Round to nearest by adding and subtracting 1.5 * 2^23 (no libm call, so loops vectorize).
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    // r = x - n ln2, with ln2 split in two for precision (Cody-Waite).
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_58 + r * (0.008_333_452 + r * 0.001_393_736_5)))));
+    let scale = f32::from_bits(((n as i32 + 127).clamp(0, 255) as u32) << 23);
+    p * scale
+}
+
 /// `g = silu(g) * u`, element-wise.
 pub fn swiglu(g: &mut [f32], u: &[f32]) {
     for (a, &b) in g.iter_mut().zip(u) {
-        *a = *a / (1.0 + (-*a).exp()) * b;
+        *a = *a / (1.0 + exp(-*a)) * b;
     }
 }
 
@@ -98,11 +118,10 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 /// Softmax of `x` in place (max subtracted first).
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+        *v = exp(*v - max);
     }
+    let sum: f32 = x.iter().sum();
     let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
@@ -145,11 +164,16 @@ fn bytemuck_f16(x: &mut [u16]) -> &mut [half::f16] {
     unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) }
 }
 
+/// A whole head's attention over an f16 cache (`attend_f16`'s arguments, minus the kernels).
+type AttendFn = fn(&[u16], &[u16], &[u16], usize, f32, &mut [f32], &mut [f32]);
+
 /// The f16 kernels of attention over an f16 KV cache, per SIMD level.
 #[derive(Clone, Copy)]
 pub struct F16Kernels {
     dot: fn(&[u16], &[u16]) -> f32,
     axpy: fn(&mut [f32], f32, &[u16]),
+    /// A fused kernel for a whole head, for head sizes it handles (multiples of 16 up to 128).
+    fused: Option<AttendFn>,
 }
 
 impl F16Kernels {
@@ -158,14 +182,32 @@ impl F16Kernels {
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::quant::SimdLevel::detect() != crate::kernels::quant::SimdLevel::Scalar {
             // Both x86 levels include F16C, AVX2 and FMA.
+            let fused: Option<AttendFn> = if crate::kernels::quant::SimdLevel::detect()
+                == crate::kernels::quant::SimdLevel::Avx512Vnni
+            {
+                Some(f16x86::attend512)
+            } else {
+                None
+            };
             return F16Kernels {
                 dot: f16x86::dot,
                 axpy: f16x86::axpy,
+                fused,
             };
         }
         F16Kernels {
             dot: dot_f16_scalar,
             axpy: axpy_f16_scalar,
+            fused: None,
+        }
+    }
+
+    /// The portable kernels (the reference the SIMD ones are tested against).
+    pub fn portable() -> Self {
+        F16Kernels {
+            dot: dot_f16_scalar,
+            axpy: axpy_f16_scalar,
+            fused: None,
         }
     }
 }
@@ -223,6 +265,65 @@ mod f16x86 {
         sum
     }
 
+    /// [`super::attend_f16`] for one head of `d` = 16·m ≤ 128, with the query and the output
+    /// held in registers across all positions.
+    pub fn attend512(
+        q16: &[u16],
+        k: &[u16],
+        v: &[u16],
+        len: usize,
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let d = q16.len();
+        assert!(d.is_multiple_of(16) && d <= 128 && out.len() == d);
+        assert!(k.len() >= len * d && v.len() >= len * d && scores.len() >= len);
+        // SAFETY: AVX-512 is checked by F16Kernels::detect; all reads are within the slices
+        // (asserted above: `len` rows of `d`).
+        unsafe {
+            scores512(q16, k, len, scale, scores);
+            super::softmax(&mut scores[..len]);
+            weighted512(&scores[..len], v, out);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,f16c")]
+    unsafe fn scores512(q16: &[u16], k: &[u16], len: usize, scale: f32, scores: &mut [f32]) {
+        let m = q16.len() / 16;
+        let mut q = [_mm512_setzero_ps(); 8];
+        for (j, r) in q.iter_mut().enumerate().take(m) {
+            *r = _mm512_cvtph_ps(_mm256_loadu_si256(q16.as_ptr().add(16 * j).cast()));
+        }
+        for (t, s) in scores.iter_mut().enumerate().take(len) {
+            let row = k.as_ptr().add(t * 16 * m);
+            let mut acc = _mm512_setzero_ps();
+            for (j, &qj) in q.iter().enumerate().take(m) {
+                let kv = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * j).cast()));
+                acc = _mm512_fmadd_ps(qj, kv, acc);
+            }
+            *s = _mm512_reduce_add_ps(acc) * scale;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,f16c")]
+    unsafe fn weighted512(p: &[f32], v: &[u16], out: &mut [f32]) {
+        let m = out.len() / 16;
+        let mut acc = [_mm512_setzero_ps(); 8];
+        for (t, &pt) in p.iter().enumerate() {
+            // The weight rounded to f16, as ggml converts it for the f16 product.
+            let w = _mm512_set1_ps(half::f16::from_f32(pt).to_f32());
+            let row = v.as_ptr().add(t * 16 * m);
+            for (j, a) in acc.iter_mut().enumerate().take(m) {
+                let vv = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * j).cast()));
+                *a = _mm512_fmadd_ps(w, vv, *a);
+            }
+        }
+        for (j, a) in acc.iter().enumerate().take(m) {
+            _mm512_storeu_ps(out.as_mut_ptr().add(16 * j), *a);
+        }
+    }
+
     pub fn axpy(y: &mut [f32], c: f32, x: &[u16]) {
         assert_eq!(y.len(), x.len());
         // SAFETY: as for `dot`.
@@ -263,6 +364,11 @@ pub fn attend_f16(
     out: &mut [f32],
 ) {
     let d = q16.len();
+    if let Some(f) = kern.fused {
+        if d.is_multiple_of(16) && d <= 128 {
+            return f(q16, k, v, len, scale, scores, out);
+        }
+    }
     let scores = &mut scores[..len];
     for (t, s) in scores.iter_mut().enumerate() {
         *s = (kern.dot)(q16, &k[t * d..(t + 1) * d]) * scale;
@@ -356,6 +462,57 @@ mod tests {
         for (x, y) in o1.iter().zip(&o2) {
             assert!((x - y).abs() < 2e-3, "{x} {y}");
         }
+    }
+
+    #[test]
+    fn fused_attention_matches_the_portable_kernels() {
+        let (d, len) = (64, 37);
+        let q: Vec<f32> = (0..d).map(|i| (i as f32 * 0.13).sin()).collect();
+        let kk: Vec<f32> = (0..len * d).map(|i| (i as f32 * 0.31).sin()).collect();
+        let vv: Vec<f32> = (0..len * d).map(|i| (i as f32 * 0.07).cos()).collect();
+        let (mut q16, mut k16, mut v16) = (vec![0u16; d], vec![0u16; len * d], vec![0u16; len * d]);
+        to_f16(&q, &mut q16);
+        to_f16(&kk, &mut k16);
+        to_f16(&vv, &mut v16);
+        let (mut s1, mut o1) = (vec![0f32; len], vec![0f32; d]);
+        let (mut s2, mut o2) = (vec![0f32; len], vec![0f32; d]);
+        attend_f16(
+            F16Kernels::detect(),
+            &q16,
+            &k16,
+            &v16,
+            len,
+            0.125,
+            &mut s1,
+            &mut o1,
+        );
+        attend_f16(
+            F16Kernels::portable(),
+            &q16,
+            &k16,
+            &v16,
+            len,
+            0.125,
+            &mut s2,
+            &mut o2,
+        );
+        for (x, y) in o1.iter().zip(&o2) {
+            assert!((x - y).abs() < 1e-5, "{x} {y}");
+        }
+    }
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut worst = 0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let rel = (exp(x) - x.exp()).abs() / x.exp();
+            worst = worst.max(rel);
+            x += 0.0137;
+        }
+        assert!(worst < 5e-7, "{worst}");
+        assert_eq!(exp(-200.0), exp(-87.3));
+        assert!(exp(0.0) == 1.0);
     }
 
     #[test]

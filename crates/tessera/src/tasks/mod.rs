@@ -9,6 +9,7 @@ pub mod embed;
 pub mod finetune;
 pub mod npy;
 pub mod tag;
+pub mod word2vec;
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};

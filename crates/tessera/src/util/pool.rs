@@ -241,6 +241,12 @@ impl<'a, T> SharedMut<'a, T> {
         }
     }
 
+    /// The start of the slice, for kernels that write through strided pointers (each task its
+    /// own elements, as with [`SharedMut::range`]).
+    pub fn ptr(&self) -> *mut T {
+        self.ptr
+    }
+
     /// The length of the whole slice.
     pub fn len(&self) -> usize {
         self.len

@@ -275,6 +275,10 @@ pub(crate) fn matmul(
         });
         return;
     }
+    if n >= F32_GEMM_MIN_ROWS && std::env::var_os("TESSERA_PREFILL_INT8").is_none() {
+        gemm_f32_tiles(t, w, rows, cols, x, n, out, par);
+        return;
+    }
     let f = rows_fn(level, t);
     let block = if t.is_k_quant() { QK_K } else { QK };
     with_scratch(|s| {
@@ -282,6 +286,75 @@ pub(crate) fn matmul(
         let acts = &s.acts;
         prefill(&mut s.tile, rows, n, chunk, out, par, |r0, nr, j0, g, o| {
             f(t, &w[r0 * rb..(r0 + nr) * rb], nr, acts, j0, g, o, n)
+        });
+    });
+}
+
+/// From this many activation rows on, quantized products dequantize tiles of weight rows to f32
+/// and multiply them with an f32 GEMM (f32 activations, as transformers computes) instead of the
+/// 8-bit dot products: the unpacking is shared by all rows, and the GEMM kernel is faster than
+/// the per-block integer products. `TESSERA_PREFILL_INT8=1` keeps the integer path (llama.cpp's
+/// arithmetic) for every size.
+pub const F32_GEMM_MIN_ROWS: usize = 64;
+/// Weight rows per dequantized tile.
+const GEMM_TILE_ROWS: usize = 64;
+
+thread_local! {
+    static GEMM_TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `out (n, rows) = x (n, cols) W^T`, W dequantized `GEMM_TILE_ROWS` rows at a time, each tile a
+/// task multiplied by the `gemm` crate's f32 kernel on its thread.
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32_tiles(
+    t: QType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    par: &dyn Parallel,
+) {
+    let rb = t.bytes_for(cols).unwrap_or(0);
+    let tiles = rows.div_ceil(GEMM_TILE_ROWS);
+    let o = SharedMut::new(out);
+    par.run(tiles, &|ti| {
+        let r0 = ti * GEMM_TILE_ROWS;
+        let nr = GEMM_TILE_ROWS.min(rows - r0);
+        GEMM_TILE.with(|tile| {
+            let mut tile = tile.borrow_mut();
+            tile.resize(GEMM_TILE_ROWS * cols, 0.0);
+            let tile = &mut tile[..nr * cols];
+            super::dequant::dequantize_into(t, &w[r0 * rb..(r0 + nr) * rb], tile);
+            // SAFETY: the task writes columns r0..r0 + nr of every output row, which no other
+            // task writes (disjoint column ranges of `out`); all pointers stay inside `x`,
+            // `tile` and `out` for the sizes given (dst (n, nr) with row stride `rows`,
+            // lhs x (n, cols), rhs tile^T (cols, nr)).
+            unsafe {
+                let dst = o.ptr().add(r0);
+                gemm::gemm(
+                    n,
+                    nr,
+                    cols,
+                    dst,
+                    1,
+                    rows as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    cols as isize,
+                    tile.as_ptr(),
+                    cols as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
         });
     });
 }

@@ -260,7 +260,7 @@ pub fn matvec_many(
             t: m.qtype,
             w: m.bytes(),
             rows: m.rows,
-            out: &mut **out,
+            out,
         },
         None => matmul::MatVec {
             t: QType::F32,
