@@ -15,7 +15,9 @@ for r in $(seq "$ROUNDS"); do
   t=$(echo "$out" | awk '/^tokens_per_s:/ {print $2}'); tm=$(echo "$out" | awk '/^peak_rss_mib:/ {print $2}')
   out=$("$PY" "$BENCH" --threads 2)
   p=$(echo "$out" | awk '/^tokens_per_s:/ {print $2}'); pm=$(echo "$out" | awk '/^peak_rss_mib:/ {print $2}')
-  echo "round $r: tessera $t tok/s ($tm MiB) | pytorch $p tok/s ($pm MiB)"
+  # Cores other processes used while PyTorch's timed steps ran: how disturbed this round was.
+  fc=$(echo "$out" | grep -o '"foreign_cores_avg": [0-9.]*' | awk '{print $2}')
+  echo "round $r: tessera $t tok/s ($tm MiB) | pytorch $p tok/s ($pm MiB) | other load ${fc:-?} cores"
   T+=("$t"); P+=("$p"); TM+=("$tm"); PM+=("$pm")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

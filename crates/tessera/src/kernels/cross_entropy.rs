@@ -1,44 +1,63 @@
 //! Fused softmax + cross-entropy: one pass forward, one pass backward, no (N, V) temporaries
 //! besides the gradient itself.
 
-use super::{float_dispatch, par_rows, slice, Float};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use super::{fast_exp, float_dispatch, par_rows, slice, Float};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 
-/// Mean over rows of `logsumexp(logits[i]) - logits[i, target[i]]`.
-struct CrossEntropy;
-/// Gradient: `(softmax(logits[i]) - onehot(target[i])) * scale`.
+/// Mean over rows of `logsumexp(logits[i]) - logits[i, target[i]]`. Keeps each row's logsumexp
+/// from the forward pass for the backward pass (one exp per logit saved).
+#[derive(Default)]
+struct CrossEntropy {
+    lse: std::sync::Mutex<Option<Vec<f64>>>,
+}
+/// Gradient: `(softmax(logits[i]) - onehot(target[i])) * scale`, with the rows' logsumexp when known.
 struct CrossEntropyGrad {
     scale: f64,
+    lse: Option<Vec<f64>>,
 }
 
+#[inline(always)]
 fn row_lse<T: Float>(row: &[T]) -> T {
-    let m = row
-        .iter()
-        .copied()
-        .fold(T::neg_infinity(), num_traits::Float::max);
-    let s: T = row.iter().map(|&x| (x - m).exp()).sum();
-    m + s.ln()
+    let m = fast_exp::max(row);
+    m + fast_exp::exp_sum(row, T::one(), m).ln()
 }
 
-fn ce_forward<F: Float>(x: &[F], t: &[u32], n: usize, v: usize) -> CpuStorage {
-    let mut per_row = vec![F::zero(); n];
-    par_rows(&mut per_row, 1, |i, out| {
-        let row = &x[i * v..(i + 1) * v];
-        out[0] = row_lse(row) - row[(t[i] as usize).min(v - 1)];
+/// out = softmax(row) · scale, given the row's logsumexp or not.
+#[inline(always)]
+fn softmax_row<F: Float>(out: &mut [F], row: &[F], lse: Option<F>, scale: F) {
+    let lse = lse.unwrap_or_else(|| row_lse(row));
+    for (o, &xv) in out.iter_mut().zip(row) {
+        *o = (xv - lse).vexp() * scale;
+    }
+}
+
+/// (mean loss, each row's logsumexp)
+fn ce_forward<F: Float>(x: &[F], t: &[u32], n: usize, v: usize) -> (CpuStorage, Vec<f64>) {
+    let mut lse = vec![F::zero(); n];
+    par_rows(&mut lse, 1, |i, out| {
+        out[0] = row_lse(&x[i * v..(i + 1) * v]);
     });
-    let mean = per_row.iter().copied().sum::<F>() / F::from_f64(n.max(1) as f64);
-    F::to_cpu_storage_owned(vec![mean])
+    let total = (0..n)
+        .map(|i| lse[i] - x[i * v + (t[i] as usize).min(v - 1)])
+        .sum::<F>();
+    let mean = total / F::from_f64(n.max(1) as f64);
+    let lse = lse.iter().map(|l| WithDType::to_f64(*l)).collect();
+    (F::to_cpu_storage_owned(vec![mean]), lse)
 }
 
-fn ce_backward<F: Float>(x: &[F], t: &[u32], n: usize, v: usize, scale: f64) -> CpuStorage {
+fn ce_backward<F: Float>(
+    x: &[F],
+    t: &[u32],
+    (n, v): (usize, usize),
+    scale: f64,
+    lse: Option<&[f64]>,
+) -> CpuStorage {
     let scale = F::from_f64(scale);
     let mut dx = vec![F::zero(); n * v];
     par_rows(&mut dx, v, |i, out| {
         let row = &x[i * v..(i + 1) * v];
-        let lse = row_lse(row);
-        for (o, &xv) in out.iter_mut().zip(row) {
-            *o = (xv - lse).exp() * scale;
-        }
+        let lse = lse.map(|l| F::from_f64(l[i]));
+        softmax_row(out, row, lse, scale);
         let k = (t[i] as usize).min(v - 1);
         out[k] -= scale;
     });
@@ -78,10 +97,13 @@ impl CustomOp2 for CrossEntropy {
         if let Some(bad) = t.iter().find(|&&k| k as usize >= v) {
             candle_core::bail!("cross_entropy: target {bad} out of range for {v} classes");
         }
-        float_dispatch!(s1, self.name(), |F| Ok((
-            ce_forward::<F>(slice(s1, l1)?, t, n, v),
-            Shape::from(())
-        )))
+        float_dispatch!(s1, self.name(), |F| {
+            let (loss, lse) = ce_forward::<F>(slice(s1, l1)?, t, n, v);
+            if let Ok(mut keep) = self.lse.lock() {
+                *keep = Some(lse);
+            }
+            Ok((loss, Shape::from(())))
+        })
     }
 
     fn bwd(
@@ -97,6 +119,7 @@ impl CustomOp2 for CrossEntropy {
             tgt,
             &CrossEntropyGrad {
                 scale: g / n as f64,
+                lse: self.lse.lock().ok().and_then(|l| l.clone()),
             },
         )?;
         Ok((Some(dx), None))
@@ -118,7 +141,7 @@ impl CustomOp2 for CrossEntropyGrad {
         let (n, v) = dims(l1, l2)?;
         let t = targets(s2, l2)?;
         float_dispatch!(s1, self.name(), |F| Ok((
-            ce_backward::<F>(slice(s1, l1)?, t, n, v, self.scale),
+            ce_backward::<F>(slice(s1, l1)?, t, (n, v), self.scale, self.lse.as_deref()),
             Shape::from((n, v))
         )))
     }
@@ -128,5 +151,5 @@ impl CustomOp2 for CrossEntropyGrad {
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let logits = logits.contiguous()?;
     let targets = targets.contiguous()?;
-    logits.apply_op2(&targets, CrossEntropy)
+    logits.apply_op2(&targets, CrossEntropy::default())
 }

@@ -20,13 +20,13 @@ impl UnaryFn for GeluTanh {
     fn f<T: Erf>(x: T) -> T {
         let (k2, c) = (T::from_f64(2.0 * K), T::from_f64(C));
         let z2 = k2 * (x + c * x * x * x);
-        x / (T::one() + (-z2).exp())
+        x / (T::one() + (-z2).vexp())
     }
 
     #[inline]
     fn df<T: Erf>(x: T) -> T {
         let (k2, c, three) = (T::from_f64(2.0 * K), T::from_f64(C), T::from_f64(3.0));
-        let s = T::one() / (T::one() + (-(k2 * (x + c * x * x * x))).exp());
+        let s = T::one() / (T::one() + (-(k2 * (x + c * x * x * x))).vexp());
         s + x * s * (T::one() - s) * k2 * (T::one() + three * c * x * x)
     }
 }

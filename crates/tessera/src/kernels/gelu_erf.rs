@@ -63,7 +63,7 @@ impl UnaryFn for GeluErf {
     fn df<T: Erf>(x: T) -> T {
         let half = T::from_f64(0.5);
         let cdf = half * (T::one() + Erf::erf(x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)));
-        cdf + x * T::from_f64(FRAC_1_SQRT_2PI) * (-(x * x) * half).exp()
+        cdf + x * T::from_f64(FRAC_1_SQRT_2PI) * (-(x * x) * half).vexp()
     }
 }
 

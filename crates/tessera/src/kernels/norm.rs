@@ -4,6 +4,7 @@
 //!   LayerNorm: dx = r (g - mean(g) - x̂ mean(g ⊙ x̂)),  dw = Σ_rows dy ⊙ x̂,  db = Σ_rows dy
 //!   RMSNorm:   dx = r (g - x̂ mean(g ⊙ x̂)),            dw = Σ_rows dy ⊙ x̂
 
+use super::fast_exp::sum_by;
 use super::{float_dispatch, par_rows, slice, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -19,13 +20,14 @@ struct NormGrad {
 /// (mean, 1/std) of a row; mean is 0 for RMSNorm.
 #[inline]
 fn stats<T: Float>(row: &[T], eps: T, rms: bool) -> (T, T) {
-    let n = T::from_f64(row.len() as f64);
+    let c = row.len();
+    let n = T::from_f64(c as f64);
     let mean = if rms {
         T::zero()
     } else {
-        row.iter().copied().sum::<T>() / n
+        sum_by(c, |j| row[j]) / n
     };
-    let var = row.iter().map(|&x| (x - mean) * (x - mean)).sum::<T>() / n;
+    let var = sum_by(c, |j| (row[j] - mean) * (row[j] - mean)) / n;
     (mean, T::one() / (var + eps).sqrt())
 }
 
@@ -165,21 +167,31 @@ fn norm_grad<F: Float>(
     let eps = F::from_f64(eps);
     let rows = x.len() / c;
     let cf = F::from_f64(c as f64);
+    // (mean, 1/std) of every row, shared by the two passes below.
+    let mut st = vec![F::zero(); 2 * rows];
+    let row_stats = |(i, o): (usize, &mut [F])| {
+        let (mean, r) = stats(&x[i * c..(i + 1) * c], eps, rms);
+        o[0] = mean;
+        o[1] = r;
+    };
+    if x.len() >= 1 << 15 {
+        use rayon::prelude::*;
+        st.par_chunks_mut(2).enumerate().for_each(row_stats);
+    } else {
+        st.chunks_mut(2).enumerate().for_each(row_stats);
+    }
     let mut out = vec![F::zero(); x.len() + 2 * c];
     let (dx, rest) = out.split_at_mut(x.len());
     par_rows(dx, c, |i, o| {
         let row = &x[i * c..(i + 1) * c];
         let d = &dy[i * c..(i + 1) * c];
-        let (mean, r) = stats(row, eps, rms);
-        let mut mg = F::zero();
-        let mut mgx = F::zero();
-        for j in 0..c {
-            let g = d[j] * w[j];
-            mg += g;
-            mgx += g * (row[j] - mean) * r;
-        }
-        mg = if rms { F::zero() } else { mg / cf };
-        mgx /= cf;
+        let (mean, r) = (st[2 * i], st[2 * i + 1]);
+        let mg = if rms {
+            F::zero()
+        } else {
+            sum_by(c, |j| d[j] * w[j]) / cf
+        };
+        let mgx = sum_by(c, |j| d[j] * w[j] * (row[j] - mean)) * r / cf;
         for j in 0..c {
             let xh = (row[j] - mean) * r;
             o[j] = r * (d[j] * w[j] - mg - xh * mgx);
@@ -189,7 +201,7 @@ fn norm_grad<F: Float>(
     for i in 0..rows {
         let row = &x[i * c..(i + 1) * c];
         let d = &dy[i * c..(i + 1) * c];
-        let (mean, r) = stats(row, eps, rms);
+        let (mean, r) = (st[2 * i], st[2 * i + 1]);
         for j in 0..c {
             dw[j] += d[j] * (row[j] - mean) * r;
             db[j] += d[j];

@@ -3,7 +3,7 @@
 //! For scores x (..., T, Tk) the row of query i sees keys j <= i + (Tk - T) when causal.
 //! y = softmax(scale · x) over the visible keys (0 elsewhere);  dx = scale · y ⊙ (dy - Σ dy ⊙ y).
 
-use super::{float_dispatch, par_rows, slice, Float};
+use super::{fast_exp, float_dispatch, par_rows, slice, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 struct Softmax {
@@ -28,18 +28,9 @@ fn softmax_fwd<F: Float>(
     par_rows(&mut y, tk, |r, out| {
         let row = &x[r * tk..(r + 1) * tk];
         let visible = if causal { (r % t) + offset + 1 } else { tk };
-        let m = row[..visible]
-            .iter()
-            .copied()
-            .fold(F::neg_infinity(), num_traits::Float::max)
-            * scale;
-        let mut sum = F::zero();
-        for j in 0..visible {
-            let e = (row[j] * scale - m).exp();
-            out[j] = e;
-            sum += e;
-        }
-        let inv = F::one() / sum;
+        let m = fast_exp::max(&row[..visible]) * scale;
+        out[..visible].copy_from_slice(&row[..visible]);
+        let inv = F::one() / fast_exp::exp_in_place(&mut out[..visible], scale, m);
         for o in &mut out[..visible] {
             *o *= inv;
         }

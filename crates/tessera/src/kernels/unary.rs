@@ -23,18 +23,32 @@ pub(crate) trait UnaryFn: Copy + Send + Sync + 'static {
 struct Forward<A>(A);
 struct Gradient<A>(A);
 
-fn map<F: Erf>(x: &[F], g: Option<&[F]>, op: fn(F) -> F) -> CpuStorage {
+/// `op` is a function item (not a pointer), so it inlines and the loops vectorize.
+fn map<F: Erf, O: Fn(F) -> F + Sync>(x: &[F], g: Option<&[F]>, op: O) -> CpuStorage {
     let mut y = vec![F::zero(); x.len()];
     par_rows(&mut y, CHUNK, |i, out| {
-        let base = i * CHUNK;
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = match g {
-                Some(g) => op(x[base + j]) * g[base + j],
-                None => op(x[base + j]),
-            };
-        }
+        let xs = &x[i * CHUNK..i * CHUNK + out.len()];
+        let gs = g.map(|g| &g[i * CHUNK..i * CHUNK + out.len()]);
+        map_chunk(out, xs, gs, &op);
     });
     F::to_cpu_storage_owned(y)
+}
+
+/// out = op(x) (⊙ g)
+#[inline(always)]
+fn map_chunk<F: Erf, O: Fn(F) -> F>(out: &mut [F], xs: &[F], g: Option<&[F]>, op: &O) {
+    match g {
+        Some(g) => {
+            for ((o, &xv), &gv) in out.iter_mut().zip(xs).zip(g) {
+                *o = op(xv) * gv;
+            }
+        }
+        None => {
+            for (o, &xv) in out.iter_mut().zip(xs) {
+                *o = op(xv);
+            }
+        }
+    }
 }
 
 impl<A: UnaryFn> CustomOp1 for Forward<A> {
@@ -44,7 +58,7 @@ impl<A: UnaryFn> CustomOp1 for Forward<A> {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         float_dispatch!(s, self.name(), |F| Ok((
-            map::<F>(slice(s, l)?, None, A::f::<F>),
+            map::<F, _>(slice(s, l)?, None, A::f::<F>),
             l.shape().clone()
         )))
     }
@@ -70,7 +84,7 @@ impl<A: UnaryFn> CustomOp2 for Gradient<A> {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         float_dispatch!(s1, self.name(), |F| Ok((
-            map::<F>(slice(s1, l1)?, Some(slice(s2, l2)?), A::df::<F>),
+            map::<F, _>(slice(s1, l1)?, Some(slice(s2, l2)?), A::df::<F>),
             l1.shape().clone()
         )))
     }

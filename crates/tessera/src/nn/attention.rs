@@ -188,7 +188,38 @@ impl Attention {
     }
 
     /// x (B, T, C) whose first position is `pos` -> (B, T, C).
+    ///
+    /// With a fused q/k/v projection, no rotary positions, no cache and no attention dropout
+    /// (GPT-2-style training and scoring) on the CPU, the attention runs as one fused op on the
+    /// projection's output ([`crate::kernels::causal_attention`]); otherwise as
+    /// [`Attention::forward_reference`].
     pub fn forward(
+        &self,
+        x: &Tensor,
+        pos: usize,
+        rope: Option<&Rotary>,
+        cache: Option<&mut LayerKv>,
+        drop: &mut Option<&mut Dropout<'_>>,
+    ) -> Result<Tensor> {
+        if let QkvProj::Fused(l) = &self.qkv {
+            let no_dropout = drop.as_ref().is_none_or(|d| d.p <= 0.0);
+            if rope.is_none() && cache.is_none() && no_dropout && crate::kernels::applicable(x) {
+                let qkv = l.forward(x)?; // (B, T, (H + 2 Hkv) D)
+                let y = crate::kernels::causal_attention::causal_attention(
+                    &qkv,
+                    self.num_heads,
+                    self.num_kv_heads,
+                    self.head_dim,
+                )?; // (B, T, H D)
+                return self.out.forward(&y);
+            }
+        }
+        self.forward_reference(x, pos, rope, cache, drop)
+    }
+
+    /// [`Attention::forward`] from engine ops and the separate softmax kernel: q, k, v split into
+    /// (B, H, T, D) heads, batched products, causal softmax, products, heads merged.
+    pub fn forward_reference(
         &self,
         x: &Tensor,
         pos: usize,

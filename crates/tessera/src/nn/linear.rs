@@ -78,6 +78,22 @@ impl Linear {
 
     /// (..., in) -> (..., out)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Kind::Dense { weight, transposed } = &self.kind {
+            let same = |t: &Tensor| t.dtype() == x.dtype() && t.device().is_cpu();
+            if crate::kernels::applicable(x)
+                && x.rank() > 0
+                && same(weight)
+                && self.bias.as_ref().is_none_or(same)
+            {
+                return crate::kernels::linear::linear(x, weight, self.bias.as_ref(), *transposed);
+            }
+        }
+        self.forward_reference(x)
+    }
+
+    /// The same layer from engine primitives (matrix product, then a broadcast bias add); any
+    /// device and dtype.
+    pub fn forward_reference(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
         if dims.is_empty() {
             candle_core::bail!("linear: input is a scalar");

@@ -1,0 +1,336 @@
+//! Causal self-attention read straight from the fused projection, forward and backward as one op
+//! each: qkv (B, T, (H + 2 Hkv) D) -> y (B, T, H D), without transposing q, k, v into
+//! (B, H, T, D) copies, without the (B, H, T, T) weights as a tensor, and without a batched
+//! product per (batch, head) dispatched to the thread pool.
+//!
+//! One work item per (batch, key/value head) runs on one thread; its products read the heads as
+//! strided views of qkv. Query head h uses key/value head h / (H / Hkv) (grouped-query attention).
+//! Query rows go in blocks of [`BLOCK`]: block [i0, i1) only needs keys [0, i1).
+//!
+//! Per head, with S = q kᵀ, P = causal softmax(scale · S):
+//!   forward:  y = P v
+//!   backward (P recomputed): dP = dy vᵀ,  dS = scale · P ⊙ (dP - rowsum(dP ⊙ P)),
+//!             dq = dS k,  dk = dSᵀ q,  dv = Pᵀ dy
+//! The reference is the composition of engine ops in `nn::Attention::forward_reference`.
+
+use super::matmul::{gemm, SendPtr, View};
+use super::{fast_exp, float_dispatch, slice, Float};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+
+/// Query rows per block.
+const BLOCK: usize = 32;
+
+#[derive(Clone, Copy, Debug)]
+struct Heads {
+    /// Query heads.
+    h: usize,
+    /// Key/value heads.
+    hkv: usize,
+    /// Head width.
+    d: usize,
+}
+
+impl Heads {
+    /// Width of a qkv row.
+    fn width(&self) -> usize {
+        (self.h + 2 * self.hkv) * self.d
+    }
+
+    /// (B, T) of a qkv layout, checked.
+    fn check(&self, l: &Layout) -> Result<(usize, usize)> {
+        let (b, t, w) = l.shape().dims3()?;
+        if w != self.width() || self.hkv == 0 || self.h / self.hkv * self.hkv != self.h {
+            candle_core::bail!(
+                "causal attention: qkv width {w} does not match {} query / {} key-value heads of {}",
+                self.h,
+                self.hkv,
+                self.d
+            );
+        }
+        Ok((b, t))
+    }
+}
+
+/// P = causal softmax(scale · q kᵀ) of one head, rows [i0, i1) into `p` (row stride T; keys
+/// [0, i1) written, those after the query's own position as 0; the rest of the rows untouched).
+#[allow(clippy::too_many_arguments)]
+fn probs_block<F: Float>(
+    qkv: &[F],
+    q_off: usize,
+    k_off: usize,
+    w: usize,
+    d: usize,
+    (i0, i1): (usize, usize),
+    scale: F,
+    p: &mut [F],
+    t: usize,
+) {
+    // SAFETY: q rows i0..i1 and k rows 0..i1 lie inside qkv; p holds T·T elements.
+    unsafe {
+        gemm(
+            (i1 - i0, i1, d),
+            p[i0 * t..].as_mut_ptr(),
+            t,
+            false,
+            View::rows(qkv, q_off + i0 * w, w),
+            View::cols(qkv, k_off, w),
+            false,
+        )
+    };
+    softmax_rows(p, t, (i0, i1), scale);
+}
+
+/// Causal softmax of rows [i0, i1) of `p` in place (row i over its first i + 1 entries; the
+/// rest of the row up to i1 set to 0).
+#[inline(always)]
+fn softmax_rows<F: Float>(p: &mut [F], t: usize, (i0, i1): (usize, usize), scale: F) {
+    for i in i0..i1 {
+        let row = &mut p[i * t..i * t + i + 1];
+        let m = fast_exp::max(row) * scale;
+        let inv = F::one() / fast_exp::exp_in_place(row, scale, m);
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
+        p[i * t + i + 1..i * t + i1].fill(F::zero());
+    }
+}
+
+fn forward<F: Float>(qkv: &[F], (b, t): (usize, usize), hd: Heads, scale: f64) -> Vec<F> {
+    use rayon::prelude::*;
+    let Heads { h, hkv, d } = hd;
+    let (w, c) = (hd.width(), h * d);
+    let rep = h / hkv;
+    let scale = F::from_f64(scale);
+    // Written in full below: every (batch, head) item writes all rows of its head's columns.
+    let mut y: Vec<F> = Vec::with_capacity(b * t * c);
+    let yp = SendPtr(y.as_mut_ptr());
+    let work = |item: usize| {
+        let (bi, g) = (item / hkv, item % hkv);
+        let base = bi * t * w;
+        let (k_off, v_off) = (base + (h + g) * d, base + (h + hkv + g) * d);
+        let mut p = vec![F::zero(); t * t];
+        for r in 0..rep {
+            let hi = g * rep + r;
+            let q_off = base + hi * d;
+            for i0 in (0..t).step_by(BLOCK) {
+                let i1 = (i0 + BLOCK).min(t);
+                probs_block(qkv, q_off, k_off, w, d, (i0, i1), scale, &mut p, t);
+                // y rows [i0, i1) of head hi = P[i0..i1, 0..i1] · v[0..i1]
+                // SAFETY: this item alone writes columns [hi·D, (hi+1)·D) of batch bi's rows.
+                unsafe {
+                    gemm(
+                        (i1 - i0, d, i1),
+                        { yp }.0.add(bi * t * c + i0 * c + hi * d),
+                        c,
+                        false,
+                        View::rows(&p, i0 * t, t),
+                        View::rows(qkv, v_off, w),
+                        false,
+                    )
+                };
+            }
+        }
+    };
+    let items = b * hkv;
+    if items > 1 && b * h * t * t * d >= 1 << 15 {
+        (0..items).into_par_iter().for_each(work);
+    } else {
+        (0..items).for_each(work);
+    }
+    // SAFETY: all b·t·c elements were written (see above).
+    unsafe { y.set_len(b * t * c) };
+    y
+}
+
+fn backward<F: Float>(
+    qkv: &[F],
+    dy: &[F],
+    (b, t): (usize, usize),
+    hd: Heads,
+    scale: f64,
+) -> Vec<F> {
+    use rayon::prelude::*;
+    let Heads { h, hkv, d } = hd;
+    let (w, c) = (hd.width(), h * d);
+    let rep = h / hkv;
+    let scale = F::from_f64(scale);
+    // Written in full below: dq by every query block, dk and dv by every key block of the first
+    // query head of each group (the group's other heads add onto them).
+    let mut dqkv: Vec<F> = Vec::with_capacity(b * t * w);
+    let gp = SendPtr(dqkv.as_mut_ptr());
+    let work = |item: usize| {
+        let (bi, g) = (item / hkv, item % hkv);
+        let base = bi * t * w;
+        let (k_off, v_off) = (base + (h + g) * d, base + (h + hkv + g) * d);
+        let dy_base = bi * t * c;
+        let mut p = vec![F::zero(); t * t];
+        let mut ds = vec![F::zero(); t * t];
+        let g0 = { gp }.0;
+        for r in 0..rep {
+            let hi = g * rep + r;
+            let q_off = base + hi * d;
+            let dy_off = dy_base + hi * d;
+            for i0 in (0..t).step_by(BLOCK) {
+                let i1 = (i0 + BLOCK).min(t);
+                probs_block(qkv, q_off, k_off, w, d, (i0, i1), scale, &mut p, t);
+                // dP rows [i0, i1) = dy[i0..i1] · v[0..i1]ᵀ
+                // SAFETY: dy rows i0..i1 and v rows 0..i1 are in bounds; ds holds T·T.
+                unsafe {
+                    gemm(
+                        (i1 - i0, i1, d),
+                        ds[i0 * t..].as_mut_ptr(),
+                        t,
+                        false,
+                        View::rows(dy, dy_off + i0 * c, c),
+                        View::cols(qkv, v_off, w),
+                        false,
+                    )
+                };
+                for i in i0..i1 {
+                    let pr = &p[i * t..i * t + i + 1];
+                    let dr = &mut ds[i * t..(i + 1) * t];
+                    let dot: F = pr.iter().zip(dr.iter()).map(|(&a, &b)| a * b).sum();
+                    for (x, &pv) in dr.iter_mut().zip(pr) {
+                        *x = scale * pv * (*x - dot);
+                    }
+                    for x in dr[i + 1..].iter_mut() {
+                        *x = F::zero();
+                    }
+                }
+                // dq rows [i0, i1) = dS[i0..i1, 0..i1] · k[0..i1]
+                // SAFETY: this item alone writes head hi's q columns and group g's k, v columns
+                // of batch bi (all other items have another batch or group).
+                unsafe {
+                    gemm(
+                        (i1 - i0, d, i1),
+                        g0.add(q_off + i0 * w),
+                        w,
+                        false,
+                        View::rows(&ds, i0 * t, t),
+                        View::rows(qkv, k_off, w),
+                        false,
+                    )
+                };
+            }
+            // Keys [j0, j1) are seen by queries [j0, T): dk += dS[j0.., j0..j1]ᵀ q[j0..],
+            // dv += P[j0.., j0..j1]ᵀ dy[j0..]. Entries above the diagonal of P and dS are zero
+            // (both set so above).
+            for j0 in (0..t).step_by(BLOCK) {
+                let j1 = (j0 + BLOCK).min(t);
+                let dims = (j1 - j0, d, t - j0);
+                // SAFETY: as above.
+                unsafe {
+                    gemm(
+                        dims,
+                        g0.add(k_off + j0 * w),
+                        w,
+                        r > 0,
+                        View::cols(&ds, j0 * t + j0, t),
+                        View::rows(qkv, q_off + j0 * w, w),
+                        false,
+                    );
+                    gemm(
+                        dims,
+                        g0.add(v_off + j0 * w),
+                        w,
+                        r > 0,
+                        View::cols(&p, j0 * t + j0, t),
+                        View::rows(dy, dy_off + j0 * c, c),
+                        false,
+                    );
+                }
+            }
+        }
+    };
+    let items = b * hkv;
+    if items > 1 && b * h * t * t * d >= 1 << 15 {
+        (0..items).into_par_iter().for_each(work);
+    } else {
+        (0..items).for_each(work);
+    }
+    // SAFETY: all b·t·w elements were written (see above).
+    unsafe { dqkv.set_len(b * t * w) };
+    dqkv
+}
+
+struct CausalAttention {
+    heads: Heads,
+    scale: f64,
+}
+
+impl CustomOp1 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "fused-causal-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, t) = self.heads.check(l)?;
+        let c = self.heads.h * self.heads.d;
+        float_dispatch!(s, "fused-causal-attention", |F| Ok((
+            F::to_cpu_storage_owned(forward::<F>(slice(s, l)?, (b, t), self.heads, self.scale)),
+            Shape::from((b, t, c))
+        )))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let grad = CausalAttentionGrad {
+            heads: self.heads,
+            scale: self.scale,
+        };
+        Ok(Some(qkv.apply_op2_no_bwd(&dy.contiguous()?, &grad)?))
+    }
+}
+
+struct CausalAttentionGrad {
+    heads: Heads,
+    scale: f64,
+}
+
+impl CustomOp2 for CausalAttentionGrad {
+    fn name(&self) -> &'static str {
+        "fused-causal-attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, t) = self.heads.check(l1)?;
+        if l2.shape().dims() != [b, t, self.heads.h * self.heads.d] {
+            candle_core::bail!("causal attention grad: output gradient has the wrong shape");
+        }
+        float_dispatch!(s1, "fused-causal-attention-grad", |F| Ok((
+            F::to_cpu_storage_owned(backward::<F>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                (b, t),
+                self.heads,
+                self.scale
+            )),
+            l1.shape().clone()
+        )))
+    }
+}
+
+/// Causal self-attention from the fused projection qkv (B, T, (H + 2 Hkv) D), laid out
+/// `[q heads | k heads | v heads]` along the last dimension -> (B, T, H D), heads side by side.
+/// Fused on the CPU (f32 / f64); the scale is 1/√D.
+pub fn causal_attention(
+    qkv: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) -> Result<Tensor> {
+    let op = CausalAttention {
+        heads: Heads {
+            h: heads,
+            hkv: kv_heads,
+            d: head_dim,
+        },
+        scale: 1.0 / (head_dim as f64).sqrt(),
+    };
+    qkv.contiguous()?.apply_op1(op)
+}
