@@ -18,9 +18,13 @@ pub enum FinetuneCmd {
     Ner(FinetuneArgs),
 }
 
+/// Flags whose defaults differ between fine-tuning and training from scratch are options:
+/// `None` takes [`FinetuneOptions::default`] or [`FinetuneOptions::scratch`].
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
-    /// Pretrained encoder: a name in the cache or a Hugging Face BERT directory.
+    /// Pretrained encoder (a known name, a name in the cache or a Hugging Face BERT directory),
+    /// or a BERT config file such as configs/bert-tiny.json to train from scratch (with a
+    /// WordPiece tokenizer trained on the training texts unless --tokenizer is given).
     #[arg(long)]
     model: String,
     /// Training data.
@@ -30,28 +34,61 @@ pub struct FinetuneArgs {
     #[arg(long)]
     dev: Option<PathBuf>,
     /// Fraction of the training data held out as dev set when --dev is not given.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, visible_alias = "dev-split")]
     dev_fraction: f64,
+    /// Seed of the dev split (default: --seed); fix it to compare training seeds on one split.
+    #[arg(long)]
+    split_seed: Option<u64>,
     /// Output directory (the best model in Hugging Face layout, metrics.jsonl, loss.png).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 5e-5)]
-    lr: f64,
+    /// Epochs [default: 3; from scratch 4].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Batch size [default: 16; from scratch 32].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate [default: 5e-5; from scratch 5e-4].
+    #[arg(long)]
+    lr: Option<f64>,
     /// Longest input in tokens ([CLS] and [SEP] included); longer texts are truncated.
     #[arg(long, default_value_t = 128)]
     max_len: usize,
-    #[arg(long, default_value_t = 0.01)]
-    weight_decay: f64,
-    #[arg(long, default_value_t = 0.1)]
-    warmup_ratio: f64,
-    /// Stop after this many epochs without a better dev score (0 = never).
-    #[arg(long, default_value_t = 2)]
-    patience: usize,
-    /// Dropout on hidden states and attention (default: the model config's).
+    /// AdamW weight decay on projection matrices [default: 0.01; from scratch 0.05].
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Fraction of the steps spent warming up [default: 0.1; from scratch 0.06].
+    #[arg(long)]
+    warmup_ratio: Option<f64>,
+    /// Stop after this many epochs without a better dev score, 0 = never [default: 2].
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Batch texts of similar length together [default: false; from scratch true].
+    #[arg(long)]
+    group_by_length: Option<bool>,
+    /// From scratch: target vocabulary size of the trained tokenizer [default: the config's
+    /// vocab_size, else 8000].
+    #[arg(long)]
+    vocab_size: Option<usize>,
+    /// From scratch: use this tokenizer.json (BERT-style: [PAD] [UNK] [CLS] [SEP]) instead of
+    /// training one.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// From scratch: keep case and accents in the trained tokenizer.
+    #[arg(long)]
+    cased: bool,
+    /// From scratch: learn multi-character CJK pieces (runs of CJK characters are words to the
+    /// tokenizer trainer) instead of one token per character.
+    #[arg(long)]
+    cjk_words: bool,
+    /// Epochs of masked-language-model pretraining on the training texts before the task
+    /// [default: 0; from scratch 10].
+    #[arg(long)]
+    mlm_epochs: Option<usize>,
+    /// Peak learning rate of the MLM pretraining [default: 1e-3].
+    #[arg(long)]
+    mlm_lr: Option<f64>,
+    /// Dropout on hidden states and attention [default: the model config's; from scratch 0.2].
     #[arg(long)]
     dropout: Option<f32>,
     /// Stop after this many optimizer steps.
@@ -115,31 +152,44 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
         FinetuneCmd::Classify(a) => {
             let all = read_labelled(&a.train)?;
             let dev = a.dev.as_deref().map(read_labelled).transpose()?;
-            let (train, dev) = split(all, dev, a.dev_fraction, a.seed)?;
+            let (train, dev) = split(all, dev, a.dev_fraction, a.split_seed.unwrap_or(a.seed))?;
             (a, TaskData::Classify { train, dev })
         }
         FinetuneCmd::Ner(a) => {
             let all = read_conll(&a.train)?;
             let dev = a.dev.as_deref().map(read_conll).transpose()?;
-            let (train, dev) = split(all, dev, a.dev_fraction, a.seed)?;
+            let (train, dev) = split(all, dev, a.dev_fraction, a.split_seed.unwrap_or(a.seed))?;
             (a, TaskData::Ner { train, dev })
         }
     };
     check_out(&a.out)?;
     crate::cmd_embed::serial_elementwise();
     let dir = tessera::tasks::resolve_model(&a.model)?;
+    let scratch = tessera::tasks::scratch::is_scratch_config(&dir);
+    let base = if scratch {
+        FinetuneOptions::scratch()
+    } else {
+        FinetuneOptions::default()
+    };
     let opts = FinetuneOptions {
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        lr: a.lr,
-        weight_decay: a.weight_decay,
-        warmup_ratio: a.warmup_ratio,
+        epochs: a.epochs.unwrap_or(base.epochs),
+        batch_size: a.batch_size.unwrap_or(base.batch_size),
+        lr: a.lr.unwrap_or(base.lr),
+        weight_decay: a.weight_decay.unwrap_or(base.weight_decay),
+        warmup_ratio: a.warmup_ratio.unwrap_or(base.warmup_ratio),
         max_len: a.max_len,
         seed: a.seed,
-        patience: a.patience,
+        patience: a.patience.unwrap_or(base.patience),
         grad_clip: 1.0,
-        dropout: a.dropout,
+        dropout: a.dropout.or(base.dropout),
         max_steps: a.max_steps,
+        vocab_size: a.vocab_size,
+        tokenizer: a.tokenizer.clone(),
+        cased: a.cased,
+        cjk_words: a.cjk_words,
+        group_by_length: a.group_by_length.unwrap_or(base.group_by_length),
+        mlm_epochs: a.mlm_epochs.unwrap_or(base.mlm_epochs),
+        mlm_lr: a.mlm_lr.unwrap_or(base.mlm_lr),
     };
     let stop = crate::interrupt_flag();
     let bar = ProgressBar::new(1);
@@ -149,7 +199,7 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
         )
         .expect("valid template"),
     );
-    let t0 = std::time::Instant::now();
+    let mut t_phase = std::time::Instant::now();
     let mut log_every = 1;
     // A hidden bar (stderr not a terminal) drops println: write plain lines then.
     let say = |bar: &ProgressBar, s: String| {
@@ -160,6 +210,21 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
         }
     };
     let mut on_event = |e: Event<'_>| match e {
+        Event::Scratch {
+            vocab_size,
+            tokenizer_trained,
+            parameters,
+        } => say(
+            &bar,
+            format!(
+                "training from scratch: {parameters} parameters; {} ({vocab_size} tokens)",
+                if tokenizer_trained {
+                    "WordPiece tokenizer trained on the training texts"
+                } else {
+                    "tokenizer from --tokenizer"
+                }
+            ),
+        ),
         Event::Start {
             total_steps,
             train,
@@ -174,16 +239,44 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
                 opts.max_len
             ));
         }
+        Event::Pretrain {
+            step,
+            total,
+            loss,
+            lr,
+        } => {
+            if step == 1 {
+                bar.set_length(total as u64);
+            }
+            bar.set_position(step as u64);
+            let msg = format!("MLM loss {loss:.4} | lr {lr:.2e}");
+            bar.set_message(msg.clone());
+            if bar.is_hidden() && (step % (total / 20).max(1) == 0 || step == 1) {
+                eprintln!("MLM step {step}/{total} {msg}");
+            }
+        }
+        Event::PretrainEpoch {
+            epoch,
+            loss,
+            examples_per_s,
+        } => say(
+            &bar,
+            format!("MLM epoch {epoch}: loss {loss:.4} | {examples_per_s:.1} ex/s"),
+        ),
         Event::Step {
             step,
             total,
             loss,
             lr,
         } => {
+            if step == 1 {
+                bar.set_length(total as u64);
+                t_phase = std::time::Instant::now();
+            }
             bar.set_position(step as u64);
             let msg = format!(
                 "loss {loss:.4} | lr {lr:.2e} | {:.1} ex/s",
-                step as f64 * opts.batch_size as f64 / t0.elapsed().as_secs_f64()
+                step as f64 * opts.batch_size as f64 / t_phase.elapsed().as_secs_f64()
             );
             bar.set_message(msg.clone());
             if bar.is_hidden() && (step % log_every == 0 || step == 1) {

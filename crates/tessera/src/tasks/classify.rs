@@ -86,6 +86,43 @@ fn init_tensor(spec: &ParamSpec, rng: &mut Rng, device: &Device) -> Result<Tenso
 }
 
 impl Classifier {
+    /// Fresh trainable parameters of an encoder with a head of `n_labels`, for training from
+    /// scratch: BERT's initialization (normal(0, `initializer_range`) for embeddings and
+    /// projections, LayerNorm weight 1 and bias 0, biases 0, the padding row of the word
+    /// embeddings 0), drawn from `rng`.
+    pub fn init_scratch(
+        cfg: &BertConfig,
+        kind: HeadKind,
+        n_labels: usize,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<ParamStore> {
+        cfg.validate()?;
+        let specs = head_param_specs(cfg, kind, n_labels);
+        let mut vars = Vec::with_capacity(specs.len());
+        for s in &specs {
+            let mut t = init_tensor(s, rng, device)?;
+            if s.name.ends_with("word_embeddings.weight")
+                && (cfg.pad_token_id as usize) < cfg.vocab_size
+            {
+                let (v, c) = t.dims2()?;
+                let p = cfg.pad_token_id as usize;
+                let zero = Tensor::zeros((1, c), DType::F32, device)?;
+                let mut parts = Vec::with_capacity(3);
+                if p > 0 {
+                    parts.push(t.narrow(0, 0, p)?);
+                }
+                parts.push(zero);
+                if p + 1 < v {
+                    parts.push(t.narrow(0, p + 1, v - p - 1)?);
+                }
+                t = Tensor::cat(&parts, 0)?; // (V, C), row `pad` zero
+            }
+            vars.push(Var::from_tensor(&t)?);
+        }
+        Ok(ParamStore { specs, vars })
+    }
+
     /// Trainable parameters for fine-tuning the encoder in `dir` with a fresh head of `labels`
     /// (the pooler comes from the checkpoint when it has one; the rest is initialized from `rng`).
     pub fn init_params(

@@ -2,9 +2,15 @@
 //! decay groups, linear warmup then linear decay, gradient clipping, dropout, an evaluation on
 //! the dev set each epoch (accuracy / macro-F1, or seqeval entity F1), early stopping, and the
 //! best model kept in Hugging Face layout.
+//!
+//! The encoder is either a pretrained directory (fine-tuning) or a BERT config file (training
+//! from scratch: a WordPiece tokenizer is trained on the training texts, the weights are
+//! initialized randomly; see [`super::scratch`]). Both save the same directory layout.
 
 use super::classify::{Classifier, HeadKind};
 use super::data::{check_known, label_set, Labelled, Tagged};
+use super::pretrain::{pretrain_mlm, MlmOptions, MlmTokens};
+use super::scratch::{is_scratch_config, scratch_encoder, ScratchTokenizer};
 use super::tag::encode_words;
 use crate::models::encoder::EncoderDropout;
 use crate::train::optim::{global_norm, AdamW};
@@ -38,6 +44,45 @@ pub struct FinetuneOptions {
     pub dropout: Option<f32>,
     /// Stop after this many optimizer steps (`None`: all epochs).
     pub max_steps: Option<usize>,
+    /// From scratch: the tokenizer's target vocabulary size (`None`: the config's `vocab_size`,
+    /// else [`super::scratch::DEFAULT_VOCAB_SIZE`]).
+    pub vocab_size: Option<usize>,
+    /// From scratch: use this `tokenizer.json` instead of training one.
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// From scratch: keep case and accents in the trained tokenizer (default: lowercase).
+    pub cased: bool,
+    /// From scratch: let the trained tokenizer learn multi-character CJK pieces instead of
+    /// splitting CJK text into characters.
+    pub cjk_words: bool,
+    /// Batch examples of similar length together (shuffled groups of 50 batches sorted by
+    /// length, the batches then shuffled): less padding, the same examples each epoch.
+    pub group_by_length: bool,
+    /// Epochs of masked-language-model pretraining on the training texts before the task
+    /// (0 = none); see [`super::pretrain`].
+    pub mlm_epochs: usize,
+    /// Peak learning rate of the MLM pretraining.
+    pub mlm_lr: f64,
+}
+
+impl FinetuneOptions {
+    /// The defaults for training an encoder from scratch: masked-LM pretraining on the training
+    /// texts first (10 epochs at 1e-3), then the task at a higher learning rate than
+    /// fine-tuning, with more dropout and weight decay, in batches grouped by length.
+    pub fn scratch() -> Self {
+        FinetuneOptions {
+            epochs: 4,
+            batch_size: 32,
+            lr: 5e-4,
+            weight_decay: 0.05,
+            dropout: Some(0.2),
+            warmup_ratio: 0.06,
+            patience: 2,
+            group_by_length: true,
+            mlm_epochs: 10,
+            mlm_lr: 1e-3,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for FinetuneOptions {
@@ -54,6 +99,13 @@ impl Default for FinetuneOptions {
             grad_clip: 1.0,
             dropout: None,
             max_steps: None,
+            vocab_size: None,
+            tokenizer: None,
+            cased: false,
+            cjk_words: false,
+            group_by_length: false,
+            mlm_epochs: 0,
+            mlm_lr: 1e-3,
         }
     }
 }
@@ -74,12 +126,34 @@ pub enum TaskData {
 
 /// What happened, for progress display.
 pub enum Event<'a> {
+    /// Training from scratch: the encoder built (before [`Event::Start`]).
+    Scratch {
+        /// Vocabulary size of the tokenizer (trained or given).
+        vocab_size: usize,
+        /// Whether the tokenizer was trained on the training texts.
+        tokenizer_trained: bool,
+        /// Number of trainable parameters.
+        parameters: usize,
+    },
     /// Before the first step.
     Start {
         total_steps: usize,
         train: usize,
         dev: usize,
         labels: &'a [String],
+    },
+    /// After each MLM pretraining step.
+    Pretrain {
+        step: usize,
+        total: usize,
+        loss: f64,
+        lr: f64,
+    },
+    /// After each MLM pretraining epoch: its mean loss.
+    PretrainEpoch {
+        epoch: usize,
+        loss: f64,
+        examples_per_s: f64,
     },
     /// After each optimizer step.
     Step {
@@ -171,6 +245,52 @@ fn prepare(
             "internal: head kind and data do not match".into(),
         )),
     }
+}
+
+/// The mask id and the special ids of a BERT-style tokenizer, for MLM pretraining.
+fn mlm_tokens(tok: &tokenizers::Tokenizer) -> Result<MlmTokens> {
+    use crate::tokenizer::wordpiece::{CLS, MASK, PAD, SEP, UNK};
+    let mask = tok.token_to_id(MASK).ok_or_else(|| {
+        Error::Input(format!(
+            "MLM pretraining needs a {MASK} token, and the tokenizer has none"
+        ))
+    })?;
+    let special = [PAD, UNK, CLS, SEP, MASK]
+        .iter()
+        .filter_map(|t| tok.token_to_id(t))
+        .collect();
+    Ok(MlmTokens { mask, special })
+}
+
+/// The texts a tokenizer trained from scratch learns from (NER: the words of each sentence).
+fn training_texts(data: &TaskData) -> Vec<String> {
+    match data {
+        TaskData::Classify { train, .. } => train.iter().map(|e| e.text.clone()).collect(),
+        TaskData::Ner { train, .. } => train.iter().map(|s| s.words.join(" ")).collect(),
+    }
+}
+
+/// One epoch's batches of example indices: a seeded shuffle cut into batches, or, when
+/// `group`, shuffled groups of 50 batches each sorted by length, then the batches shuffled.
+pub(crate) fn epoch_batches(
+    lens: &[usize],
+    batch: usize,
+    group: bool,
+    rng: &mut Rng,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    rng.shuffle(&mut order);
+    if !group {
+        return order.chunks(batch).map(<[usize]>::to_vec).collect();
+    }
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for mega in order.chunks(batch * 50) {
+        let mut m = mega.to_vec();
+        m.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+        batches.extend(m.chunks(batch).map(<[usize]>::to_vec));
+    }
+    rng.shuffle(&mut batches);
+    batches
 }
 
 /// Linear warmup over `warmup` steps, then linear decay to 0 at `total`.
@@ -311,6 +431,9 @@ fn evaluate(
 
 /// Fine-tune the encoder in `model_dir` on `data`, writing the best model (by dev score),
 /// `metrics.jsonl` and `loss.png` into `out`. Returns one report per finished epoch.
+///
+/// `model_dir` is a pretrained BERT directory, or a BERT config file to train from scratch
+/// (then the tokenizer, trained or given by `opts.tokenizer`, is written to `out` first).
 pub fn finetune(
     model_dir: &Path,
     data: &TaskData,
@@ -328,6 +451,13 @@ pub fn finetune(
         return Err(Error::Input(
             "epochs, batch size and learning rate must be positive, max length at least 2".into(),
         ));
+    }
+    let n_train = match data {
+        TaskData::Classify { train, .. } => train.len(),
+        TaskData::Ner { train, .. } => train.len(),
+    };
+    if n_train == 0 {
+        return Err(Error::Input("the training set is empty".into()));
     }
     let (kind, labels) = match data {
         TaskData::Classify { train, dev } => {
@@ -357,14 +487,45 @@ pub fn finetune(
     }
     let device = Device::Cpu;
     let mut rng = Rng::new(opts.seed);
-    let (cfg, params) = Classifier::init_params(model_dir, kind, labels.len(), &mut rng, &device)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let (cfg, params, tokenizer_path) = if is_scratch_config(model_dir) {
+        let texts = training_texts(data);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let tok = ScratchTokenizer {
+            file: opts.tokenizer.as_deref(),
+            vocab_size: opts.vocab_size,
+            cased: opts.cased,
+            cjk_words: opts.cjk_words,
+        };
+        let (cfg, tokenizer) = scratch_encoder(model_dir, &refs, &tok)?;
+        let path = out.join("tokenizer.json");
+        tokenizer.save(&path)?;
+        let params = Classifier::init_scratch(&cfg, kind, labels.len(), &mut rng, &device)?;
+        on_event(Event::Scratch {
+            vocab_size: cfg.vocab_size,
+            tokenizer_trained: opts.tokenizer.is_none(),
+            parameters: params.vars.iter().map(|v| v.elem_count()).sum(),
+        });
+        (cfg, params, path)
+    } else {
+        if opts.tokenizer.is_some() || opts.vocab_size.is_some() {
+            return Err(Error::Input(
+                "a tokenizer or vocabulary size can only be given when training from scratch (--model CONFIG.json); a pretrained model keeps its own".into(),
+            ));
+        }
+        let (cfg, params) =
+            Classifier::init_params(model_dir, kind, labels.len(), &mut rng, &device)?;
+        (cfg, params, model_dir.join("tokenizer.json"))
+    };
+    // Inputs never exceed the position table: longer ones are truncated to it.
+    let max_len = opts.max_len.min(cfg.max_position_embeddings);
     let model = Classifier::from_params(
         kind,
         &cfg,
         &params,
         labels.clone(),
-        opts.max_len,
-        &model_dir.join("tokenizer.json"),
+        max_len,
+        &tokenizer_path,
     )?;
     let (train, dev) = prepare(kind, &model, data, &labels)?;
     if train.is_empty() || dev.is_empty() {
@@ -379,7 +540,6 @@ pub fn finetune(
         .min(per_epoch * opts.epochs);
     let warmup = (total as f64 * opts.warmup_ratio).round() as usize;
     let mut opt = AdamW::new(&params, 0.9, 0.999, 1e-8, opts.weight_decay)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = String::new();
     let (mut train_pts, mut dev_pts) = (Vec::new(), Vec::new());
@@ -393,14 +553,37 @@ pub fn finetune(
         Some(p) => (p, p),
         None => (cfg.hidden_dropout, cfg.attention_dropout),
     };
+    let train_lens: Vec<usize> = train.iter().map(|e| e.ids.len()).collect();
+    if opts.mlm_epochs > 0 {
+        let seqs: Vec<Vec<u32>> = train.iter().map(|e| e.ids.clone()).collect();
+        let mlm = MlmOptions {
+            epochs: opts.mlm_epochs,
+            batch_size: opts.batch_size,
+            lr: opts.mlm_lr,
+            warmup_ratio: opts.warmup_ratio,
+            weight_decay: opts.weight_decay,
+            grad_clip: opts.grad_clip,
+            mask_prob: 0.15,
+            hidden_dropout: hidden_p,
+            attention_dropout: attn_p,
+            group_by_length: opts.group_by_length,
+        };
+        let tokens = mlm_tokens(&model.tokenizer)?;
+        let losses = pretrain_mlm(
+            &cfg, &params, &seqs, &tokens, &mlm, &mut rng, interrupt, on_event,
+        )?;
+        for (i, l) in losses.iter().enumerate() {
+            metrics.push_str(&json!({"mlm_epoch": i + 1, "mlm_loss": l}).to_string());
+            metrics.push('\n');
+        }
+    }
     let mut reports = Vec::new();
     let (mut step, mut best, mut since_best) = (0usize, f64::NEG_INFINITY, 0usize);
     'epochs: for epoch in 1..=opts.epochs {
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        rng.shuffle(&mut order);
+        let order = epoch_batches(&train_lens, opts.batch_size, opts.group_by_length, &mut rng);
         let t0 = Instant::now();
         let (mut loss_sum, mut seen, mut batches) = (0.0, 0usize, 0usize);
-        for chunk in order.chunks(opts.batch_size) {
+        for chunk in &order {
             if step >= total || interrupt.is_some_and(|f| f.load(Ordering::SeqCst)) {
                 break;
             }

@@ -8,6 +8,8 @@ pub mod data;
 pub mod embed;
 pub mod finetune;
 pub mod npy;
+pub mod pretrain;
+pub mod scratch;
 pub mod tag;
 pub mod word2vec;
 

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod gguf;
+pub mod wordpiece;
 
 use crate::{Error, Result};
 use std::path::Path;

@@ -220,10 +220,12 @@ mod tests {
             .unwrap();
             assert_eq!(events, 3);
             assert!(r[0].loss > r[2].loss, "{r:?}");
-            assert!(
-                r.windows(2).all(|w| w[0].probe_loss > w[1].probe_loss),
-                "{r:?}"
-            );
+            // The toy converges within the first epoch, after which the probe loss only wobbles
+            // (with 2 Hogwild threads it is not monotone); it must stay far below the untrained
+            // loss, (1 + negative) ln 2. The per-epoch fall is checked on Shakespeare
+            // (tests/word2vec.rs).
+            let untrained = (1 + opts(threads).negative) as f64 * std::f64::consts::LN_2;
+            assert!(r.iter().all(|e| e.probe_loss < 0.5 * untrained), "{r:?}");
             assert!(r.iter().all(|r| r.words == c.vocab.total()));
             let near: Vec<String> = v
                 .similar("cat", 2)
