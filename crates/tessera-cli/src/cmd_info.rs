@@ -228,4 +228,8 @@ fn print_system() {
     if !lack.is_empty() {
         println!("simd (absent):   {}", lack.join(" "));
     }
+    println!(
+        "kernels:         {} (quantized products; TESSERA_SIMD caps it)",
+        tessera::kernels::quant::simd_level()
+    );
 }

@@ -11,7 +11,7 @@
 //! done and every worker has let go of `f`.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,32 +21,35 @@ const SPIN: Duration = Duration::from_millis(5);
 
 type Task<'a> = &'a (dyn Fn(usize) + Sync);
 
-/// One worker's acknowledgement slot, on its own cache line.
+/// One worker's parking flag, on its own cache line.
 #[repr(align(64))]
 #[derive(Default)]
 struct Slot {
-    /// The last epoch this worker has finished with.
-    done_epoch: AtomicUsize,
     /// Set while the worker is parked (or about to park).
     sleeping: AtomicBool,
 }
 
+/// `state` layout: the job's epoch in the high 32 bits, `CLOSED` once the caller has finished
+/// the job (no worker may join after that), and the number of workers inside it below.
+const CLOSED: u64 = 1 << 31;
+const ACTIVE: u64 = CLOSED - 1;
+
 struct Shared {
-    /// Incremented to publish a job.
-    epoch: AtomicUsize,
+    /// Epoch, closed flag and active workers of the current job (see `CLOSED`).
+    state: AtomicU64,
     /// The next task index to claim.
     next: AtomicUsize,
     /// Tasks of the current job.
     n_tasks: AtomicUsize,
-    /// The current job's function, lifetime erased; valid while `run` waits.
+    /// The current job's function, lifetime erased; valid while the job is open or has workers.
     job: UnsafeCell<Option<Task<'static>>>,
     stop: AtomicBool,
     slots: Vec<Slot>,
 }
 
-// SAFETY: `job` is written only by `run` while no worker reads it (all workers have acknowledged
-// the previous epoch and the new epoch is not yet published), and read by workers only between
-// the publication of an epoch and their acknowledgement of it.
+// SAFETY: `job` is written only by `run` while the previous job is closed with no worker inside
+// (so nobody reads it), and read by a worker only after it joined an open job (counted in
+// `state`), which `run` waits for before it returns.
 unsafe impl Sync for Shared {}
 
 /// A pool of threads kept hot for short jobs. See the module documentation.
@@ -62,7 +65,7 @@ impl HotPool {
     pub fn new(threads: usize) -> Self {
         let n_workers = threads.max(1) - 1;
         let shared = Arc::new(Shared {
-            epoch: AtomicUsize::new(0),
+            state: AtomicU64::new(CLOSED),
             next: AtomicUsize::new(0),
             n_tasks: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
@@ -117,15 +120,16 @@ impl HotPool {
         }
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
-        // SAFETY: every worker has acknowledged the previous epoch (checked at the end of the
-        // previous `run`), so none reads `job` now; the lifetime is erased only until the
-        // acknowledgements of this epoch below.
+        // SAFETY: the previous job is closed and has no worker inside (checked when it ended),
+        // so none reads `job` now; the lifetime is erased only until this job is closed empty.
         unsafe {
             *s.job.get() = Some(std::mem::transmute::<Task<'_>, Task<'static>>(f));
         }
         s.n_tasks.store(n_tasks, Ordering::Relaxed);
         s.next.store(0, Ordering::Relaxed);
-        let epoch = s.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let epoch = (s.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xffff_ffff;
+        // Open the job: new epoch, not closed, nobody inside.
+        s.state.store(epoch << 32, Ordering::SeqCst);
         for (w, slot) in s.slots.iter().enumerate() {
             if slot.sleeping.swap(false, Ordering::SeqCst) {
                 self.workers[w].thread().unpark();
@@ -133,16 +137,36 @@ impl HotPool {
         }
         let guard = AbortOnPanic;
         claim_tasks(s, f, n_tasks);
-        for slot in &s.slots {
-            while slot.done_epoch.load(Ordering::Acquire) != epoch {
-                std::hint::spin_loop();
+        // Close the job once no worker is inside; a worker that has not joined yet (e.g. not
+        // scheduled) never will, so it cannot hold the caller up.
+        let mut spins = 0u32;
+        loop {
+            let cur = s.state.load(Ordering::Acquire);
+            if cur & ACTIVE == 0
+                && s.state
+                    .compare_exchange(cur, cur | CLOSED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                break;
             }
+            backoff(&mut spins);
         }
         std::mem::forget(guard);
-        // SAFETY: all workers are done with this epoch.
+        // SAFETY: the job is closed with no worker inside.
         unsafe {
             *s.job.get() = None;
         }
+    }
+}
+
+/// Spin briefly, then yield the core (a peer we wait for may be waiting for it).
+#[inline]
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 256 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
 
@@ -169,41 +193,58 @@ fn claim_tasks(s: &Shared, f: Task<'_>, n_tasks: usize) {
 
 fn worker(s: &Shared, w: usize) {
     let slot = &s.slots[w];
-    let mut seen = 0usize;
+    let mut seen = 0u64;
     loop {
-        // Wait for a new epoch: spin, then park.
+        // Wait for a new open job: spin (yielding now and then), then park.
         let start = Instant::now();
         let mut spins = 0u32;
-        let epoch = loop {
-            let e = s.epoch.load(Ordering::Acquire);
-            if e != seen {
-                break e;
+        loop {
+            let cur = s.state.load(Ordering::Acquire);
+            let epoch = cur >> 32;
+            if epoch != seen {
+                if cur & CLOSED != 0 {
+                    seen = epoch; // finished without us
+                    continue;
+                }
+                // Join the open job.
+                if s.state
+                    .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    seen = epoch;
+                    break;
+                }
+                continue;
             }
             if s.stop.load(Ordering::Acquire) {
                 return;
             }
             spins += 1;
             if spins < 1 << 10 || start.elapsed() < SPIN {
-                std::hint::spin_loop();
+                if spins.is_multiple_of(64) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             // SeqCst pairs with `run`: either it sees `sleeping` and unparks, or this sees the
-            // new epoch.
+            // new job.
             slot.sleeping.store(true, Ordering::SeqCst);
-            if s.epoch.load(Ordering::SeqCst) == seen && !s.stop.load(Ordering::Acquire) {
+            if s.state.load(Ordering::SeqCst) >> 32 == seen && !s.stop.load(Ordering::Acquire) {
                 std::thread::park();
             }
             slot.sleeping.store(false, Ordering::Release);
             spins = 0;
-        };
-        // SAFETY: published before the epoch; valid until this worker acknowledges it.
+        }
+        // SAFETY: we are counted inside the open job, so `run` has not returned and `job` is
+        // its function until we leave.
         if let Some(f) = unsafe { *s.job.get() } {
             let guard = AbortOnPanic;
             claim_tasks(s, f, s.n_tasks.load(Ordering::Relaxed));
             std::mem::forget(guard);
         }
-        seen = epoch;
-        slot.done_epoch.store(epoch, Ordering::Release);
+        s.state.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
