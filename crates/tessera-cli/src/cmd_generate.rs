@@ -70,14 +70,28 @@ pub struct GenerateArgs {
     /// Print one JSON object at the end instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Send the prompt as it is. Without it, a model with a chat template (e.g. SmolLM2-Instruct)
+    /// gets the prompt as one user message through its template, with the assistant's turn
+    /// opened; models without a template always get the raw prompt.
+    #[arg(long)]
+    raw: bool,
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let params = a.sampling.params()?;
     let (model, tok) = load_generator(&tessera::hub::resolve(&a.model)?, &tessera::Device::Cpu)?;
     let cfg = model.config();
+    let templated = !a.raw && !a.prompt.is_empty() && tok.template().is_ok();
+    let mut ids = if templated {
+        let msgs = [tessera::tokenizer::chat::Message::new(
+            "user",
+            a.prompt.as_str(),
+        )];
+        tok.prompt_ids(&msgs, true)?
+    } else {
+        tok.tokenizer.encode(&a.prompt)?
+    };
     let tok = tok.tokenizer;
-    let mut ids = tok.encode(&a.prompt)?;
     if ids.is_empty() {
         // Nothing to condition on: start from the beginning-of-text token.
         let start = cfg
@@ -90,7 +104,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let stop = crate::interrupt_flag();
     let mut out = std::io::stdout().lock();
     let json = a.json;
-    if !json {
+    if !json && !templated {
         write!(out, "{}", a.prompt)?;
         out.flush()?;
     }

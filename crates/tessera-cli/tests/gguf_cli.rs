@@ -256,3 +256,40 @@ fn list_and_pull_without_pip() {
     let out = ok(&run(&["list"], None, &env));
     assert!(out.contains("smollm2-135m-instruct"), "{out}");
 }
+
+#[test]
+fn generate_uses_the_chat_template_unless_raw() {
+    let m = model();
+    let prompt = "Give me three tips for staying focused while studying.";
+    let args = |raw: bool| {
+        let mut a = vec![
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            prompt,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+            "--json",
+        ];
+        if raw {
+            a.push("--raw");
+        }
+        a
+    };
+    let templated: serde_json::Value =
+        serde_json::from_str(ok(&tessera(&args(false))).lines().last().unwrap()).unwrap();
+    // As an instruction through the template: llama.cpp's and transformers' answer begins so.
+    let text = templated["text"].as_str().unwrap();
+    assert!(text.starts_with("1. **Set Clear Goals**"), "{text}");
+    let raw: serde_json::Value =
+        serde_json::from_str(ok(&tessera(&args(true))).lines().last().unwrap()).unwrap();
+    let (tp, rp) = (
+        templated["prompt_tokens"].as_u64().unwrap(),
+        raw["prompt_tokens"].as_u64().unwrap(),
+    );
+    assert!(tp > rp, "templated prompt {tp} tokens, raw {rp}");
+    assert_eq!(raw["ids"].as_array().unwrap().len(), 8);
+}
