@@ -137,9 +137,7 @@ impl QuantLlama {
         let bytes = g.shared_bytes();
         let matrix = |name: &str, rows: usize, cols: usize| -> Result<QMatrix> {
             let info = g
-                .tensor_infos()
-                .iter()
-                .find(|t| t.name == name)
+                .tensor_info(name)
                 .ok_or_else(|| g.error(format!("missing tensor '{name}'")))?;
             let qtype = QType::from_ggml(info.ggml_type).ok_or_else(|| {
                 g.error(format!(

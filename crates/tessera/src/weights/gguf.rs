@@ -371,6 +371,11 @@ impl Gguf {
         }
     }
 
+    /// The location and type of the tensor called `name`.
+    pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+    }
+
     /// The tensor called `name`.
     pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
         self.tensor_index

@@ -275,7 +275,7 @@ pub(crate) fn matmul(
         });
         return;
     }
-    if n >= F32_GEMM_MIN_ROWS && std::env::var_os("TESSERA_PREFILL_INT8").is_none() {
+    if n >= F32_GEMM_MIN_ROWS && !int8_prefill_forced() {
         gemm_f32_tiles(t, w, rows, cols, x, n, out, par);
         return;
     }
@@ -296,6 +296,12 @@ pub(crate) fn matmul(
 /// the per-block integer products. `TESSERA_PREFILL_INT8=1` keeps the integer path (llama.cpp's
 /// arithmetic) for every size.
 pub const F32_GEMM_MIN_ROWS: usize = 64;
+/// Whether `TESSERA_PREFILL_INT8` is set (read once, not per product).
+fn int8_prefill_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var_os("TESSERA_PREFILL_INT8").is_some())
+}
+
 /// Weight rows per dequantized tile.
 const GEMM_TILE_ROWS: usize = 64;
 
