@@ -6,8 +6,6 @@ use super::dequant::dequantize_into;
 use super::formats::QType;
 use super::matmul::{self, Parallel, Rayon};
 use super::SimdLevel;
-#[allow(unused_imports)]
-use crate::util::pool::HotPool;
 use crate::{Error, Result};
 
 /// The bytes behind a matrix: owned (`Arc<[u8]>`) or any shared buffer such as a memory map.
@@ -159,13 +157,13 @@ impl QMatrix {
     /// (`RAYON_NUM_THREADS`); allocates nothing once the thread's scratch has grown.
     ///
     /// Speed: for many small products in a row (a decode step), use [`QMatrix::matmul_on`] with a
-    /// [`HotPool`]: handing each product to rayon and waiting for it costs about 30 µs per call on
+    /// [`HotPool`](crate::util::pool::HotPool): handing each product to rayon and waiting for it costs about 30 µs per call on
     /// the 2-core test machine, more than a 576 x 576 Q4_1 product itself (about 10 µs).
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
         self.matmul_with(SimdLevel::detect(), x, n, out)
     }
 
-    /// [`QMatrix::matmul`] on the threads of `par` (a [`HotPool`], or [`Rayon`]).
+    /// [`QMatrix::matmul`] on the threads of `par` (a [`HotPool`](crate::util::pool::HotPool), or [`Rayon`]).
     pub fn matmul_on(
         &self,
         par: &dyn Parallel,
