@@ -165,43 +165,49 @@ fn simd_kernels_equal_scalar_exactly_on_integer_data() {
     }
 }
 
+/// `m` times `x` (n rows; activations in blocks of `block`) with the scalar kernel equals the f32
+/// product of the dequantized weights and activations (1e-4 of the error scale), and every SIMD
+/// level equals the scalar kernel (1e-5).
+fn check_against_dequantized(m: &QMatrix, x: &[f32], n: usize, block: usize) {
+    let (t, rows, cols) = (m.qtype(), m.rows(), m.cols());
+    let xq = dequantized_acts(x, n, cols, block);
+    let (mut want, scale) = reference(&m.dequantize(), &xq, n, rows, cols);
+    if matches!(t, QType::Q4_1 | QType::Q5_1) {
+        // GGML's Q4_1/Q5_1 products use s = f16(d Σq) for Σx; model that rounding.
+        let mut a = Acts::default();
+        a.quantize(x, n, cols, 32);
+        let nb = cols / 32;
+        for j in 0..n {
+            for r in 0..rows {
+                let row = &m.bytes()[r * nb * t.block_bytes()..];
+                for b in 0..nb {
+                    let blk = &row[b * t.block_bytes()..];
+                    let mw = half_at(blk, 2);
+                    let i = j * nb + b;
+                    want[j * rows + r] += mw * (a.s[i] - a.d[i] * a.sum[i] as f32);
+                }
+            }
+        }
+    }
+    let mut scalar = vec![0f32; n * rows];
+    m.matmul_with(SimdLevel::Scalar, x, n, &mut scalar).unwrap();
+    assert_close(&format!("{t} scalar"), &scalar, &want, &scale, 1e-4);
+    for level in levels() {
+        let mut got = vec![0f32; n * rows];
+        m.matmul_with(level, x, n, &mut got).unwrap();
+        assert_close(&format!("{t} {level:?}"), &got, &scalar, &scale, 1e-5);
+    }
+}
+
 #[test]
 fn kernels_match_the_dequantized_product() {
     let mut rng = Rng::new(2);
     // 192 x 576 (GQA k/v: 4-block steps and a pair), 17 blocks (an odd tail), 7 blocks (4 + 2 + 1).
     for (rows, cols, n) in [(192, 576, 1), (192, 576, 7), (33, 544, 5), (9, 224, 6)] {
         let x = randn(&mut rng, n * cols);
-        let xq = dequantized_acts(&x, n, cols, 32);
         for t in BLOCK32 {
             let w = quantize(t, &randn(&mut rng, rows * cols)).unwrap();
-            let m = QMatrix::new(t, rows, cols, w).unwrap();
-            let (mut want, scale) = reference(&m.dequantize(), &xq, n, rows, cols);
-            if matches!(t, QType::Q4_1 | QType::Q5_1) {
-                // GGML's Q4_1/Q5_1 products use s = f16(d Σq) for Σx; model that rounding.
-                let mut a = Acts::default();
-                a.quantize(&x, n, cols, 32);
-                let nb = cols / 32;
-                for j in 0..n {
-                    for r in 0..rows {
-                        let row = &m.bytes()[r * nb * t.block_bytes()..];
-                        for b in 0..nb {
-                            let blk = &row[b * t.block_bytes()..];
-                            let mw = half_at(blk, 2);
-                            let i = j * nb + b;
-                            want[j * rows + r] += mw * (a.s[i] - a.d[i] * a.sum[i] as f32);
-                        }
-                    }
-                }
-            }
-            let mut scalar = vec![0f32; n * rows];
-            m.matmul_with(SimdLevel::Scalar, &x, n, &mut scalar)
-                .unwrap();
-            assert_close(&format!("{t} scalar"), &scalar, &want, &scale, 1e-4);
-            for level in levels() {
-                let mut got = vec![0f32; n * rows];
-                m.matmul_with(level, &x, n, &mut got).unwrap();
-                assert_close(&format!("{t} {level:?}"), &got, &scalar, &scale, 1e-5);
-            }
+            check_against_dequantized(&QMatrix::new(t, rows, cols, w).unwrap(), &x, n, 32);
         }
     }
 }
@@ -212,37 +218,9 @@ fn k_quant_kernels_match_the_dequantized_product() {
     let (rows, cols) = (24, 512);
     for n in [1, 6] {
         let x = randn(&mut rng, n * cols);
-        let xq = dequantized_acts(&x, n, cols, 256);
         for t in KQUANTS {
             let w = random_blocks(&mut rng, t, rows * cols, |r| (r.uniform_f32() - 0.5) * 0.1);
-            let m = QMatrix::new(t, rows, cols, w).unwrap();
-            let (mut want, scale) = reference(&m.dequantize(), &xq, n, rows, cols);
-            if matches!(t, QType::Q4_1 | QType::Q5_1) {
-                // GGML's Q4_1/Q5_1 products use s = f16(d Σq) for Σx; model that rounding.
-                let mut a = Acts::default();
-                a.quantize(&x, n, cols, 32);
-                let nb = cols / 32;
-                for j in 0..n {
-                    for r in 0..rows {
-                        let row = &m.bytes()[r * nb * t.block_bytes()..];
-                        for b in 0..nb {
-                            let blk = &row[b * t.block_bytes()..];
-                            let mw = half_at(blk, 2);
-                            let i = j * nb + b;
-                            want[j * rows + r] += mw * (a.s[i] - a.d[i] * a.sum[i] as f32);
-                        }
-                    }
-                }
-            }
-            let mut scalar = vec![0f32; n * rows];
-            m.matmul_with(SimdLevel::Scalar, &x, n, &mut scalar)
-                .unwrap();
-            assert_close(&format!("{t} scalar"), &scalar, &want, &scale, 1e-4);
-            for level in levels() {
-                let mut got = vec![0f32; n * rows];
-                m.matmul_with(level, &x, n, &mut got).unwrap();
-                assert_close(&format!("{t} {level:?}"), &got, &scalar, &scale, 1e-5);
-            }
+            check_against_dequantized(&QMatrix::new(t, rows, cols, w).unwrap(), &x, n, 256);
         }
     }
 }
