@@ -26,6 +26,8 @@ pub enum BenchCmd {
     Train(BenchTrainArgs),
     /// Sentence-embedding throughput, as the peers' st_speed.py measures it.
     Embed(crate::cmd_bench_embed::BenchEmbedArgs),
+    /// Fine-tuning throughput of an encoder (classification or NER), as scripts/finetune_hf_speed.py measures the PyTorch loop.
+    Finetune(crate::cmd_bench_finetune::BenchFinetuneArgs),
     /// Quantized mat-vec / mat-mat speed on SmolLM2-135M's shapes (GFLOP/s, GB/s) per type and threads.
     Quant(cmd_bench_quant::BenchQuantArgs),
 }
@@ -81,6 +83,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     match cmd {
         BenchCmd::Embed(a) => crate::cmd_bench_embed::run(a),
+        BenchCmd::Finetune(a) => crate::cmd_bench_finetune::run(a),
         BenchCmd::Quant(a) => cmd_bench_quant::run(a),
         BenchCmd::Train(a) => {
             let opts = BenchTrainOptions {

@@ -2,6 +2,7 @@
 
 mod cmd_bench;
 mod cmd_bench_embed;
+mod cmd_bench_finetune;
 mod cmd_chat;
 mod cmd_embed;
 mod cmd_eval;

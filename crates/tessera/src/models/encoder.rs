@@ -492,6 +492,109 @@ impl Bert {
         Ok(x)
     }
 
+    /// Hidden states of the last block for a packed batch (no padding): (N, C), where sequence i
+    /// is rows `packed.offsets[i]..packed.offsets[i + 1]`. The same numbers as [`Bert::forward`]
+    /// at the real tokens, without computing anything for padding; used for training and
+    /// inference by the tasks.
+    pub fn forward_packed(
+        &self,
+        packed: &Packed,
+        drop: Option<&mut EncoderDropout<'_>>,
+    ) -> Result<Tensor> {
+        if packed.max_len > self.cfg.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "sequence of {} tokens exceeds the model's maximum of {}",
+                packed.max_len, self.cfg.max_position_embeddings
+            )));
+        }
+        if let Some(&id) = packed.ids_host.iter().max() {
+            if id as usize >= self.cfg.vocab_size {
+                return Err(Error::Input(format!(
+                    "token id {id} is outside the vocabulary of {}",
+                    self.cfg.vocab_size
+                )));
+            }
+        }
+        let mut x = self.word.index_select(&packed.ids, 0)?; // (N, C)
+        x = (x + self.position.index_select(&packed.positions, 0)?)?;
+        x = match &packed.token_types {
+            Some(tt) => (x + self.token_type.index_select(tt, 0)?)?,
+            None => x.broadcast_add(&self.token_type.narrow(0, 0, 1)?)?,
+        };
+        x = self.emb_norm.forward(&x)?;
+        let mut drop = drop;
+        if let Some(d) = drop.as_deref_mut() {
+            x = Dropout {
+                p: d.hidden,
+                rng: &mut *d.rng,
+            }
+            .apply(&x)?;
+        }
+        for block in &self.blocks {
+            let attn = &block.attn;
+            let qkv = match &attn.qkv {
+                QkvProj::Fused(l) => l.forward(&x)?,
+                QkvProj::Split { q, k, v } => {
+                    // One product for q, k and v: the three weights side by side.
+                    let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+                    let b = match (q.bias(), k.bias(), v.bias()) {
+                        (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)?),
+                        _ => None,
+                    };
+                    match b {
+                        Some(b) => Linear::new(w, Some(b)).forward(&x)?,
+                        None => Tensor::cat(&[q.forward(&x)?, k.forward(&x)?, v.forward(&x)?], 1)?,
+                    }
+                }
+            }; // (N, 3 C)
+            let dropout = match drop.as_deref_mut() {
+                Some(d) if d.attention > 0.0 => Some((d.attention as f64, d.rng.next_u64())),
+                _ => None,
+            };
+            let a = crate::kernels::encoder_attention::packed_attention(
+                &qkv,
+                packed.offsets.clone(),
+                attn.num_heads,
+                attn.head_dim,
+                dropout,
+            )?;
+            let mut a = attn.out.forward(&a)?;
+            if let Some(d) = drop.as_deref_mut() {
+                a = Dropout {
+                    p: d.hidden,
+                    rng: &mut *d.rng,
+                }
+                .apply(&a)?;
+            }
+            let y = block.norm1.forward(&(x + a)?)?;
+            let mut m = block.mlp.forward(&y)?;
+            if let Some(d) = drop.as_deref_mut() {
+                m = Dropout {
+                    p: d.hidden,
+                    rng: &mut *d.rng,
+                }
+                .apply(&m)?;
+            }
+            x = block.norm2.forward(&(y + m)?)?;
+        }
+        Ok(x)
+    }
+
+    /// The first token's hidden state of each sequence of a packed batch: (N, C) -> (B, C).
+    pub fn first_tokens(&self, hidden: &Tensor, packed: &Packed) -> Result<Tensor> {
+        Ok(hidden.index_select(&packed.first_rows()?, 0)?)
+    }
+
+    /// BERT's pooled output of a packed batch: tanh(pooler(first token)), (N, C) -> (B, C).
+    pub fn pool_packed(&self, hidden: &Tensor, packed: &Packed) -> Result<Tensor> {
+        let pooler = self.pooler.as_ref().ok_or_else(|| {
+            Error::Input("this checkpoint has no pooler (pooler.dense) to pool with".into())
+        })?;
+        Ok(pooler
+            .forward(&self.first_tokens(hidden, packed)?)?
+            .tanh()?)
+    }
+
     /// BERT's pooled output: tanh(pooler(h[:, 0])) for hidden states (B, T, C) -> (B, C).
     pub fn pool(&self, hidden: &Tensor) -> Result<Tensor> {
         let pooler = self.pooler.as_ref().ok_or_else(|| {
@@ -523,4 +626,105 @@ pub fn load_float_tensors(
         }
     }
     Ok((out, st))
+}
+
+/// A batch of token sequences packed end to end without padding: sequence i is rows
+/// `offsets[i]..offsets[i + 1]` of the packed (N, ...) tensors.
+#[derive(Clone, Debug)]
+pub struct Packed {
+    /// Token ids (N,) u32.
+    pub ids: Tensor,
+    /// Position of each token in its sequence (N,) u32.
+    pub positions: Tensor,
+    /// Token types (N,) u32; none = all 0.
+    pub token_types: Option<Tensor>,
+    /// B + 1 row offsets.
+    pub offsets: std::sync::Arc<[usize]>,
+    /// The longest sequence.
+    pub max_len: usize,
+    ids_host: Vec<u32>,
+}
+
+impl Packed {
+    /// Pack `seqs` (each non-empty) onto `device`.
+    pub fn new(seqs: &[&[u32]], device: &Device) -> Result<Self> {
+        if seqs.is_empty() || seqs.iter().any(|s| s.is_empty()) {
+            return Err(Error::Input("empty batch or empty sequence".into()));
+        }
+        let n: usize = seqs.iter().map(|s| s.len()).sum();
+        let mut ids = Vec::with_capacity(n);
+        let mut pos = Vec::with_capacity(n);
+        let mut offsets = Vec::with_capacity(seqs.len() + 1);
+        offsets.push(0);
+        for s in seqs {
+            ids.extend_from_slice(s);
+            pos.extend(0..s.len() as u32);
+            offsets.push(ids.len());
+        }
+        Ok(Packed {
+            ids: Tensor::from_slice(&ids, n, device)?,
+            positions: Tensor::from_vec(pos, n, device)?,
+            token_types: None,
+            offsets: offsets.into(),
+            max_len: seqs.iter().map(|s| s.len()).max().unwrap_or(0),
+            ids_host: ids,
+        })
+    }
+
+    /// With token types (one per token, same layout as the ids).
+    pub fn with_token_types(mut self, types: &[&[u32]]) -> Result<Self> {
+        let flat: Vec<u32> = types.iter().flat_map(|t| t.iter().copied()).collect();
+        if flat.len() != self.ids_host.len() {
+            return Err(Error::Input(
+                "token types do not match the token ids".into(),
+            ));
+        }
+        self.token_types = Some(Tensor::from_vec(
+            flat,
+            self.ids_host.len(),
+            self.ids.device(),
+        )?);
+        Ok(self)
+    }
+
+    /// Number of sequences.
+    pub fn batch(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Total tokens N.
+    pub fn tokens(&self) -> usize {
+        self.ids_host.len()
+    }
+
+    /// Row of token `i` of sequence `b`.
+    pub fn row(&self, b: usize, i: usize) -> usize {
+        self.offsets[b] + i
+    }
+
+    /// Length of sequence `b`.
+    pub fn len_of(&self, b: usize) -> usize {
+        self.offsets[b + 1] - self.offsets[b]
+    }
+
+    /// Rows of each sequence's first token (B,) u32.
+    pub fn first_rows(&self) -> Result<Tensor> {
+        let rows: Vec<u32> = self.offsets[..self.batch()]
+            .iter()
+            .map(|&o| o as u32)
+            .collect();
+        Ok(Tensor::from_vec(rows, self.batch(), self.ids.device())?)
+    }
+
+    /// Per-sequence mean of packed rows (N, C) -> (B, C) (mean pooling without padding).
+    pub fn mean_rows(&self, x: &Tensor) -> Result<Tensor> {
+        let mut means = Vec::with_capacity(self.batch());
+        for b in 0..self.batch() {
+            means.push(
+                x.narrow(0, self.offsets[b], self.len_of(b))?
+                    .mean_keepdim(0)?,
+            );
+        }
+        Ok(Tensor::cat(&means, 0)?)
+    }
 }

@@ -68,6 +68,11 @@ impl Linear {
         }
     }
 
+    /// The bias, when the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     /// The quantized weight, for a quantized layer.
     pub fn qmatrix(&self) -> Option<&QMatrix> {
         match &self.kind {

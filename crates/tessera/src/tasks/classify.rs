@@ -9,7 +9,7 @@
 
 use super::encoder_tokenizer;
 use crate::models::encoder::{
-    bert_param_specs, detect_prefix, load_float_tensors, Bert, BertConfig, EncoderDropout,
+    bert_param_specs, detect_prefix, load_float_tensors, Bert, BertConfig, EncoderDropout, Packed,
 };
 use crate::models::params::{safetensors_bytes, Init, ParamSpec};
 use crate::models::ParamStore;
@@ -341,6 +341,32 @@ impl Classifier {
         Ok(self.classifier.forward(&x)?)
     }
 
+    /// Logits of a packed batch (no padding computed): (B, L) for a sequence head; for a token
+    /// head (R, L) at the packed rows `rows` (all N rows when none). Dropout while training when
+    /// `drop` is given.
+    pub fn logits_packed(
+        &self,
+        packed: &Packed,
+        rows: Option<&Tensor>,
+        mut drop: Option<&mut EncoderDropout<'_>>,
+    ) -> Result<Tensor> {
+        let h = self.bert.forward_packed(packed, drop.as_deref_mut())?; // (N, C)
+        let x = match (self.kind, rows) {
+            (HeadKind::Sequence, _) => self.bert.pool_packed(&h, packed)?, // (B, C)
+            (HeadKind::Token, Some(r)) => h.index_select(r, 0)?,           // (R, C)
+            (HeadKind::Token, None) => h,
+        };
+        let x = match drop {
+            Some(d) => Dropout {
+                p: d.hidden,
+                rng: &mut *d.rng,
+            }
+            .apply(&x)?,
+            None => x,
+        };
+        Ok(self.classifier.forward(&x)?)
+    }
+
     /// Token ids of `text`, truncated at `max_len`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self
@@ -366,8 +392,11 @@ impl Classifier {
         let mut out = vec![Vec::new(); ids.len()];
         for bucket in super::length_buckets(&lens, batch_size) {
             let seqs: Vec<&[u32]> = bucket.iter().map(|&i| ids[i].as_slice()).collect();
-            let (x, m) = super::pad_batch(&seqs, self.cfg.pad_token_id, self.bert.device())?;
-            let p = crate::nn::loss::softmax(&self.logits(&x, &m, None)?)?.to_vec2::<f32>()?;
+            let packed = Packed::new(&seqs, self.bert.device())?;
+            let logits = self.logits_packed(&packed, None, None)?;
+            let p = crate::nn::loss::softmax(&logits)?
+                .to_dtype(DType::F32)?
+                .to_vec2::<f32>()?;
             for (&i, row) in bucket.iter().zip(p) {
                 out[i] = row;
             }

@@ -3,10 +3,10 @@
 //! `sentence_bert_config.json`): CLS, mean, max or mean-sqrt-len pooling over the real tokens,
 //! optionally L2-normalized.
 
-use super::{encoder_tokenizer, length_buckets, pad_batch};
-use crate::models::encoder::Bert;
+use super::{encoder_tokenizer, length_buckets};
+use crate::models::encoder::{Bert, Packed};
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use serde_json::Value;
 use std::path::Path;
 
@@ -121,41 +121,42 @@ fn read_pooling(path: &Path) -> Result<Vec<Pooling>> {
     Ok(out)
 }
 
-/// Pool hidden states (B, T, C) over the real tokens of `mask` (B, T) (1 = token) -> (B, k C),
-/// one block of C per pooling mode.
-pub fn pool(hidden: &Tensor, mask: &Tensor, poolings: &[Pooling]) -> Result<Tensor> {
-    let (_b, _t, c) = hidden.dims3()?;
-    let m = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?; // (B, T, 1)
-    let count = m.sum(1)?.clamp(1e-9, f64::INFINITY)?; // (B, 1)
-    let mut parts = Vec::with_capacity(poolings.len());
-    for p in poolings {
-        parts.push(match p {
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Max => {
-                // Padding set to -1e9 first, as sentence-transformers does.
-                let neg = ((m.ones_like()? - &m)? * -1e9)?; // (B, T, 1)
-                hidden.broadcast_mul(&m)?.broadcast_add(&neg)?.max(1)?
+/// Pool the hidden states of a packed batch (N rows of width C, sequence i at rows
+/// `offsets[i]..offsets[i + 1]`) into one vector per sequence: the poolings side by side
+/// (C each), as sentence-transformers' `Pooling` computes them over the real tokens.
+pub fn pool(hidden: &[f32], c: usize, offsets: &[usize], poolings: &[Pooling]) -> Vec<Vec<f32>> {
+    offsets
+        .windows(2)
+        .map(|w| {
+            let rows = &hidden[w[0] * c..w[1] * c];
+            let n = (w[1] - w[0]).max(1);
+            let mut out = Vec::with_capacity(c * poolings.len());
+            for p in poolings {
+                match p {
+                    Pooling::Cls => out.extend_from_slice(&rows[..c]),
+                    Pooling::Max => out.extend((0..c).map(|j| {
+                        rows.chunks(c)
+                            .map(|r| r[j])
+                            .fold(f32::NEG_INFINITY, f32::max)
+                    })),
+                    Pooling::Mean | Pooling::MeanSqrtLen => {
+                        let mut sum = vec![0f64; c];
+                        for r in rows.chunks(c) {
+                            for (s, &x) in sum.iter_mut().zip(r) {
+                                *s += x as f64;
+                            }
+                        }
+                        let div = match p {
+                            Pooling::Mean => n as f64,
+                            _ => (n as f64).sqrt(),
+                        };
+                        out.extend(sum.iter().map(|s| (s / div) as f32));
+                    }
+                }
             }
-            Pooling::Mean => hidden.broadcast_mul(&m)?.sum(1)?.broadcast_div(&count)?,
-            Pooling::MeanSqrtLen => hidden
-                .broadcast_mul(&m)?
-                .sum(1)?
-                .broadcast_div(&count.sqrt()?)?,
-        });
-    }
-    let out = Tensor::cat(&parts, 1)?;
-    debug_assert_eq!(out.dim(1)?, c * poolings.len());
-    Ok(out)
-}
-
-/// `x / max(||x||, 1e-12)` per row of (B, D).
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let n = x
-        .sqr()?
-        .sum_keepdim(1)?
-        .sqrt()?
-        .clamp(1e-12, f64::INFINITY)?; // (B, 1)
-    Ok(x.broadcast_div(&n)?)
+            out
+        })
+        .collect()
 }
 
 /// A sentence-embedding model.
@@ -230,18 +231,31 @@ impl Embedder {
         Ok(out)
     }
 
-    /// One padded batch -> one vector per sequence.
+    /// One batch, packed without padding -> one vector per sequence.
     fn embed_batch(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         if seqs.iter().any(|s| s.is_empty()) {
             return Err(Error::Input("cannot embed an empty token sequence".into()));
         }
-        let (ids, mask) = pad_batch(seqs, self.model.cfg.pad_token_id, self.model.device())?;
-        let hidden = self.model.forward(&ids, Some(&mask), None, None)?; // (B, T, C)
-        let mut v = pool(&hidden, &mask, &self.cfg.poolings)?; // (B, D)
+        let packed = Packed::new(seqs, self.model.device())?;
+        let hidden = self.model.forward_packed(&packed, None)?; // (N, C)
+        let c = hidden.dim(1)?;
+        let flat = hidden
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut v = pool(&flat, c, &packed.offsets, &self.cfg.poolings);
         if self.cfg.normalize {
-            v = l2_normalize(&v)?;
+            for row in v.iter_mut() {
+                let norm = row
+                    .iter()
+                    .map(|&x| x as f64 * x as f64)
+                    .sum::<f64>()
+                    .sqrt()
+                    .max(1e-12);
+                row.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+            }
         }
-        Ok(v.to_dtype(DType::F32)?.to_vec2()?)
+        Ok(v)
     }
 }
 

@@ -12,7 +12,7 @@ use super::data::{check_known, label_set, Labelled, Tagged};
 use super::pretrain::{pretrain_mlm, MlmOptions, MlmTokens};
 use super::scratch::{is_scratch_config, scratch_encoder, ScratchTokenizer};
 use super::tag::encode_words;
-use crate::models::encoder::EncoderDropout;
+use crate::models::encoder::{EncoderDropout, Packed};
 use crate::train::optim::{global_norm, AdamW};
 use crate::util::rng::Rng;
 use crate::{Error, Result};
@@ -301,61 +301,37 @@ pub fn linear_lr(step: usize, lr: f64, warmup: usize, total: usize) -> f64 {
     lr * (total.saturating_sub(step) as f64 / total.saturating_sub(warmup).max(1) as f64)
 }
 
-/// (ids, mask) of a batch, plus flattened valid positions and their targets.
+/// A packed batch, the packed rows of its labelled tokens (token head) and their targets.
 fn batch_tensors(
     ex: &[&Example],
     kind: HeadKind,
-    pad: u32,
     device: &Device,
-) -> Result<(Tensor, Tensor, Option<Tensor>, Tensor)> {
+) -> Result<(Packed, Option<Tensor>, Tensor)> {
     let seqs: Vec<&[u32]> = ex.iter().map(|e| e.ids.as_slice()).collect();
-    let (ids, mask) = super::pad_batch(&seqs, pad, device)?;
+    let packed = Packed::new(&seqs, device)?;
     match kind {
         HeadKind::Sequence => {
             let y: Vec<u32> = ex.iter().map(|e| e.class).collect();
-            Ok((ids, mask, None, Tensor::new(y.as_slice(), device)?))
+            Ok((packed, None, Tensor::new(y.as_slice(), device)?))
         }
         HeadKind::Token => {
-            let t = ids.dim(1)?;
-            let (mut pos, mut y) = (Vec::new(), Vec::new());
+            let (mut rows, mut y) = (Vec::new(), Vec::new());
             for (b, e) in ex.iter().enumerate() {
                 for (i, &target) in e.targets.iter().enumerate() {
                     if target != IGNORE {
-                        pos.push((b * t + i) as u32);
+                        rows.push(packed.row(b, i) as u32);
                         y.push(target);
                     }
                 }
             }
-            if pos.is_empty() {
-                pos.push(0);
+            if rows.is_empty() {
+                rows.push(0);
                 y.push(0); // degenerate batch: never happens with real sentences (every word has a piece)
             }
-            Ok((
-                ids,
-                mask,
-                Some(Tensor::new(pos.as_slice(), device)?),
-                Tensor::new(y.as_slice(), device)?,
-            ))
+            let rows = Tensor::new(rows.as_slice(), device)?;
+            Ok((packed, Some(rows), Tensor::new(y.as_slice(), device)?))
         }
     }
-}
-
-/// Logits of the labelled positions (N, L) of a batch.
-fn selected_logits(
-    model: &Classifier,
-    ids: &Tensor,
-    mask: &Tensor,
-    pos: Option<&Tensor>,
-    drop: Option<&mut EncoderDropout<'_>>,
-) -> Result<Tensor> {
-    let logits = model.logits(ids, mask, drop)?;
-    Ok(match pos {
-        None => logits, // (B, L)
-        Some(p) => {
-            let (b, t, l) = logits.dims3()?;
-            logits.reshape((b * t, l))?.index_select(p, 0)? // (N, L)
-        }
-    })
 }
 
 /// Dev loss, score and report.
@@ -371,15 +347,11 @@ fn evaluate(
     let mut tags: Vec<Vec<String>> = vec![Vec::new(); dev.len()];
     for bucket in super::length_buckets(&lens, 32) {
         let ex: Vec<&Example> = bucket.iter().map(|&i| &dev[i]).collect();
-        let (ids, mask, pos, y) =
-            batch_tensors(&ex, kind, model.cfg.pad_token_id, model.bert.device())?;
-        let logits = model.logits(&ids, &mask, None)?;
-        let sel = match &pos {
+        let (packed, rows, y) = batch_tensors(&ex, kind, model.bert.device())?;
+        let logits = model.logits_packed(&packed, None, None)?; // (B, L) or (N, L)
+        let sel = match &rows {
             None => logits.clone(),
-            Some(p) => {
-                let (b, t, l) = logits.dims3()?;
-                logits.reshape((b * t, l))?.index_select(p, 0)?
-            }
+            Some(r) => logits.index_select(r, 0)?,
         };
         let n = y.dim(0)?;
         loss_sum += crate::nn::loss::cross_entropy(&sel, &y)?.to_scalar::<f32>()? as f64 * n as f64;
@@ -391,13 +363,13 @@ fn evaluate(
                 }
             }
             HeadKind::Token => {
-                let pred = logits.argmax(2)?.to_vec2::<u32>()?;
-                for (&i, row) in bucket.iter().zip(pred) {
+                let pred = logits.argmax(1)?.to_vec1::<u32>()?; // (N,)
+                for (b, &i) in bucket.iter().enumerate() {
                     tags[i] = dev[i]
                         .firsts
                         .iter()
                         .map(|f| {
-                            f.map(|p| model.labels[row[p] as usize].clone())
+                            f.map(|p| model.labels[pred[packed.row(b, p)] as usize].clone())
                                 .unwrap_or_else(|| "O".into())
                         })
                         .collect();
@@ -485,6 +457,7 @@ pub fn finetune(
             labels
         )));
     }
+    crate::train::runtime::prepare_for_training();
     let device = Device::Cpu;
     let mut rng = Rng::new(opts.seed);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -588,13 +561,13 @@ pub fn finetune(
                 break;
             }
             let ex: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
-            let (ids, mask, pos, y) = batch_tensors(&ex, kind, cfg.pad_token_id, &device)?;
+            let (packed, rows, y) = batch_tensors(&ex, kind, &device)?;
             let mut drop = EncoderDropout {
                 hidden: hidden_p,
                 attention: attn_p,
                 rng: &mut rng,
             };
-            let logits = selected_logits(&model, &ids, &mask, pos.as_ref(), Some(&mut drop))?;
+            let logits = model.logits_packed(&packed, rows.as_ref(), Some(&mut drop))?;
             let loss = crate::nn::loss::cross_entropy(&logits, &y)?;
             let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let store = loss.backward()?;

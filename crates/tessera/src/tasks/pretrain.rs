@@ -6,7 +6,7 @@
 //! transformer above a bag-of-n-grams baseline.
 
 use super::finetune::{epoch_batches, linear_lr, Event};
-use crate::models::encoder::{Bert, BertConfig, EncoderDropout};
+use crate::models::encoder::{Bert, BertConfig, EncoderDropout, Packed};
 use crate::models::params::{Init, ParamSpec};
 use crate::models::ParamStore;
 use crate::nn::{Linear, Norm};
@@ -229,12 +229,11 @@ pub fn pretrain_mlm(
                 targets.push(t);
             }
             let refs: Vec<&[u32]> = masked.iter().map(Vec::as_slice).collect();
-            let (ids, mask) = super::pad_batch(&refs, cfg.pad_token_id, &device)?;
-            let width = ids.dim(1)?;
-            let (mut pos, mut y) = (Vec::new(), Vec::new());
+            let packed = Packed::new(&refs, &device)?;
+            let (mut rows, mut y) = (Vec::new(), Vec::new());
             for (b, ts) in targets.iter().enumerate() {
                 for &(i, id) in ts {
-                    pos.push((b * width + i) as u32);
+                    rows.push(packed.row(b, i) as u32);
                     y.push(id);
                 }
             }
@@ -243,10 +242,8 @@ pub fn pretrain_mlm(
                 attention: opts.attention_dropout,
                 rng: &mut *rng,
             };
-            let h = bert.forward(&ids, Some(&mask), None, Some(&mut drop))?; // (B, T, C)
-            let h = h
-                .reshape((chunk.len() * width, cfg.hidden_size))?
-                .index_select(&Tensor::new(pos.as_slice(), &device)?, 0)?; // (N, C)
+            let h = bert.forward_packed(&packed, Some(&mut drop))?; // (N, C)
+            let h = h.index_select(&Tensor::new(rows.as_slice(), &device)?, 0)?; // (R, C)
             let x = crate::nn::mlp::activate(&transform.forward(&h)?, cfg.activation)?;
             let logits = decoder.forward(&norm.forward(&x)?)?; // (N, V)
             let loss =

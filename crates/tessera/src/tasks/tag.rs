@@ -83,14 +83,17 @@ impl Classifier {
         let mut out = vec![Vec::new(); sentences.len()];
         for bucket in super::length_buckets(&lens, batch_size) {
             let seqs: Vec<&[u32]> = bucket.iter().map(|&i| enc[i].0.as_slice()).collect();
-            let (x, m) = super::pad_batch(&seqs, self.cfg.pad_token_id, self.bert.device())?;
-            let pred = self.logits(&x, &m, None)?.argmax(2)?.to_vec2::<u32>()?; // (B, T)
-            for (&i, row) in bucket.iter().zip(pred) {
+            let packed = crate::models::encoder::Packed::new(&seqs, self.bert.device())?;
+            let pred = self
+                .logits_packed(&packed, None, None)?
+                .argmax(1)?
+                .to_vec1::<u32>()?; // (N,)
+            for (b, &i) in bucket.iter().enumerate() {
                 out[i] = enc[i]
                     .1
                     .iter()
                     .map(|p| match p {
-                        Some(p) => self.labels[row[*p] as usize].clone(),
+                        Some(p) => self.labels[pred[packed.row(b, *p)] as usize].clone(),
                         None => "O".to_string(),
                     })
                     .collect();
