@@ -274,10 +274,15 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
                 t_phase = std::time::Instant::now();
             }
             bar.set_position(step as u64);
-            let msg = format!(
-                "loss {loss:.4} | lr {lr:.2e} | {:.1} ex/s",
-                step as f64 * opts.batch_size as f64 / t_phase.elapsed().as_secs_f64()
-            );
+            // The clock starts when step 1 ends: the rate counts the steps after it.
+            let rate = match step {
+                1 => String::new(),
+                _ => format!(
+                    " | {:.1} ex/s",
+                    (step - 1) as f64 * opts.batch_size as f64 / t_phase.elapsed().as_secs_f64()
+                ),
+            };
+            let msg = format!("loss {loss:.4} | lr {lr:.2e}{rate}");
             bar.set_message(msg.clone());
             if bar.is_hidden() && (step % log_every == 0 || step == 1) {
                 eprintln!("step {step}/{total} {msg}");
