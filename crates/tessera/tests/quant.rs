@@ -312,7 +312,35 @@ fn ggml_ids_and_sizes() {
     assert_eq!(QType::Q4_1.name(), "q4_1");
     assert_eq!(QType::from_ggml(99), None);
     let level = tessera::kernels::quant::simd_level();
-    assert!(["avx512-vnni", "avx2", "scalar"].contains(&level));
+    assert!(["avx512-vnni", "avx2", "neon-dotprod", "neon", "scalar"].contains(&level));
+}
+
+#[test]
+fn detection_picks_the_architecture_s_level() {
+    let on_x86 = cfg!(target_arch = "x86_64");
+    let on_arm = cfg!(target_arch = "aarch64");
+    assert!(SimdLevel::Scalar.is_available());
+    assert_eq!(
+        SimdLevel::Neon.is_available(),
+        on_arm,
+        "NEON is baseline on aarch64"
+    );
+    if !on_arm {
+        assert!(!SimdLevel::NeonDot.is_available());
+    }
+    if !on_x86 {
+        assert!(!SimdLevel::Avx2.is_available() && !SimdLevel::Avx512Vnni.is_available());
+    }
+    // Without a cap, the fastest available level (the first of `ALL` that is available).
+    if std::env::var_os("TESSERA_SIMD").is_none() {
+        let first = SimdLevel::ALL.into_iter().find(|l| l.is_available());
+        assert_eq!(Some(SimdLevel::detect()), first);
+    }
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(
+        SimdLevel::NeonDot.is_available(),
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    );
 }
 
 #[test]

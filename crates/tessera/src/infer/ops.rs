@@ -195,6 +195,15 @@ impl F16Kernels {
                 fused,
             };
         }
+        #[cfg(target_arch = "aarch64")]
+        if crate::kernels::quant::SimdLevel::detect() != crate::kernels::quant::SimdLevel::Scalar {
+            // Both NEON levels: f16 → f32 with `fcvtl`, products with FMA.
+            return F16Kernels {
+                dot: f16neon::dot,
+                axpy: f16neon::axpy,
+                fused: None,
+            };
+        }
         F16Kernels {
             dot: dot_f16_scalar,
             axpy: axpy_f16_scalar,
@@ -339,6 +348,65 @@ mod f16x86 {
             let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()));
             let p = y.as_mut_ptr().add(i);
             _mm256_storeu_ps(p, _mm256_fmadd_ps(cv, xv, _mm256_loadu_ps(p)));
+            i += 8;
+        }
+        while i < n {
+            y[i] += c * super::f16(x[i]);
+            i += 1;
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod f16neon {
+    use crate::kernels::quant::dot_neon::load_f16x8;
+    use std::arch::aarch64::*;
+
+    pub fn dot(a: &[u16], b: &[u16]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        assert!(crate::kernels::quant::dot_neon::available());
+        // SAFETY: NEON was checked; loads stay within the slices (8 at a time, then the scalar
+        // tail).
+        unsafe { dot_neon(a, b) }
+    }
+
+    #[target_feature(enable = "neon")]
+    unsafe fn dot_neon(a: &[u16], b: &[u16]) -> f32 {
+        let n = a.len();
+        let (mut s0, mut s1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        let mut i = 0;
+        while i + 8 <= n {
+            let (a0, a1) = load_f16x8(a.as_ptr().add(i));
+            let (b0, b1) = load_f16x8(b.as_ptr().add(i));
+            s0 = vfmaq_f32(s0, a0, b0);
+            s1 = vfmaq_f32(s1, a1, b1);
+            i += 8;
+        }
+        let mut sum = vaddvq_f32(vaddq_f32(s0, s1));
+        while i < n {
+            sum += super::f16(a[i]) * super::f16(b[i]);
+            i += 1;
+        }
+        sum
+    }
+
+    pub fn axpy(y: &mut [f32], c: f32, x: &[u16]) {
+        assert_eq!(y.len(), x.len());
+        assert!(crate::kernels::quant::dot_neon::available());
+        // SAFETY: as for `dot`.
+        unsafe { axpy_neon(y, c, x) }
+    }
+
+    #[target_feature(enable = "neon")]
+    unsafe fn axpy_neon(y: &mut [f32], c: f32, x: &[u16]) {
+        let n = y.len();
+        let cv = vdupq_n_f32(c);
+        let mut i = 0;
+        while i + 8 <= n {
+            let (x0, x1) = load_f16x8(x.as_ptr().add(i));
+            let p = y.as_mut_ptr().add(i);
+            vst1q_f32(p, vfmaq_f32(vld1q_f32(p), cv, x0));
+            vst1q_f32(p.add(4), vfmaq_f32(vld1q_f32(p.add(4)), cv, x1));
             i += 8;
         }
         while i < n {

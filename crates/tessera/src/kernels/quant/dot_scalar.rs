@@ -1,5 +1,5 @@
 //! Portable scalar products of one weight row with activation rows: the reference every SIMD
-//! kernel is tested against, and the path used where no SIMD kernel applies (NEON included for now).
+//! kernel is tested against, and the path used where no SIMD kernel applies.
 //!
 //! Per 32-block (GGML's `vec_dot_q*_q8_0` / `_q8_1` arithmetic):
 //!   Σ_blocks  d_w d_x Σ_i q_w[i] q_x[i]  +  m_w s_x

@@ -95,6 +95,10 @@ rows_via!(avx2_rows32, super::dot_avx2::row32);
 rows_via!(avx2_rows_k, super::dot_avx2::row_k);
 #[cfg(target_arch = "x86_64")]
 rows_via!(avx512_rows_k, super::dot_avx512::row_k);
+#[cfg(target_arch = "aarch64")]
+rows_via!(neon_dot_rows_k, super::dot_neon::row_k::<true>);
+#[cfg(target_arch = "aarch64")]
+rows_via!(neon_rows_k, super::dot_neon::row_k::<false>);
 
 fn rows_fn(level: SimdLevel, t: QType) -> RowsFn {
     let k = t.is_k_quant();
@@ -107,6 +111,14 @@ fn rows_fn(level: SimdLevel, t: QType) -> RowsFn {
         SimdLevel::Avx2 if k => avx2_rows_k,
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => avx2_rows32,
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::NeonDot if k => neon_dot_rows_k,
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::NeonDot => super::dot_neon::rows32::<true>,
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon if k => neon_rows_k,
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => super::dot_neon::rows32::<false>,
         _ if k => scalar_rows_k,
         _ => scalar_rows32,
     }
@@ -118,6 +130,8 @@ fn float_fn(level: SimdLevel) -> fn(QType, &[u8], &[f32]) -> f32 {
         SimdLevel::Avx512Vnni => super::dot_avx512::row_float,
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => super::dot_avx2::row_float,
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::NeonDot | SimdLevel::Neon => super::dot_neon::row_float,
         _ => dot_scalar::row_float,
     }
 }

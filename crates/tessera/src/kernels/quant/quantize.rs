@@ -178,6 +178,10 @@ impl Acts {
                 super::SimdLevel::Avx512Vnni => super::dot_avx512::quantize32(x, qs, d, s, sum),
                 #[cfg(target_arch = "x86_64")]
                 super::SimdLevel::Avx2 => super::dot_avx2::quantize32(x, qs, d, s, sum),
+                #[cfg(target_arch = "aarch64")]
+                super::SimdLevel::NeonDot | super::SimdLevel::Neon => {
+                    super::dot_neon::quantize32(x, qs, d, s, sum)
+                }
                 _ => quantize_blocks32(x, qs, d, s, sum),
             }
         } else {
