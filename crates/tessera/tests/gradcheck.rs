@@ -695,3 +695,204 @@ fn fused_causal_attention_matches_reference() {
     let diff = max_abs_diff(&fused, &reference);
     assert!(diff < 1e-5, "f32 fused causal attention differs by {diff}");
 }
+
+/// Linear + GELU as one op (`Linear::forward_act`, keeps the pre-activation for its backward)
+/// against the two steps (`forward_reference`, then the activation), both weight layouts, with
+/// and without bias, both GELU forms: f64 outputs and gradients to rounding, finite differences,
+/// a second backward pass over the same graph, and f32 on a size that takes the threaded paths.
+#[test]
+fn fused_linear_gelu_matches_reference() {
+    use tessera::models::Activation;
+    use tessera::nn::mlp::activate;
+    let mut rng = Rng::new(171);
+    let x = var(&mut rng, &[3, 5, 12], 1.0);
+    let w_out_in = var(&mut rng, &[7, 12], 0.5);
+    let w_in_out = var(&mut rng, &[12, 7], 0.5);
+    let bias = var(&mut rng, &[7], 0.5);
+    for act in [Activation::GeluTanh, Activation::Gelu] {
+        for transposed in [false, true] {
+            for with_bias in [false, true] {
+                let w = if transposed { &w_in_out } else { &w_out_in };
+                let layer = || {
+                    let b = with_bias.then(|| bias.as_tensor().clone());
+                    if transposed {
+                        Linear::new_transposed(w.as_tensor().clone(), b)
+                    } else {
+                        Linear::new(w.as_tensor().clone(), b)
+                    }
+                };
+                let name = format!("linear+{act:?} transposed={transposed} bias={with_bias}");
+                let vars: Vec<&Var> = if with_bias {
+                    vec![&x, w, &bias]
+                } else {
+                    vec![&x, w]
+                };
+                agree(
+                    &name,
+                    &vars,
+                    1e-12,
+                    &|| layer().forward_act(x.as_tensor(), act).unwrap(),
+                    &|| activate(&layer().forward_reference(x.as_tensor()).unwrap(), act).unwrap(),
+                );
+                check(&name, &vars, 30, &|| {
+                    project(&layer().forward_act(x.as_tensor(), act).unwrap(), 172)
+                });
+                // Two backward passes over one graph give the same gradients.
+                let loss = project(&layer().forward_act(x.as_tensor(), act).unwrap(), 173);
+                let (g1, g2) = (loss.backward().unwrap(), loss.backward().unwrap());
+                for v in &vars {
+                    let d = max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+                    assert!(d == 0.0, "{name}: second backward differs by {d}");
+                }
+            }
+        }
+    }
+    // f32, large enough for the threaded bias/activation pass and products.
+    let xs = var(&mut rng, &[300, 96], 1.0);
+    let ws = var(&mut rng, &[96, 130], 0.3);
+    let bs = var(&mut rng, &[130], 0.3);
+    let f32v = |v: &Var| Var::from_tensor(&v.as_tensor().to_dtype(DType::F32).unwrap()).unwrap();
+    let (xs, ws, bs) = (f32v(&xs), f32v(&ws), f32v(&bs));
+    let l = || Linear::new_transposed(ws.as_tensor().clone(), Some(bs.as_tensor().clone()));
+    let a = l()
+        .forward_act(xs.as_tensor(), Activation::GeluTanh)
+        .unwrap();
+    let b = activate(
+        &l().forward_reference(xs.as_tensor()).unwrap(),
+        Activation::GeluTanh,
+    )
+    .unwrap();
+    let d = max_abs_diff(&a, &b);
+    assert!(d < 1e-5, "f32 linear+gelu: outputs differ by {d}");
+    let r = randn(&mut rng, &[300, 130], 1.0)
+        .to_dtype(DType::F32)
+        .unwrap();
+    let (ga, gb) = (
+        (&a * &r).unwrap().sum_all().unwrap().backward().unwrap(),
+        (&b * &r).unwrap().sum_all().unwrap().backward().unwrap(),
+    );
+    for v in [&xs, &ws, &bs] {
+        let d = max_abs_diff(ga.get(v).unwrap(), gb.get(v).unwrap());
+        assert!(d < 1e-3, "f32 linear+gelu: gradients differ by {d}");
+    }
+}
+
+/// The LM head and the cross-entropy as one op (`linear_cross_entropy`: the logits stay inside it)
+/// against `cross_entropy(h Wᵀ)`: f64 loss and gradients of h and W to rounding (h with batch
+/// dimensions), finite differences, a second backward pass (which recomputes the logits), and
+/// f32 at a size that takes the threaded paths.
+#[test]
+fn fused_linear_cross_entropy_matches_reference() {
+    use tessera::kernels::cross_entropy::linear_cross_entropy;
+    let mut rng = Rng::new(181);
+    let h = var(&mut rng, &[2, 3, 8], 1.0);
+    let w = var(&mut rng, &[11, 8], 0.7);
+    let t = Tensor::new(&[0u32, 10, 3, 3, 5, 1], &Device::Cpu).unwrap();
+    let fused = || linear_cross_entropy(h.as_tensor(), w.as_tensor(), &t).unwrap();
+    let reference = || {
+        let logits = Linear::new(w.as_tensor().clone(), None)
+            .forward_reference(&h.as_tensor().reshape((6, 8)).unwrap())
+            .unwrap();
+        tessera::nn::loss::cross_entropy_reference(&logits, &t).unwrap()
+    };
+    let (a, b) = (fused(), reference());
+    let d = max_abs_diff(&a, &b);
+    assert!(d < 1e-12, "linear cross-entropy: loss differs by {d}");
+    let (ga, gb) = (
+        (&a * 1.7).unwrap().backward().unwrap(),
+        (&b * 1.7).unwrap().backward().unwrap(),
+    );
+    for v in [&h, &w] {
+        let d = max_abs_diff(ga.get(v).unwrap(), gb.get(v).unwrap());
+        assert!(d < 1e-12, "linear cross-entropy: gradients differ by {d}");
+    }
+    check("linear cross-entropy", &[&h, &w], 48, &|| fused());
+    let loss = fused();
+    let (g1, g2) = (loss.backward().unwrap(), loss.backward().unwrap());
+    for v in [&h, &w] {
+        let d = max_abs_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+        assert!(
+            d < 1e-14,
+            "linear cross-entropy: second backward differs by {d}"
+        );
+    }
+    // Out-of-range targets are an error, as in `cross_entropy`.
+    let bad = Tensor::new(&[0u32, 11, 3, 3, 5, 1], &Device::Cpu).unwrap();
+    assert!(linear_cross_entropy(h.as_tensor(), w.as_tensor(), &bad).is_err());
+    // f32: 64 rows × 600 classes (threaded logsumexp and gradient rows).
+    let f32v = |v: Var| Var::from_tensor(&v.as_tensor().to_dtype(DType::F32).unwrap()).unwrap();
+    let hs = f32v(var(&mut rng, &[64, 32], 1.0));
+    let ws = f32v(var(&mut rng, &[600, 32], 0.3));
+    let ts: Vec<u32> = (0..64).map(|_| rng.below(600) as u32).collect();
+    let ts = Tensor::new(ts.as_slice(), &Device::Cpu).unwrap();
+    let a = linear_cross_entropy(hs.as_tensor(), ws.as_tensor(), &ts).unwrap();
+    let logits = Linear::new(ws.as_tensor().clone(), None)
+        .forward_reference(hs.as_tensor())
+        .unwrap();
+    let b = tessera::nn::loss::cross_entropy_reference(&logits, &ts).unwrap();
+    let d = max_abs_diff(&a, &b);
+    assert!(d < 1e-5, "f32 linear cross-entropy: loss differs by {d}");
+    let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
+    for v in [&hs, &ws] {
+        let d = max_abs_diff(ga.get(v).unwrap(), gb.get(v).unwrap());
+        assert!(
+            d < 1e-6,
+            "f32 linear cross-entropy: gradients differ by {d}"
+        );
+    }
+}
+
+/// Projection and causal attention as one op (`projected_causal_attention`, qkv kept inside):
+/// against the two ops (`Linear::forward_reference`, then `causal_attention`), both weight
+/// layouts, with and without bias, multi-head and grouped-query (f64, to rounding), and finite
+/// differences through x, W and b.
+#[test]
+fn fused_projected_attention_matches_two_ops() {
+    use tessera::kernels::causal_attention::{causal_attention, projected_causal_attention};
+    for (h, hkv, t) in [(2, 2, 5), (4, 2, 37)] {
+        let (b, c, d) = (2, 8, 4);
+        let width = (h + 2 * hkv) * d;
+        let mut rng = Rng::new(191 + t as u64);
+        let x = var(&mut rng, &[b, t, c], 1.0);
+        let w_out_in = var(&mut rng, &[width, c], 0.4);
+        let w_in_out = var(&mut rng, &[c, width], 0.4);
+        let bias = var(&mut rng, &[width], 0.4);
+        for transposed in [false, true] {
+            for with_bias in [false, true] {
+                let w = if transposed { &w_in_out } else { &w_out_in };
+                let bt = with_bias.then(|| bias.as_tensor());
+                let name = format!(
+                    "projected attention h={h} hkv={hkv} transposed={transposed} bias={with_bias}"
+                );
+                let vars: Vec<&Var> = if with_bias {
+                    vec![&x, w, &bias]
+                } else {
+                    vec![&x, w]
+                };
+                let fused = || {
+                    projected_causal_attention(
+                        x.as_tensor(),
+                        w.as_tensor(),
+                        bt,
+                        transposed,
+                        h,
+                        hkv,
+                        d,
+                    )
+                    .unwrap()
+                };
+                let two_ops = || {
+                    let l = if transposed {
+                        Linear::new_transposed(w.as_tensor().clone(), bt.cloned())
+                    } else {
+                        Linear::new(w.as_tensor().clone(), bt.cloned())
+                    };
+                    let qkv = l.forward_reference(x.as_tensor()).unwrap();
+                    causal_attention(&qkv, h, hkv, d).unwrap()
+                };
+                agree(&name, &vars, 1e-12, &fused, &two_ops);
+                check(&name, &vars, 20, &|| project(&fused(), 192));
+            }
+        }
+    }
+}

@@ -15,7 +15,9 @@
 
 use super::matmul::{gemm, SendPtr, View};
 use super::{fast_exp, float_dispatch, slice, Float};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
+};
 
 /// Query rows per block.
 const BLOCK: usize = 32;
@@ -77,7 +79,23 @@ fn probs_block<F: Float>(
             false,
         )
     };
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512() {
+        // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+        unsafe { softmax_rows_avx512(p, t, (i0, i1), scale) };
+        return;
+    }
     softmax_rows(p, t, (i0, i1), scale);
+}
+
+/// [`softmax_rows`] built for AVX-512 (bit-identical results, see [`super::avx512`]).
+///
+/// # Safety
+/// The CPU must support the enabled features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+unsafe fn softmax_rows_avx512<F: Float>(p: &mut [F], t: usize, rows: (usize, usize), scale: F) {
+    softmax_rows(p, t, rows, scale)
 }
 
 /// Causal softmax of rows [i0, i1) of `p` in place (row i over its first i + 1 entries; the
@@ -333,4 +351,228 @@ pub fn causal_attention(
         scale: 1.0 / (head_dim as f64).sqrt(),
     };
     qkv.contiguous()?.apply_op1(op)
+}
+
+/// The projection qkv = x M (+ b) and the causal attention on it as one op: x (B, T, C) ->
+/// (B, T, H D). The forward keeps qkv for the backward, which forms dqkv with the attention
+/// backward and then `[dx | dW | db]` with the linear backward (qkv and its gradient never go
+/// through the engine). Weight layouts as in [`super::linear::linear`].
+struct ProjectedAttention {
+    heads: Heads,
+    scale: f64,
+    transposed: bool,
+    /// qkv from the forward pass (`Vec<F>`, the float type erased).
+    qkv: std::sync::Mutex<Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+/// Backward of [`ProjectedAttention`]: inputs (x, W, dy); output `[dx | dW | db]` flat.
+struct ProjectedAttentionGrad {
+    heads: Heads,
+    scale: f64,
+    transposed: bool,
+    bias: bool,
+    qkv: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl ProjectedAttention {
+    /// (B, T) and the linear's dimensions, checked against the heads.
+    fn dims(&self, lx: &Layout, lw: &Layout) -> Result<((usize, usize), super::linear::Dims)> {
+        let (b, t, _) = lx.shape().dims3()?;
+        let d = super::linear::Dims::of(lx, lw, self.transposed)?;
+        if d.out != self.heads.width() {
+            candle_core::bail!(
+                "projected attention: projection width {} for {} query / {} key-value heads of {}",
+                d.out,
+                self.heads.h,
+                self.heads.hkv,
+                self.heads.d
+            );
+        }
+        if self.heads.hkv == 0 || !self.heads.h.is_multiple_of(self.heads.hkv) {
+            candle_core::bail!("projected attention: query heads must be a multiple of kv heads");
+        }
+        Ok(((b, t), d))
+    }
+
+    fn fwd<F: Float>(
+        &self,
+        x: &[F],
+        w: &[F],
+        bias: Option<&[F]>,
+        bt: (usize, usize),
+        d: super::linear::Dims,
+    ) -> CpuStorage {
+        let qkv = super::linear::forward_vec(x, w, bias, d);
+        let y = forward::<F>(&qkv, bt, self.heads, self.scale);
+        if let Ok(mut keep) = self.qkv.lock() {
+            *keep = Some(std::sync::Arc::new(qkv));
+        }
+        F::to_cpu_storage_owned(y)
+    }
+
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let qkv = match self.qkv.lock().ok().and_then(|q| q.clone()) {
+            Some(q) => q,
+            None => candle_core::bail!("projected attention: backward without a forward"),
+        };
+        let grad = ProjectedAttentionGrad {
+            heads: self.heads,
+            scale: self.scale,
+            transposed: self.transposed,
+            bias: b.is_some(),
+            qkv,
+        };
+        let all = x.apply_op3_no_bwd(w, &dy.contiguous()?, &grad)?;
+        super::linear::split_grads(&all, x, w, b)
+    }
+
+    fn out_shape(&self, (b, t): (usize, usize)) -> Shape {
+        Shape::from((b, t, self.heads.h * self.heads.d))
+    }
+}
+
+impl CustomOp2 for ProjectedAttention {
+    fn name(&self) -> &'static str {
+        "fused-projected-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (bt, d) = self.dims(l1, l2)?;
+        float_dispatch!(s1, "fused-projected-causal-attention", |F| Ok((
+            self.fwd::<F>(slice(s1, l1)?, slice(s2, l2)?, None, bt, d),
+            self.out_shape(bt)
+        )))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.grads(x, w, None, dy)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for ProjectedAttention {
+    fn name(&self) -> &'static str {
+        "fused-projected-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (bt, d) = self.dims(l1, l2)?;
+        if l3.shape().elem_count() != d.out {
+            candle_core::bail!("projected attention: bias does not match the projection");
+        }
+        float_dispatch!(s1, "fused-projected-causal-attention", |F| Ok((
+            self.fwd::<F>(slice(s1, l1)?, slice(s2, l2)?, Some(slice(s3, l3)?), bt, d),
+            self.out_shape(bt)
+        )))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.grads(x, w, Some(b), dy)?;
+        Ok((Some(dx), Some(dw), db))
+    }
+}
+
+impl CustomOp3 for ProjectedAttentionGrad {
+    fn name(&self) -> &'static str {
+        "fused-projected-causal-attention-grad"
+    }
+
+    /// Output: `[dx (N·C) | dW | db (with a bias)]` as one flat vector.
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, t, _) = l1.shape().dims3()?;
+        let d = super::linear::Dims::of(l1, l2, self.transposed)?;
+        if l3.shape().dims() != [b, t, self.heads.h * self.heads.d] {
+            candle_core::bail!("projected attention grad: output gradient has the wrong shape");
+        }
+        let bias = self.bias;
+        float_dispatch!(s1, self.name(), |F| {
+            let qkv = self
+                .qkv
+                .downcast_ref::<Vec<F>>()
+                .filter(|q| q.len() == b * t * self.heads.width())
+                .ok_or_else(|| {
+                    candle_core::Error::Msg("projected attention: saved qkv mismatch".into())
+                })?;
+            let dqkv = backward::<F>(qkv, slice(s3, l3)?, (b, t), self.heads, self.scale);
+            Ok(super::linear::backward::<F>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                &dqkv,
+                d,
+                bias,
+            ))
+        })
+    }
+}
+
+/// `causal_attention(x M + b)` for x (B, T, C) as one op (fused on the CPU, f32 / f64): the
+/// projection to qkv (B, T, (H + 2 Hkv) D) and the attention, without qkv or its gradient as a
+/// tensor. The weight is (out, in) (`M = Wᵀ`), or (in, out) when `transposed`.
+#[allow(clippy::too_many_arguments)]
+pub fn projected_causal_attention(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    transposed: bool,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) -> Result<Tensor> {
+    let op = ProjectedAttention {
+        heads: Heads {
+            h: heads,
+            hkv: kv_heads,
+            d: head_dim,
+        },
+        scale: 1.0 / (head_dim as f64).sqrt(),
+        transposed,
+        qkv: std::sync::Mutex::new(None),
+    };
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    match b {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
+    }
 }

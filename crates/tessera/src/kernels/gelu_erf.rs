@@ -47,19 +47,19 @@ impl Erf for f64 {
 }
 
 #[derive(Clone, Copy)]
-struct GeluErf;
+pub(crate) struct GeluErf;
 
 impl UnaryFn for GeluErf {
     const NAME: &'static str = "fused-gelu-erf";
     const GRAD_NAME: &'static str = "fused-gelu-erf-grad";
 
-    #[inline]
+    #[inline(always)]
     fn f<T: Erf>(x: T) -> T {
         let half = T::from_f64(0.5);
         (Erf::erf(x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)) + T::one()) * half * x
     }
 
-    #[inline]
+    #[inline(always)]
     fn df<T: Erf>(x: T) -> T {
         let half = T::from_f64(0.5);
         let cdf = half * (T::one() + Erf::erf(x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)));

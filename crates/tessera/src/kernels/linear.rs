@@ -7,22 +7,24 @@
 //! The products read the weight in its stored layout (no transposed copies). The reference is the
 //! composition of engine ops in `nn::Linear::forward_reference`.
 
-use super::matmul::{filled, gemm, View};
+use super::gelu_erf::Erf;
+use super::matmul::{filled, gemm, SendPtr, View};
+use super::unary::{map_vec, UnaryFn};
 use super::{float_dispatch, slice, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 #[derive(Clone, Copy)]
-struct Dims {
+pub(crate) struct Dims {
     /// Rows of x (all leading dimensions).
     n: usize,
     inp: usize,
-    out: usize,
+    pub(crate) out: usize,
     /// Weight stored (in, out).
     transposed: bool,
 }
 
 impl Dims {
-    fn of(x: &Layout, w: &Layout, transposed: bool) -> Result<Dims> {
+    pub(crate) fn of(x: &Layout, w: &Layout, transposed: bool) -> Result<Dims> {
         let xd = x.shape().dims();
         let inp = *xd
             .last()
@@ -68,15 +70,41 @@ impl Dims {
 }
 
 fn forward<F: Float>(x: &[F], w: &[F], b: Option<&[F]>, d: Dims) -> CpuStorage {
+    F::to_cpu_storage_owned(forward_vec(x, w, b, d))
+}
+
+/// Rows `0..n` of the (n, b.len()) row-major buffer at `y` set to copies of `b`, rows in
+/// parallel when large.
+///
+/// # Safety
+/// `y` must be valid for writes of `n · b.len()` elements, and nothing else may access them.
+unsafe fn fill_rows<F: Float>(y: *mut F, n: usize, b: &[F]) {
+    use rayon::prelude::*;
+    let out = b.len();
+    let y = SendPtr(y);
+    let copy = |i: usize| {
+        // SAFETY: row i lies inside the buffer (i < n); rows are disjoint.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), y.get().add(i * out), out) }
+    };
+    if n * out >= 1 << 16 {
+        (0..n)
+            .into_par_iter()
+            .with_min_len((4096 / out.max(1)).max(1))
+            .for_each(copy);
+    } else {
+        (0..n).for_each(copy);
+    }
+}
+
+/// `x M (+ b)` into a new (n, out) vector.
+pub(crate) fn forward_vec<F: Float>(x: &[F], w: &[F], b: Option<&[F]>, d: Dims) -> Vec<F> {
     // SAFETY: x is (n, in) row-major, w holds in·out elements, y is (n, out). Every element of y
     // is written: with a bias, rows of b first, then the product adds onto them; without one, the
     // product writes them all (zeroing them when in = 0).
-    let y = unsafe {
+    unsafe {
         filled(d.n * d.out, |y: *mut F| {
             if let Some(b) = b {
-                for i in 0..d.n {
-                    std::ptr::copy_nonoverlapping(b.as_ptr(), y.add(i * d.out), d.out);
-                }
+                fill_rows(y, d.n, b);
             }
             gemm(
                 (d.n, d.out, d.inp),
@@ -88,11 +116,17 @@ fn forward<F: Float>(x: &[F], w: &[F], b: Option<&[F]>, d: Dims) -> CpuStorage {
                 true,
             )
         })
-    };
-    F::to_cpu_storage_owned(y)
+    }
 }
 
-fn backward<F: Float>(x: &[F], w: &[F], dy: &[F], d: Dims, bias: bool) -> (CpuStorage, Shape) {
+/// `[dx | dW | db]` of `x M + b` for the output gradient dy, as one flat buffer.
+pub(crate) fn backward<F: Float>(
+    x: &[F],
+    w: &[F],
+    dy: &[F],
+    d: Dims,
+    bias: bool,
+) -> (CpuStorage, Shape) {
     let (n, inp, out) = (d.n, d.inp, d.out);
     let len = n * inp + inp * out + if bias { out } else { 0 };
     let dyv = View::rows(dy, 0, out);
@@ -116,16 +150,50 @@ fn backward<F: Float>(x: &[F], w: &[F], dy: &[F], d: Dims, bias: bool) -> (CpuSt
             }
             if bias {
                 let db = std::slice::from_raw_parts_mut(all.add(n * inp + inp * out), out);
-                db.fill(F::zero());
-                for row in dy.chunks(out.max(1)) {
-                    for (s, &g) in db.iter_mut().zip(row) {
-                        *s += g;
-                    }
-                }
+                column_sums(dy, out, db);
             }
         })
     };
     (F::to_cpu_storage_owned(all), Shape::from(len))
+}
+
+/// `db[j] = Σ_i dy[i, j]` over the rows of `dy` (row length `out`), rows summed in order (the
+/// same result on any number of threads); columns split across threads when the work is large.
+fn column_sums<F: Float>(dy: &[F], out: usize, db: &mut [F]) {
+    use rayon::prelude::*;
+    const COLS: usize = 64;
+    let sum = |j0: usize, s: &mut [F]| {
+        s.fill(F::zero());
+        for row in dy.chunks(out.max(1)) {
+            for (a, &g) in s.iter_mut().zip(&row[j0..]) {
+                *a += g;
+            }
+        }
+    };
+    if dy.len() >= 1 << 17 && out > COLS {
+        db.par_chunks_mut(COLS)
+            .enumerate()
+            .for_each(|(c, s)| sum(c * COLS, s));
+    } else {
+        sum(0, db);
+    }
+}
+
+/// `(dx, dW, db)` as views of one flat `[dx | dW | db]` buffer.
+pub(crate) fn split_grads(
+    all: &Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let (nx, nw) = (x.elem_count(), w.elem_count());
+    let dx = all.narrow(0, 0, nx)?.reshape(x.shape())?;
+    let dw = all.narrow(0, nx, nw)?.reshape(w.shape())?;
+    let db = match b {
+        Some(b) => Some(all.narrow(0, nx + nw, b.elem_count())?),
+        None => None,
+    };
+    Ok((dx, dw, db))
 }
 
 struct LinearOp {
@@ -145,14 +213,7 @@ impl LinearOp {
             bias: b.is_some(),
         };
         let all = x.apply_op3_no_bwd(w, &dy.contiguous()?, &grad)?; // [dx | dW | db]
-        let (nx, nw) = (x.elem_count(), w.elem_count());
-        let dx = all.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let dw = all.narrow(0, nx, nw)?.reshape(w.shape())?;
-        let db = match b {
-            Some(b) => Some(all.narrow(0, nx + nw, b.elem_count())?),
-            None => None,
-        };
-        Ok((dx, dw, db))
+        split_grads(&all, x, w, b)
     }
 }
 
@@ -273,4 +334,271 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> R
         Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
         None => x.apply_op2(&w, op),
     }
+}
+
+/// The pre-activation `x M + b` a fused linear + activation keeps for its backward pass (the
+/// float type erased; shared, so a second backward pass over the same graph still finds it).
+type Saved = std::sync::Mutex<Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>>;
+
+/// `act(x M + b)` as one op: forward keeps the pre-activation `z = x M + b`; backward forms
+/// `dz = act'(z) ⊙ dy` and runs the linear backward on it (one `[dx | dW | db]` buffer).
+struct LinearActOp<A: UnaryFn> {
+    transposed: bool,
+    pre: Saved,
+    _act: std::marker::PhantomData<A>,
+}
+
+impl<A: UnaryFn> LinearActOp<A> {
+    fn fwd<F: Erf>(&self, x: &[F], w: &[F], b: Option<&[F]>, d: Dims) -> CpuStorage {
+        let mut z = forward_vec(x, w, None, d);
+        let y = match b {
+            // The bias joins in the activation pass: z += b, y = act(z), one pass over z.
+            Some(b) => bias_map(&mut z, b, A::f::<F>),
+            None => map_vec(&z, None, A::f::<F>),
+        };
+        if let Ok(mut keep) = self.pre.lock() {
+            *keep = Some(std::sync::Arc::new(z));
+        }
+        F::to_cpu_storage_owned(y)
+    }
+
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let pre = match self.pre.lock().ok().and_then(|p| p.clone()) {
+            Some(p) => p,
+            None => candle_core::bail!("fused linear+activation: backward without a forward"),
+        };
+        let grad = LinearActGrad::<A> {
+            transposed: self.transposed,
+            bias: b.is_some(),
+            pre,
+            _act: std::marker::PhantomData,
+        };
+        let all = x.apply_op3_no_bwd(w, &dy.contiguous()?, &grad)?; // [dx | dW | db]
+        split_grads(&all, x, w, b)
+    }
+}
+
+impl<A: UnaryFn> CustomOp2 for LinearActOp<A> {
+    fn name(&self) -> &'static str {
+        A::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = Dims::of(l1, l2, self.transposed)?;
+        float_dispatch!(s1, "fused-linear-act", |F| Ok((
+            self.fwd::<F>(slice(s1, l1)?, slice(s2, l2)?, None, d),
+            d.out_shape(l1)
+        )))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.grads(x, w, None, dy)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl<A: UnaryFn> CustomOp3 for LinearActOp<A> {
+    fn name(&self) -> &'static str {
+        A::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = Dims::of(l1, l2, self.transposed)?;
+        if l3.shape().elem_count() != d.out {
+            candle_core::bail!(
+                "linear: bias has {} elements, the output {}",
+                l3.shape().elem_count(),
+                d.out
+            );
+        }
+        float_dispatch!(s1, "fused-linear-act", |F| Ok((
+            self.fwd::<F>(slice(s1, l1)?, slice(s2, l2)?, Some(slice(s3, l3)?), d),
+            d.out_shape(l1)
+        )))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.grads(x, w, Some(b), dy)?;
+        Ok((Some(dx), Some(dw), db))
+    }
+}
+
+/// `z[i, :] += b` for every row of z (row length `b.len()`), and `op(z)` element-wise into a new
+/// vector, in one parallel pass over row blocks.
+fn bias_map<F: Erf, O: Fn(F) -> F + Sync>(z: &mut [F], b: &[F], op: O) -> Vec<F> {
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    let out = b.len().max(1);
+    let mut y: Vec<F> = Vec::with_capacity(z.len());
+    let block = out * (4096 / out).max(1);
+    let rows = |(zs, ys): (&mut [F], &mut [MaybeUninit<F>])| {
+        #[cfg(target_arch = "x86_64")]
+        if super::avx512() {
+            // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+            unsafe { bias_rows_avx512(zs, ys, b, &op) };
+            return;
+        }
+        bias_rows(zs, ys, b, &op);
+    };
+    let ys = &mut y.spare_capacity_mut()[..z.len()];
+    if z.len() >= 1 << 15 {
+        z.par_chunks_mut(block)
+            .zip(ys.par_chunks_mut(block))
+            .for_each(rows);
+    } else {
+        z.chunks_mut(block).zip(ys.chunks_mut(block)).for_each(rows);
+    }
+    // SAFETY: the blocks cover all z.len() elements (z.len() is a multiple of the row length) and
+    // every one was written above.
+    let n = z.len();
+    unsafe { y.set_len(n) };
+    y
+}
+
+/// Rows of z (row length `b.len()`): `z += b`, `y = op(z)`.
+#[inline(always)]
+fn bias_rows<F: Erf, O: Fn(F) -> F>(
+    zs: &mut [F],
+    ys: &mut [std::mem::MaybeUninit<F>],
+    b: &[F],
+    op: &O,
+) {
+    let out = b.len().max(1);
+    for (zr, yr) in zs.chunks_mut(out).zip(ys.chunks_mut(out)) {
+        for ((zv, yv), &bv) in zr.iter_mut().zip(yr.iter_mut()).zip(b) {
+            let v = *zv + bv;
+            *zv = v;
+            yv.write(op(v));
+        }
+    }
+}
+
+/// [`bias_rows`] built for AVX-512.
+///
+/// # Safety
+/// The CPU must support the enabled features (see [`super::avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+unsafe fn bias_rows_avx512<F: Erf, O: Fn(F) -> F>(
+    zs: &mut [F],
+    ys: &mut [std::mem::MaybeUninit<F>],
+    b: &[F],
+    op: &O,
+) {
+    bias_rows(zs, ys, b, op)
+}
+
+struct LinearActGrad<A: UnaryFn> {
+    transposed: bool,
+    bias: bool,
+    pre: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    _act: std::marker::PhantomData<A>,
+}
+
+impl<A: UnaryFn> CustomOp3 for LinearActGrad<A> {
+    fn name(&self) -> &'static str {
+        A::GRAD_NAME
+    }
+
+    /// Output: `[dx (N·in) | dW (in·out) | db (out, with a bias)]` as one flat vector.
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = Dims::of(l1, l2, self.transposed)?;
+        if l3.shape().elem_count() != d.n * d.out {
+            candle_core::bail!("linear grad: output gradient has the wrong size");
+        }
+        let bias = self.bias;
+        float_dispatch!(s1, self.name(), |F| {
+            let z = self
+                .pre
+                .downcast_ref::<Vec<F>>()
+                .filter(|z| z.len() == d.n * d.out)
+                .ok_or_else(|| {
+                    candle_core::Error::Msg("fused linear+activation: saved input mismatch".into())
+                })?;
+            let dz = map_vec(z, Some(slice(s3, l3)?), A::df::<F>);
+            Ok(backward::<F>(slice(s1, l1)?, slice(s2, l2)?, &dz, d, bias))
+        })
+    }
+}
+
+/// `act(x M + b)` for x (..., in) -> (..., out), fused on the CPU (f32 / f64), weight layout as
+/// in [`linear`]. `act` is one of the element-wise functions of [`super::unary`] (GELU).
+pub(crate) fn linear_act<A: UnaryFn>(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    transposed: bool,
+) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    let op = LinearActOp::<A> {
+        transposed,
+        pre: Saved::default(),
+        _act: std::marker::PhantomData,
+    };
+    match b {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
+    }
+}
+
+/// `gelu_new(x M + b)` (tanh approximation), fused on the CPU (f32 / f64).
+pub fn linear_gelu_tanh(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    transposed: bool,
+) -> Result<Tensor> {
+    linear_act::<super::gelu::GeluTanh>(x, w, b, transposed)
+}
+
+/// `gelu(x M + b)` (exact erf form), fused on the CPU (f32 / f64).
+pub fn linear_gelu_erf(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    transposed: bool,
+) -> Result<Tensor> {
+    linear_act::<super::gelu_erf::GeluErf>(x, w, b, transposed)
 }

@@ -107,4 +107,12 @@ pub(crate) unsafe fn filled<T: Float>(n: usize, fill: impl FnOnce(*mut T)) -> Ve
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr<T>(pub *mut T);
 unsafe impl<T> Send for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the whole `SendPtr`, not its field).
+    #[inline(always)]
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
 unsafe impl<T> Sync for SendPtr<T> {}

@@ -40,6 +40,26 @@ impl Float for f64 {
     }
 }
 
+/// Whether the element-wise loops may run their AVX-512 builds (x86-64 CPUs with AVX-512 F/VL/DQ/BW;
+/// checked once, cached by the standard library). The default build targets baseline x86-64
+/// (SSE2, 4 lanes), so the hot loops get a second build with `#[target_feature]` and pick it here.
+/// Both builds do the same IEEE operations in the same order (Rust never contracts a·b + c
+/// into an FMA by itself), so their results are bit-identical.
+#[inline]
+pub(crate) fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The contiguous data of a kernel input.
 pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     let (a, b) = l

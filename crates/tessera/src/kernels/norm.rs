@@ -18,7 +18,7 @@ struct NormGrad {
 }
 
 /// (mean, 1/std) of a row; mean is 0 for RMSNorm.
-#[inline]
+#[inline(always)]
 fn stats<T: Float>(row: &[T], eps: T, rms: bool) -> (T, T) {
     let c = row.len();
     let n = T::from_f64(c as f64);
@@ -51,16 +51,122 @@ fn forward<F: Float>(
     let mut y = vec![F::zero(); x.len()];
     par_rows(&mut y, c, |i, out| {
         let row = &x[i * c..(i + 1) * c];
-        let (mean, r) = stats(row, eps, rms);
-        for j in 0..c {
-            let v = (row[j] - mean) * r * w[j];
-            out[j] = match b {
-                Some(b) => v + b[j],
-                None => v,
-            };
+        #[cfg(target_arch = "x86_64")]
+        if super::avx512() {
+            // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+            unsafe { norm_row_avx512(out, row, w, b, eps, rms) };
+            return;
         }
+        norm_row(out, row, w, b, eps, rms);
     });
     F::to_cpu_storage_owned(y)
+}
+
+/// One normalized row: `out = (row − mean) / std · w (+ b)`.
+#[inline(always)]
+fn norm_row<F: Float>(out: &mut [F], row: &[F], w: &[F], b: Option<&[F]>, eps: F, rms: bool) {
+    let (mean, r) = stats(row, eps, rms);
+    let c = row.len();
+    for j in 0..c {
+        let v = (row[j] - mean) * r * w[j];
+        out[j] = match b {
+            Some(b) => v + b[j],
+            None => v,
+        };
+    }
+}
+
+/// [`norm_row`] built for AVX-512 (bit-identical results, see [`super::avx512`]).
+///
+/// # Safety
+/// The CPU must support the enabled features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+unsafe fn norm_row_avx512<F: Float>(
+    out: &mut [F],
+    row: &[F],
+    w: &[F],
+    b: Option<&[F]>,
+    eps: F,
+    rms: bool,
+) {
+    norm_row(out, row, w, b, eps, rms)
+}
+
+/// dx of one row, given its (mean, 1/std).
+#[inline(always)]
+fn grad_row<F: Float>(o: &mut [F], row: &[F], d: &[F], w: &[F], (mean, r): (F, F), rms: bool) {
+    let c = row.len();
+    let cf = F::from_f64(c as f64);
+    let mg = if rms {
+        F::zero()
+    } else {
+        sum_by(c, |j| d[j] * w[j]) / cf
+    };
+    let mgx = sum_by(c, |j| d[j] * w[j] * (row[j] - mean)) * r / cf;
+    for j in 0..c {
+        let xh = (row[j] - mean) * r;
+        o[j] = r * (d[j] * w[j] - mg - xh * mgx);
+    }
+}
+
+/// [`grad_row`] built for AVX-512.
+///
+/// # Safety
+/// The CPU must support the enabled features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+unsafe fn grad_row_avx512<F: Float>(
+    o: &mut [F],
+    row: &[F],
+    d: &[F],
+    w: &[F],
+    st: (F, F),
+    rms: bool,
+) {
+    grad_row(o, row, d, w, st, rms)
+}
+
+/// dw, db over columns [j0, j0 + dw.len()): sums over all rows, in row order.
+#[inline(always)]
+fn grad_cols<F: Float>(
+    x: &[F],
+    dy: &[F],
+    st: &[F],
+    c: usize,
+    j0: usize,
+    dw: &mut [F],
+    db: &mut [F],
+) {
+    let rows = x.len() / c;
+    let k = dw.len();
+    for i in 0..rows {
+        let row = &x[i * c + j0..i * c + j0 + k];
+        let d = &dy[i * c + j0..i * c + j0 + k];
+        let (mean, r) = (st[2 * i], st[2 * i + 1]);
+        for j in 0..k {
+            dw[j] += d[j] * (row[j] - mean) * r;
+            db[j] += d[j];
+        }
+    }
+}
+
+/// [`grad_cols`] built for AVX-512.
+///
+/// # Safety
+/// The CPU must support the enabled features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+unsafe fn grad_cols_avx512<F: Float>(
+    x: &[F],
+    dy: &[F],
+    st: &[F],
+    c: usize,
+    j0: usize,
+    dw: &mut [F],
+    db: &mut [F],
+) {
+    grad_cols(x, dy, st, c, j0, dw, db)
 }
 
 impl CustomOp3 for LayerNorm {
@@ -166,7 +272,6 @@ fn norm_grad<F: Float>(
 ) -> (CpuStorage, Shape) {
     let eps = F::from_f64(eps);
     let rows = x.len() / c;
-    let cf = F::from_f64(c as f64);
     // (mean, 1/std) of every row, shared by the two passes below.
     let mut st = vec![F::zero(); 2 * rows];
     let row_stats = |(i, o): (usize, &mut [F])| {
@@ -185,27 +290,36 @@ fn norm_grad<F: Float>(
     par_rows(dx, c, |i, o| {
         let row = &x[i * c..(i + 1) * c];
         let d = &dy[i * c..(i + 1) * c];
-        let (mean, r) = (st[2 * i], st[2 * i + 1]);
-        let mg = if rms {
-            F::zero()
-        } else {
-            sum_by(c, |j| d[j] * w[j]) / cf
-        };
-        let mgx = sum_by(c, |j| d[j] * w[j] * (row[j] - mean)) * r / cf;
-        for j in 0..c {
-            let xh = (row[j] - mean) * r;
-            o[j] = r * (d[j] * w[j] - mg - xh * mgx);
+        let st = (st[2 * i], st[2 * i + 1]);
+        #[cfg(target_arch = "x86_64")]
+        if super::avx512() {
+            // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+            unsafe { grad_row_avx512(o, row, d, w, st, rms) };
+            return;
         }
+        grad_row(o, row, d, w, st, rms);
     });
     let (dw, db) = rest.split_at_mut(c);
-    for i in 0..rows {
-        let row = &x[i * c..(i + 1) * c];
-        let d = &dy[i * c..(i + 1) * c];
-        let (mean, r) = (st[2 * i], st[2 * i + 1]);
-        for j in 0..c {
-            dw[j] += d[j] * (row[j] - mean) * r;
-            db[j] += d[j];
+    // dw, db: column sums over the rows, rows in order (the same result on any number of
+    // threads); blocks of columns in parallel when the work is large.
+    const COLS: usize = 64;
+    let cols = |j0: usize, dw: &mut [F], db: &mut [F]| {
+        #[cfg(target_arch = "x86_64")]
+        if super::avx512() {
+            // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+            unsafe { grad_cols_avx512(x, dy, &st, c, j0, dw, db) };
+            return;
         }
+        grad_cols(x, dy, &st, c, j0, dw, db);
+    };
+    if x.len() >= 1 << 16 && c > COLS {
+        use rayon::prelude::*;
+        dw.par_chunks_mut(COLS)
+            .zip(db.par_chunks_mut(COLS))
+            .enumerate()
+            .for_each(|(k, (w, b))| cols(k * COLS, w, b));
+    } else {
+        cols(0, dw, db);
     }
     let len = out.len();
     (F::to_cpu_storage_owned(out), Shape::from(len))

@@ -2,7 +2,7 @@
 //! backward `dx = f'(x) · dy`, each a single parallel pass over contiguous data.
 
 use super::gelu_erf::Erf;
-use super::{float_dispatch, par_rows, slice};
+use super::{float_dispatch, slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// Elements per parallel work item.
@@ -25,27 +25,80 @@ struct Gradient<A>(A);
 
 /// `op` is a function item (not a pointer), so it inlines and the loops vectorize.
 fn map<F: Erf, O: Fn(F) -> F + Sync>(x: &[F], g: Option<&[F]>, op: O) -> CpuStorage {
-    let mut y = vec![F::zero(); x.len()];
-    par_rows(&mut y, CHUNK, |i, out| {
+    F::to_cpu_storage_owned(map_vec(x, g, op))
+}
+
+/// `op(x)` (⊙ `g`) element-wise into a new vector: parallel in chunks when large, every element
+/// written once (no zeroing pass first).
+pub(crate) fn map_vec<F: Erf, O: Fn(F) -> F + Sync>(x: &[F], g: Option<&[F]>, op: O) -> Vec<F> {
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    if let Some(g) = g {
+        assert_eq!(
+            g.len(),
+            x.len(),
+            "element-wise map: operands differ in length"
+        );
+    }
+    let mut y: Vec<F> = Vec::with_capacity(x.len());
+    let chunk = |i: usize, out: &mut [MaybeUninit<F>]| {
         let xs = &x[i * CHUNK..i * CHUNK + out.len()];
         let gs = g.map(|g| &g[i * CHUNK..i * CHUNK + out.len()]);
+        #[cfg(target_arch = "x86_64")]
+        if super::avx512() {
+            // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+            unsafe { map_chunk_avx512(out, xs, gs, &op) };
+            return;
+        }
         map_chunk(out, xs, gs, &op);
-    });
-    F::to_cpu_storage_owned(y)
+    };
+    let out = &mut y.spare_capacity_mut()[..x.len()];
+    if x.len() >= 1 << 15 {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, o)| chunk(i, o));
+    } else {
+        out.chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, o)| chunk(i, o));
+    }
+    // SAFETY: the chunks cover all x.len() elements and map_chunk wrote every one of them.
+    unsafe { y.set_len(x.len()) };
+    y
+}
+
+/// [`map_chunk`] built for AVX-512 (16 f32 lanes instead of the baseline's 4).
+///
+/// # Safety
+/// The CPU must support the enabled features (see [`super::avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+unsafe fn map_chunk_avx512<F: Erf, O: Fn(F) -> F>(
+    out: &mut [std::mem::MaybeUninit<F>],
+    xs: &[F],
+    g: Option<&[F]>,
+    op: &O,
+) {
+    map_chunk(out, xs, g, op)
 }
 
 /// out = op(x) (⊙ g)
 #[inline(always)]
-fn map_chunk<F: Erf, O: Fn(F) -> F>(out: &mut [F], xs: &[F], g: Option<&[F]>, op: &O) {
+fn map_chunk<F: Erf, O: Fn(F) -> F>(
+    out: &mut [std::mem::MaybeUninit<F>],
+    xs: &[F],
+    g: Option<&[F]>,
+    op: &O,
+) {
     match g {
         Some(g) => {
             for ((o, &xv), &gv) in out.iter_mut().zip(xs).zip(g) {
-                *o = op(xv) * gv;
+                o.write(op(xv) * gv);
             }
         }
         None => {
             for (o, &xv) in out.iter_mut().zip(xs) {
-                *o = op(xv);
+                o.write(op(xv));
             }
         }
     }

@@ -304,6 +304,15 @@ impl Transformer {
         drop: Option<&mut Dropout<'_>>,
     ) -> Result<Tensor> {
         let h = self.forward_hidden(ids, 0, None, drop)?; // (B, T, C)
+        let w = self.lm_head.as_ref().unwrap_or(&self.wte);
+        if crate::kernels::applicable(&h) && w.dtype() == h.dtype() && w.device().is_cpu() {
+            // Head and loss as one op: the (B T, V) logits never enter the autograd graph.
+            return Ok(crate::kernels::cross_entropy::linear_cross_entropy(
+                &h,
+                w,
+                &targets.flatten_all()?,
+            )?);
+        }
         let (b, t, c) = h.dims3()?;
         let logits = self.head(&h.reshape((b * t, c))?)?; // (B T, V)
         Ok(crate::nn::loss::cross_entropy(

@@ -204,6 +204,19 @@ impl Attention {
         if let QkvProj::Fused(l) = &self.qkv {
             let no_dropout = drop.as_ref().is_none_or(|d| d.p <= 0.0);
             if rope.is_none() && cache.is_none() && no_dropout && crate::kernels::applicable(x) {
+                if let (Some((w, transposed)), 3) = (l.fusable(x), x.rank()) {
+                    // Projection and attention as one op: qkv stays inside it.
+                    let y = crate::kernels::causal_attention::projected_causal_attention(
+                        x,
+                        w,
+                        l.bias(),
+                        transposed,
+                        self.num_heads,
+                        self.num_kv_heads,
+                        self.head_dim,
+                    )?; // (B, T, H D)
+                    return self.out.forward(&y);
+                }
                 let qkv = l.forward(x)?; // (B, T, (H + 2 Hkv) D)
                 let y = crate::kernels::causal_attention::causal_attention(
                     &qkv,

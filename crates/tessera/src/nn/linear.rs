@@ -6,6 +6,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 
 use crate::kernels::quant::QMatrix;
+use crate::models::Activation;
 
 #[derive(Clone, Debug)]
 enum Kind {
@@ -83,6 +84,34 @@ impl Linear {
 
     /// (..., in) -> (..., out)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some((weight, transposed)) = self.fusable(x) {
+            return crate::kernels::linear::linear(x, weight, self.bias.as_ref(), transposed);
+        }
+        self.forward_reference(x)
+    }
+
+    /// `act(self.forward(x))`: (..., in) -> (..., out). GELU (both forms) runs fused into the
+    /// layer where [`Linear::forward`] would take the fused kernel (one op; the backward forms
+    /// `act'(z) ⊙ dy` from the kept pre-activation z); otherwise the two steps.
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        use crate::kernels::linear::{linear_gelu_erf, linear_gelu_tanh};
+        if let Some((weight, transposed)) = self.fusable(x) {
+            match act {
+                Activation::GeluTanh => {
+                    return linear_gelu_tanh(x, weight, self.bias.as_ref(), transposed)
+                }
+                Activation::Gelu => {
+                    return linear_gelu_erf(x, weight, self.bias.as_ref(), transposed)
+                }
+                Activation::Silu | Activation::Relu => {}
+            }
+        }
+        super::mlp::activate(&self.forward(x)?, act)
+    }
+
+    /// The dense weight and its layout (`true`: stored (in, out)), when the fused CPU kernels
+    /// apply to `x` and this layer.
+    pub(crate) fn fusable(&self, x: &Tensor) -> Option<(&Tensor, bool)> {
         if let Kind::Dense { weight, transposed } = &self.kind {
             let same = |t: &Tensor| t.dtype() == x.dtype() && t.device().is_cpu();
             if crate::kernels::applicable(x)
@@ -90,10 +119,10 @@ impl Linear {
                 && same(weight)
                 && self.bias.as_ref().is_none_or(same)
             {
-                return crate::kernels::linear::linear(x, weight, self.bias.as_ref(), *transposed);
+                return Some((weight, *transposed));
             }
         }
-        self.forward_reference(x)
+        None
     }
 
     /// The same layer from engine primitives (matrix product, then a broadcast bias add); any

@@ -38,7 +38,7 @@ impl Mlp {
     /// (B, T, C) -> (B, T, C)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Mlp::Plain { fc, proj, act } => proj.forward(&activate(&fc.forward(x)?, *act)?),
+            Mlp::Plain { fc, proj, act } => proj.forward(&fc.forward_act(x, *act)?),
             Mlp::Gated {
                 gate,
                 up,

@@ -5,7 +5,7 @@
 
 use crate::models::ParamStore;
 use crate::Result;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 
 /// AdamW hyper-parameters and moment estimates.
 pub struct AdamW {
@@ -71,31 +71,49 @@ impl AdamW {
         Ok(())
     }
 
+    /// The fused update on CPU f32 data, in place: the moments and the parameter are updated in
+    /// their own storage (no copies out and back), in three element-wise passes.
     fn step_cpu(&mut self, i: usize, var: &Var, grad: &Tensor, lr: f64, wd: f64) -> Result<()> {
-        let shape = var.shape().clone();
-        let mut p: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
-        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
-        let mut m: Vec<f32> = self.m[i].flatten_all()?.to_vec1()?;
-        let mut v: Vec<f32> = self.v[i].flatten_all()?.to_vec1()?;
         let t = self.step as i32;
-        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
-        let step_size = (lr / bc1) as f32;
-        let decay = (1.0 - lr * wd) as f32;
-        let eps = self.eps as f32;
-        let inv_bc2_sqrt = (1.0 / bc2_sqrt) as f32;
-        for j in 0..p.len() {
-            let gj = g[j];
-            m[j] = b1 * m[j] + (1.0 - b1) * gj;
-            v[j] = b2 * v[j] + (1.0 - b2) * gj * gj;
-            let denom = v[j].sqrt() * inv_bc2_sqrt + eps;
-            p[j] = p[j] * decay - step_size * m[j] / denom;
+        let grad = grad.contiguous()?;
+        let m = &self.m[i];
+        let v = &self.v[i];
+        if grad.shape() != var.shape() || m.shape() != var.shape() || v.shape() != var.shape() {
+            return Err(crate::Error::Input(format!(
+                "adamw: parameter {:?}, gradient {:?}, moments {:?} / {:?}",
+                var.shape(),
+                grad.shape(),
+                m.shape(),
+                v.shape()
+            )));
         }
-        let dev = Device::Cpu;
-        var.set(&Tensor::from_vec(p, &shape, &dev)?)?;
-        self.m[i] = Tensor::from_vec(m, &shape, &dev)?;
-        self.v[i] = Tensor::from_vec(v, &shape, &dev)?;
+        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
+        m.inplace_op2(
+            &grad,
+            &Moment {
+                beta: b1,
+                square: false,
+            },
+        )?;
+        v.inplace_op2(
+            &grad,
+            &Moment {
+                beta: b2,
+                square: true,
+            },
+        )?;
+        var.as_tensor().inplace_op3(
+            m,
+            v,
+            &Update {
+                step_size: (lr / bc1) as f32,
+                decay: (1.0 - lr * wd) as f32,
+                eps: self.eps as f32,
+                inv_bc2_sqrt: (1.0 / bc2_sqrt) as f32,
+            },
+        )?;
         Ok(())
     }
 
@@ -132,6 +150,113 @@ impl AdamW {
     }
 }
 
+/// The contiguous f32 data of an in-place operand.
+fn data<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("adamw: operand must be contiguous".into()))?;
+    Ok(&s.as_slice::<f32>()?[a..b])
+}
+
+/// The mutable contiguous f32 data of an in-place destination.
+fn data_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("adamw: operand must be contiguous".into()))?;
+    match s {
+        CpuStorage::F32(d) => Ok(&mut d[a..b]),
+        _ => candle_core::bail!("adamw: the fused update is for f32"),
+    }
+}
+
+/// `f(offset, chunk)` over chunks of `x`, in parallel when `x` is large (element-wise updates:
+/// the result does not depend on the split).
+fn chunked(x: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    if x.len() >= 1 << 16 {
+        x.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| f(i * CHUNK, c));
+    } else {
+        f(0, x);
+    }
+}
+
+/// A moment estimate in place: `m = β m + (1 − β) g` (or `g²` for the second moment).
+struct Moment {
+    beta: f32,
+    square: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        let m = data_mut(dst, dst_l)?;
+        let g = data(g, gl)?;
+        let b = self.beta;
+        let square = self.square;
+        chunked(m, |j0, m| {
+            let g = &g[j0..j0 + m.len()];
+            if square {
+                for (m, &g) in m.iter_mut().zip(g) {
+                    *m = b * *m + (1.0 - b) * g * g;
+                }
+            } else {
+                for (m, &g) in m.iter_mut().zip(g) {
+                    *m = b * *m + (1.0 - b) * g;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The parameter step in place from the updated moments:
+/// `p = p (1 − lr wd) − (lr / bc1) m / (√v / √bc2 + eps)`.
+struct Update {
+    step_size: f32,
+    decay: f32,
+    eps: f32,
+    inv_bc2_sqrt: f32,
+}
+
+impl InplaceOp3 for Update {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<()> {
+        let p = data_mut(dst, dst_l)?;
+        let (m, v) = (data(m, ml)?, data(v, vl)?);
+        chunked(p, |j0, p| {
+            let (m, v) = (&m[j0..j0 + p.len()], &v[j0..j0 + p.len()]);
+            for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
+                let denom = v.sqrt() * self.inv_bc2_sqrt + self.eps;
+                *p = *p * self.decay - self.step_size * m / denom;
+            }
+        });
+        Ok(())
+    }
+}
+
 /// Global L2 norm of all gradients.
 pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
     let mut total = 0.0f64;
@@ -150,6 +275,7 @@ mod tests {
     use super::*;
     use crate::models::ModelConfig;
     use crate::util::rng::Rng;
+    use candle_core::Device;
 
     #[test]
     fn fused_cpu_update_equals_tensor_reference() {
