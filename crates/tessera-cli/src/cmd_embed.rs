@@ -42,13 +42,13 @@ pub struct SimilarArgs {
     batch_size: usize,
 }
 
-/// Element-wise ops on the calling thread only (unless `CANDLE_NUM_THREADS` is set): the engine's
-/// element-wise worker pool and the matmul pool otherwise compete for the same few cores, and on
-/// 2 cores the embedding throughput measured 40% higher this way (136-143 vs 97-98 sentences/s).
+/// The CPU runtime settings of `tessera::train::runtime` for the encoder commands: element-wise
+/// engine ops on the calling thread (unless `CANDLE_NUM_THREADS` is set: the engine's second pool
+/// would spin against rayon's on the same cores), and freed buffers kept for reuse by the
+/// allocator (each batch frees and reallocates the same activation buffers; fresh pages cost a
+/// page fault each, ~7% of `bench embed` before).
 pub fn serial_elementwise() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
+    tessera::train::runtime::prepare_for_training();
 }
 
 fn load(spec: &str) -> Result<Embedder> {
