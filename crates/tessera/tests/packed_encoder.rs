@@ -10,51 +10,9 @@ use tessera::models::params::Init;
 use tessera::util::rng::Rng;
 use tessera::{DType, Device, Tensor};
 
-fn randn(rng: &mut Rng, shape: &[usize], std: f64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n).map(|_| rng.normal() * std).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-/// A fixed random projection of the output to a scalar, so every output element matters.
-fn project(y: &Tensor, seed: u64) -> Tensor {
-    let w = randn(&mut Rng::new(seed), y.dims(), 1.0)
-        .to_dtype(y.dtype())
-        .unwrap();
-    (y * w).unwrap().sum_all().unwrap()
-}
-
-/// Central finite differences (h = 1e-5, f64) at every entry of `v` against the backward pass.
-fn gradcheck(name: &str, v: &Var, f: &dyn Fn() -> Tensor) {
-    const H: f64 = 1e-5;
-    let g = f().backward().unwrap();
-    let g: Vec<f64> = g
-        .get(v.as_tensor())
-        .expect("no gradient")
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let base: Vec<f64> = v.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-    for j in 0..base.len() {
-        let at = |delta: f64| {
-            let mut p = base.clone();
-            p[j] += delta;
-            v.set(&Tensor::from_vec(p, v.shape(), &Device::Cpu).unwrap())
-                .unwrap();
-            f().to_scalar::<f64>().unwrap()
-        };
-        let num = (at(H) - at(-H)) / (2.0 * H);
-        v.set(&Tensor::from_vec(base.clone(), v.shape(), &Device::Cpu).unwrap())
-            .unwrap();
-        let err = (g[j] - num).abs();
-        assert!(
-            err <= 1e-6 * (1.0f64).max(g[j].abs() + num.abs()),
-            "{name}: entry {j}: analytic {} vs numeric {num}",
-            g[j]
-        );
-    }
-}
+#[path = "common/gradcheck.rs"]
+mod fd;
+use fd::{check, project, randn};
 
 #[test]
 fn packed_attention_gradients() {
@@ -68,9 +26,10 @@ fn packed_attention_gradients() {
     let offsets: Arc<[usize]> = offsets.into();
     let qkv = Var::from_tensor(&randn(&mut Rng::new(3), &[n, 3 * h * d], 1.0)).unwrap();
     for dropout in [None, Some((0.3, 77u64))] {
-        gradcheck(
+        check(
             &format!("packed attention, dropout {dropout:?}"),
-            &qkv,
+            &[&qkv],
+            usize::MAX,
             &|| {
                 let y = packed_attention(qkv.as_tensor(), offsets.clone(), h, d, dropout).unwrap();
                 project(&y, 5)
