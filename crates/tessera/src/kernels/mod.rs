@@ -46,6 +46,7 @@ impl Float for f64 {
 /// Both builds do the same IEEE operations in the same order (Rust never contracts a·b + c
 /// into an FMA by itself), so their results are bit-identical.
 #[inline]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // callers are x86-only
 pub(crate) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
