@@ -115,6 +115,12 @@ fn learns_from_scratch_saves_and_reloads() {
     assert_eq!(saved["hidden_size"], 32);
     // --max-len 128 is cut to the 64 positions of the config.
     assert_eq!(saved["tessera_max_length"], 64);
+    // transformers must use tokenizer.json as it is (not a BertTokenizer with its own defaults).
+    let tok_cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(tok_cfg["tokenizer_class"], "PreTrainedTokenizerFast");
+    assert_eq!(tok_cfg["model_max_length"], 64);
 
     // The trained tokenizer splits CJK per character, wraps in [CLS] … [SEP], and reloads.
     let tok = Tokenizer::from_file(out.join("tokenizer.json")).unwrap();

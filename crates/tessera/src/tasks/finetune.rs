@@ -473,6 +473,17 @@ pub fn finetune(
         let (cfg, tokenizer) = scratch_encoder(model_dir, &refs, &tok)?;
         let path = out.join("tokenizer.json");
         tokenizer.save(&path)?;
+        // Tell transformers to use tokenizer.json as it is: without this file its Auto classes
+        // build a BertTokenizer whose defaults (one token per CJK character) override the trained
+        // normalizer (`--cjk-words`), and the ids differ.
+        let tok_cfg = json!({"tokenizer_class": "PreTrainedTokenizerFast",
+            "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+            "unk_token": "[UNK]", "mask_token": "[MASK]",
+            "model_max_length": opts.max_len.min(cfg.max_position_embeddings)});
+        crate::util::fs::write_atomic(
+            &out.join("tokenizer_config.json"),
+            serde_json::to_string_pretty(&tok_cfg)?.as_bytes(),
+        )?;
         let params = Classifier::init_scratch(&cfg, kind, labels.len(), &mut rng, &device)?;
         on_event(Event::Scratch {
             vocab_size: cfg.vocab_size,
