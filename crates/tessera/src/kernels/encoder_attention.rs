@@ -243,6 +243,17 @@ impl PackedHeads {
         Ok(())
     }
 
+    /// Σ L² · H · D over the sequences: the size of the score products, which decides whether
+    /// the items are worth the thread pool.
+    fn score_elems(&self) -> usize {
+        self.offsets
+            .windows(2)
+            .map(|o| (o[1] - o[0]).pow(2))
+            .sum::<usize>()
+            * self.h
+            * self.d
+    }
+
     /// (sequence, head) work items, longest sequences first so the pool stays balanced.
     fn items(&self) -> Vec<(usize, usize)> {
         let mut seqs: Vec<usize> = (0..self.offsets.len().saturating_sub(1)).collect();
@@ -307,13 +318,7 @@ fn packed_forward<F: Float>(
     // Written in full: every (sequence, head) item writes its head's columns of its rows.
     let mut y: Vec<F> = Vec::with_capacity(n * c);
     let yp = SendPtr(y.as_mut_ptr());
-    let flops: usize = hd
-        .offsets
-        .windows(2)
-        .map(|o| (o[1] - o[0]).pow(2))
-        .sum::<usize>()
-        * c;
-    run_items(&hd.items(), flops, |s, h| {
+    run_items(&hd.items(), hd.score_elems(), |s, h| {
         let (o, len) = (hd.offsets[s], hd.offsets[s + 1] - hd.offsets[s]);
         if len == 0 {
             return;
@@ -356,13 +361,7 @@ fn packed_backward<F: Float>(
     // Written in full: each item writes its head's q, k and v columns of its rows.
     let mut g: Vec<F> = Vec::with_capacity(n * w);
     let gp = SendPtr(g.as_mut_ptr());
-    let flops: usize = hd
-        .offsets
-        .windows(2)
-        .map(|o| (o[1] - o[0]).pow(2))
-        .sum::<usize>()
-        * c;
-    run_items(&hd.items(), flops, |s, h| {
+    run_items(&hd.items(), hd.score_elems(), |s, h| {
         let (o, len) = (hd.offsets[s], hd.offsets[s + 1] - hd.offsets[s]);
         if len == 0 {
             return;

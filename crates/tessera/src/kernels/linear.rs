@@ -42,6 +42,19 @@ impl Dims {
         })
     }
 
+    /// [`Dims::of`], and the bias checked against the output width.
+    pub(crate) fn with_bias(x: &Layout, w: &Layout, b: &Layout, transposed: bool) -> Result<Dims> {
+        let d = Self::of(x, w, transposed)?;
+        if b.shape().elem_count() != d.out {
+            candle_core::bail!(
+                "linear: bias has {} elements, the output {}",
+                b.shape().elem_count(),
+                d.out
+            );
+        }
+        Ok(d)
+    }
+
     /// M (in × out) as a view of the stored weight.
     fn m<F>(&self, w: &[F]) -> View<F> {
         if self.transposed {
@@ -262,14 +275,7 @@ impl CustomOp3 for LinearOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1, l2, self.transposed)?;
-        if l3.shape().elem_count() != d.out {
-            candle_core::bail!(
-                "linear: bias has {} elements, the output {}",
-                l3.shape().elem_count(),
-                d.out
-            );
-        }
+        let d = Dims::with_bias(l1, l2, l3, self.transposed)?;
         float_dispatch!(s1, "fused-linear-bias", |F| Ok((
             forward::<F>(slice(s1, l1)?, slice(s2, l2)?, Some(slice(s3, l3)?), d),
             d.out_shape(l1)
@@ -429,14 +435,7 @@ impl<A: UnaryFn> CustomOp3 for LinearActOp<A> {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1, l2, self.transposed)?;
-        if l3.shape().elem_count() != d.out {
-            candle_core::bail!(
-                "linear: bias has {} elements, the output {}",
-                l3.shape().elem_count(),
-                d.out
-            );
-        }
+        let d = Dims::with_bias(l1, l2, l3, self.transposed)?;
         float_dispatch!(s1, "fused-linear-act", |F| Ok((
             self.fwd::<F>(slice(s1, l1)?, slice(s2, l2)?, Some(slice(s3, l3)?), d),
             d.out_shape(l1)

@@ -60,29 +60,6 @@ pub fn encoder_tokenizer(path: &Path, max_len: usize) -> Result<tokenizers::Toke
     Ok(tok)
 }
 
-/// Pad id sequences to the longest: (ids (B, T) u32, attention mask (B, T) u32).
-pub fn pad_batch(
-    seqs: &[&[u32]],
-    pad_id: u32,
-    device: &candle_core::Device,
-) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
-    let b = seqs.len();
-    let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
-    if b == 0 || t == 0 {
-        return Err(Error::Input("empty batch".into()));
-    }
-    let mut ids = vec![pad_id; b * t];
-    let mut mask = vec![0u32; b * t];
-    for (i, s) in seqs.iter().enumerate() {
-        ids[i * t..i * t + s.len()].copy_from_slice(s);
-        mask[i * t..i * t + s.len()].iter_mut().for_each(|m| *m = 1);
-    }
-    Ok((
-        candle_core::Tensor::from_vec(ids, (b, t), device)?,
-        candle_core::Tensor::from_vec(mask, (b, t), device)?,
-    ))
-}
-
 /// Indices of `lens` in batches of at most `batch` items of similar length (longest first), so
 /// that little padding is computed.
 pub fn length_buckets(lens: &[usize], batch: usize) -> Vec<Vec<usize>> {
