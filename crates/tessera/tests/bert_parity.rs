@@ -55,3 +55,44 @@ fn saved_classifiers_match_transformers() {
         }
     }
 }
+
+/// A classifier trained from scratch (`--cjk-words` WordPiece tokenizer, MLM, task), loaded in
+/// transformers the way a user would (`AutoTokenizer`, `AutoModelForSequenceClassification`):
+/// the same token ids for Chinese, accented, mixed and over-long texts, and the same class
+/// probabilities. Fixture: `scripts/bert_hf_parity.py scratch` + `logits`.
+#[test]
+fn from_scratch_classifier_matches_transformers_text_to_probabilities() {
+    let hf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("hf_scratch.json")).unwrap())
+            .unwrap();
+    let m = Classifier::load(&fixture().join("scratch"), &Device::Cpu).unwrap();
+    for (i, l) in m.labels.iter().enumerate() {
+        assert_eq!(hf["id2label"][i.to_string()], l.as_str());
+    }
+    let rows = hf["texts"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    let mut spread = (f32::MAX, f32::MIN);
+    for r in rows {
+        let text = r["text"].as_str().unwrap();
+        let want_ids: Vec<u32> = serde_json::from_value(r["ids"].clone()).unwrap();
+        assert_eq!(m.encode(text).unwrap(), want_ids, "ids of {text:?}");
+        let mut want = Vec::new();
+        flat(&r["probs"], &mut want);
+        let got = m.predict(&[text], 1).unwrap().remove(0);
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(&want) {
+            assert!(
+                (a - b).abs() < 1e-5,
+                "{text:?}: tessera {a} vs transformers {b}"
+            );
+        }
+        spread = (spread.0.min(got[0]), spread.1.max(got[0]));
+    }
+    // The texts get different probabilities, so agreement is not agreement on a constant.
+    assert!(spread.1 - spread.0 > 0.1, "{spread:?}");
+    // The over-long text was cut at the saved max length.
+    assert_eq!(
+        m.encode(rows[4]["text"].as_str().unwrap()).unwrap().len(),
+        m.max_len
+    );
+}
