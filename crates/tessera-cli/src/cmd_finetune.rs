@@ -54,6 +54,11 @@ pub struct FinetuneArgs {
     /// Longest input in tokens ([CLS] and [SEP] included); longer texts are truncated.
     #[arg(long, default_value_t = 128)]
     max_len: usize,
+    /// Which part of an over-long text to keep: head (the first tokens), tail (the last) or
+    /// head-tail (the first quarter and the last three quarters). Text classification only;
+    /// saved with the model, so `tessera classify` cuts the same way.
+    #[arg(long, default_value = "head", value_parser = ["head", "tail", "head-tail"])]
+    truncation: String,
     /// AdamW weight decay on projection matrices [default: 0.01; from scratch 0.05].
     #[arg(long)]
     weight_decay: Option<f64>,
@@ -88,6 +93,10 @@ pub struct FinetuneArgs {
     /// Peak learning rate of the MLM pretraining [default: 1e-3].
     #[arg(long)]
     mlm_lr: Option<f64>,
+    /// More unlabelled text for the MLM pretraining (one text per line, or JSONL with `text`),
+    /// besides the training texts; from scratch the tokenizer is trained on it too.
+    #[arg(long)]
+    mlm_data: Option<PathBuf>,
     /// Dropout on hidden states and attention [default: the model config's; from scratch 0.2].
     #[arg(long)]
     dropout: Option<f32>,
@@ -178,6 +187,7 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
         weight_decay: a.weight_decay.unwrap_or(base.weight_decay),
         warmup_ratio: a.warmup_ratio.unwrap_or(base.warmup_ratio),
         max_len: a.max_len,
+        truncation: a.truncation.parse()?,
         seed: a.seed,
         patience: a.patience.unwrap_or(base.patience),
         grad_clip: 1.0,
@@ -190,6 +200,7 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
         group_by_length: a.group_by_length.unwrap_or(base.group_by_length),
         mlm_epochs: a.mlm_epochs.unwrap_or(base.mlm_epochs),
         mlm_lr: a.mlm_lr.unwrap_or(base.mlm_lr),
+        mlm_data: a.mlm_data.clone(),
     };
     let stop = crate::interrupt_flag();
     let bar = ProgressBar::new(1);
@@ -218,10 +229,11 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
             &bar,
             format!(
                 "training from scratch: {parameters} parameters; {} ({vocab_size} tokens)",
-                if tokenizer_trained {
-                    "WordPiece tokenizer trained on the training texts"
-                } else {
-                    "tokenizer from --tokenizer"
+                match (tokenizer_trained, opts.mlm_data.is_some()) {
+                    (true, false) => "WordPiece tokenizer trained on the training texts",
+                    (true, true) =>
+                        "WordPiece tokenizer trained on the training texts and --mlm-data",
+                    (false, _) => "tokenizer from --tokenizer",
                 }
             ),
         ),
@@ -234,9 +246,14 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
             bar.set_length(total_steps as u64);
             log_every = (total_steps / 20).max(1);
             say(&bar, format!(
-                "{train} training / {dev} dev examples, {} labels, {total_steps} steps (max length {} tokens; longer inputs are truncated)",
+                "{train} training / {dev} dev examples, {} labels, {total_steps} steps (max length {} tokens; longer inputs are truncated, keeping the {})",
                 labels.len(),
-                opts.max_len
+                opts.max_len,
+                match opts.truncation {
+                    tessera::tasks::Truncation::Head => "first tokens",
+                    tessera::tasks::Truncation::Tail => "last tokens",
+                    tessera::tasks::Truncation::HeadTail => "first quarter and last three quarters",
+                }
             ));
         }
         Event::Pretrain {

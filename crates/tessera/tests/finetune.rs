@@ -11,6 +11,7 @@ use tessera::models::params::{safetensors_bytes, Init};
 use tessera::tasks::classify::Classifier;
 use tessera::tasks::data::{Labelled, Tagged};
 use tessera::tasks::finetune::{finetune, FinetuneOptions, TaskData};
+use tessera::tasks::Truncation;
 use tessera::util::rng::Rng;
 use tessera::{Device, Tensor};
 
@@ -236,4 +237,96 @@ fn bad_label_sets_are_errors() {
         .unwrap()
         .to_string();
     assert!(err.contains("not a fine-tuned classifier"), "{err}");
+}
+
+/// The label word comes last, after a long preamble: with `max_len` 12 only tail-keeping
+/// truncation sees it. The rule is saved with the model and applied when it is loaded.
+#[test]
+fn truncation_chooses_which_end_of_a_long_text_is_seen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    tiny_bert(&base);
+    let long = |v: Vec<Labelled>| -> Vec<Labelled> {
+        v.into_iter()
+            .map(|e| Labelled {
+                text: format!("{} {}", "we went to the place again and".repeat(4), e.text),
+                label: e.label,
+            })
+            .collect()
+    };
+    let data = TaskData::Classify {
+        train: long(toy_texts(48)),
+        dev: long(toy_texts(8)),
+    };
+    let run = |t: Truncation, name: &str| {
+        let o = FinetuneOptions {
+            epochs: 30,
+            lr: 1e-2,
+            max_len: 12,
+            truncation: t,
+            ..opts()
+        };
+        let out = tmp.path().join(name);
+        let r = finetune(&base, &data, &o, &out, None, &mut |_| {}).unwrap();
+        (r.iter().map(|r| r.score).fold(0.0, f64::max), out)
+    };
+    let (head, _) = run(Truncation::Head, "head");
+    assert!(
+        head <= 0.625,
+        "the head holds no label word, yet dev accuracy {head}"
+    );
+    for (t, name) in [
+        (Truncation::Tail, "tail"),
+        (Truncation::HeadTail, "head-tail"),
+    ] {
+        let (score, out) = run(t, name);
+        assert_eq!(score, 1.0, "{name}");
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["tessera_truncation"], name);
+        let m = Classifier::load(&out, &Device::Cpu).unwrap();
+        assert_eq!(m.truncation, t);
+        let text = &data_text(&data);
+        let ids = m.encode(text).unwrap();
+        assert_eq!(ids.len(), 12);
+        let full = m.tokenizer.encode(text.as_str(), true).unwrap();
+        assert_eq!(ids[..1], full.get_ids()[..1], "[CLS] first");
+        // the tokenizer's own (head) truncation keeps the start; ours ends like the text
+        let untrunc = {
+            let mut t = m.tokenizer.clone();
+            t.with_truncation(None).unwrap();
+            t.encode(text.as_str(), true).unwrap().get_ids().to_vec()
+        };
+        assert_eq!(ids[ids.len() - 4..], untrunc[untrunc.len() - 4..]);
+        let p = m.predict(&[text.as_str()], 1).unwrap();
+        assert!(p[0][1] > 0.5, "{name}: {p:?}");
+    }
+    // A token head labels the words it sees: only head truncation.
+    let m = Classifier::load(&tmp.path().join("head"), &Device::Cpu).unwrap();
+    assert_eq!(m.truncation, Truncation::Head);
+    let sents = vec![Tagged {
+        words: vec!["to".into(), "paris".into()],
+        tags: vec!["O".into(), "B-loc".into()],
+    }];
+    let ner = TaskData::Ner {
+        train: sents.clone(),
+        dev: sents,
+    };
+    let o = FinetuneOptions {
+        truncation: Truncation::Tail,
+        ..opts()
+    };
+    let err = finetune(&base, &ner, &o, &tmp.path().join("ner"), None, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("text classification only"), "{err}");
+}
+
+/// The first dev text (label "yes": "... the food was good today").
+fn data_text(d: &TaskData) -> String {
+    match d {
+        TaskData::Classify { dev, .. } => dev[0].text.clone(),
+        TaskData::Ner { .. } => unreachable!(),
+    }
 }

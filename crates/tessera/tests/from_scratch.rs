@@ -222,6 +222,60 @@ fn mlm_pretraining_loss_falls_then_task_learns() {
     assert_eq!(m.labels, ["negative", "positive"]);
 }
 
+/// `mlm_data`: more unlabelled text for the MLM pretraining; from scratch the tokenizer learns
+/// its characters too, and the pretraining runs over both sets. Without MLM epochs it is an error.
+#[test]
+fn mlm_data_joins_pretraining_and_the_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), "bert.json", &tiny_config());
+    let data = TaskData::Classify {
+        train: toy_reviews(64, 9),
+        dev: toy_reviews(16, 10),
+    };
+    let extra = tmp.path().join("news.txt");
+    // characters that never occur in the reviews
+    std::fs::write(&extra, "龙虾和螃蟹\n螃蟹和龙虾都很贵\n".repeat(24)).unwrap();
+    let o = FinetuneOptions {
+        epochs: 1,
+        mlm_epochs: 2,
+        mlm_data: Some(extra.clone()),
+        ..opts()
+    };
+    let mut mlm_total = 0;
+    let mut on_event = |e: Event<'_>| {
+        if let Event::Pretrain { total, .. } = e {
+            mlm_total = total;
+        }
+    };
+    let out = tmp.path().join("run");
+    finetune(&cfg, &data, &o, &out, None, &mut on_event).unwrap();
+    // (64 training + 48 extra texts) / batch 8 = 14 steps per epoch
+    assert_eq!(mlm_total, 2 * 14);
+    let tok = Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
+    for ch in ["龙", "虾", "螃", "蟹"] {
+        assert!(
+            tok.inner().token_to_id(ch).is_some(),
+            "{ch} not in the vocabulary"
+        );
+    }
+    let no_mlm = FinetuneOptions {
+        mlm_epochs: 0,
+        mlm_data: Some(extra),
+        ..opts()
+    };
+    let err = finetune(
+        &cfg,
+        &data,
+        &no_mlm,
+        &tmp.path().join("x"),
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no MLM pretraining"), "{err}");
+}
+
 #[test]
 fn ner_from_scratch() {
     let tmp = tempfile::tempdir().unwrap();

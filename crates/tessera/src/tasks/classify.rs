@@ -7,7 +7,7 @@
 //! Saved as `config.json` (with `id2label` / `label2id`), `model.safetensors` (`bert.*`,
 //! `classifier.*` names) and `tokenizer.json`, so transformers loads the directory unchanged.
 
-use super::encoder_tokenizer;
+use super::{encoder_tokenizer, Truncation};
 use crate::models::encoder::{
     bert_param_specs, detect_prefix, load_float_tensors, Bert, BertConfig, EncoderDropout, Packed,
 };
@@ -52,6 +52,10 @@ pub struct Classifier {
     /// (L, C) + (L)
     pub classifier: Linear,
     pub tokenizer: tokenizers::Tokenizer,
+    /// Which tokens of an over-long text are kept (sequence heads; token heads keep the head).
+    pub truncation: Truncation,
+    /// The tokenizer without truncation, for [`Truncation::Tail`] / [`Truncation::HeadTail`].
+    untruncated: Option<tokenizers::Tokenizer>,
     /// The tokenizer file's text, saved unchanged with the model.
     tokenizer_json: String,
 }
@@ -219,6 +223,8 @@ impl Classifier {
             bert,
             classifier: Linear::new(w, Some(b)),
             tokenizer,
+            truncation: Truncation::Head,
+            untruncated: None,
             tokenizer_json,
         })
     }
@@ -266,6 +272,12 @@ impl Classifier {
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = encoder_tokenizer(&tok_path, max_len)?;
         let tokenizer_json = crate::error::read_text(&tok_path)?;
+        let truncation = match v["tessera_truncation"].as_str() {
+            Some(t) => t
+                .parse()
+                .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?,
+            None => Truncation::Head,
+        };
         Self::from_tensors(
             kind,
             &cfg,
@@ -275,7 +287,30 @@ impl Classifier {
             tokenizer,
             tokenizer_json,
             &st,
-        )
+        )?
+        .with_truncation(truncation)
+    }
+
+    /// Keep `truncation`'s part of over-long texts (sequence heads only: a token head labels
+    /// the words it sees, so it keeps the head).
+    pub fn with_truncation(mut self, truncation: Truncation) -> Result<Self> {
+        if truncation != Truncation::Head && self.kind != HeadKind::Sequence {
+            return Err(Error::Input(format!(
+                "truncation '{}' applies to text classification only; token classification keeps the first tokens",
+                truncation.as_str()
+            )));
+        }
+        self.untruncated = match truncation {
+            Truncation::Head => None,
+            _ => {
+                let mut t = self.tokenizer.clone();
+                t.with_truncation(None)
+                    .map_err(|e| Error::Tokenizer(e.to_string()))?;
+                Some(t)
+            }
+        };
+        self.truncation = truncation;
+        Ok(self)
     }
 
     /// Write `config.json`, `model.safetensors` and `tokenizer.json` of `params` into `dir`.
@@ -298,6 +333,9 @@ impl Classifier {
         cfg["id2label"] = Value::Object(id2label);
         cfg["label2id"] = Value::Object(label2id);
         cfg["tessera_max_length"] = json!(self.max_len);
+        if self.truncation != Truncation::Head {
+            cfg["tessera_truncation"] = json!(self.truncation.as_str());
+        }
         if self.kind == HeadKind::Sequence {
             cfg["problem_type"] = json!("single_label_classification");
         }
@@ -367,14 +405,13 @@ impl Classifier {
         Ok(self.classifier.forward(&x)?)
     }
 
-    /// Token ids of `text`, truncated at `max_len`.
+    /// Token ids of `text`, cut to `max_len` as [`Classifier::truncation`] says.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self
-            .tokenizer
+        let tok = self.untruncated.as_ref().unwrap_or(&self.tokenizer);
+        let enc = tok
             .encode(text, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?
-            .get_ids()
-            .to_vec())
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(self.truncation.apply(enc.get_ids(), self.max_len))
     }
 
     /// Class probabilities of each text (softmax over the labels), in order.

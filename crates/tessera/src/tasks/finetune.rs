@@ -35,6 +35,8 @@ pub struct FinetuneOptions {
     pub warmup_ratio: f64,
     /// Longest input in tokens (special tokens included); longer inputs are truncated.
     pub max_len: usize,
+    /// Which part of an over-long text is kept (text classification only).
+    pub truncation: super::Truncation,
     pub seed: u64,
     /// Stop after this many epochs without a better dev score (0 = never stop early).
     pub patience: usize,
@@ -62,6 +64,9 @@ pub struct FinetuneOptions {
     pub mlm_epochs: usize,
     /// Peak learning rate of the MLM pretraining.
     pub mlm_lr: f64,
+    /// More unlabelled texts for the MLM pretraining (one per line, or JSONL with `text`), used
+    /// besides the training texts; from scratch the tokenizer is trained on them too.
+    pub mlm_data: Option<std::path::PathBuf>,
 }
 
 impl FinetuneOptions {
@@ -94,6 +99,7 @@ impl Default for FinetuneOptions {
             weight_decay: 0.01,
             warmup_ratio: 0.1,
             max_len: 128,
+            truncation: super::Truncation::Head,
             seed: 42,
             patience: 2,
             grad_clip: 1.0,
@@ -106,6 +112,7 @@ impl Default for FinetuneOptions {
             group_by_length: false,
             mlm_epochs: 0,
             mlm_lr: 1e-3,
+            mlm_data: None,
         }
     }
 }
@@ -457,13 +464,22 @@ pub fn finetune(
             labels
         )));
     }
+    let mlm_extra = match &opts.mlm_data {
+        Some(_) if opts.mlm_epochs == 0 => {
+            return Err(Error::Input(
+                "MLM data was given but no MLM pretraining (set the MLM epochs above 0)".into(),
+            ))
+        }
+        Some(p) => super::data::read_texts(p)?,
+        None => Vec::new(),
+    };
     crate::train::runtime::prepare_for_training();
     let device = Device::Cpu;
     let mut rng = Rng::new(opts.seed);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let (cfg, params, tokenizer_path) = if is_scratch_config(model_dir) {
         let texts = training_texts(data);
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let refs: Vec<&str> = texts.iter().chain(&mlm_extra).map(String::as_str).collect();
         let tok = ScratchTokenizer {
             file: opts.tokenizer.as_deref(),
             vocab_size: opts.vocab_size,
@@ -510,7 +526,8 @@ pub fn finetune(
         labels.clone(),
         max_len,
         &tokenizer_path,
-    )?;
+    )?
+    .with_truncation(opts.truncation)?;
     let (train, dev) = prepare(kind, &model, data, &labels)?;
     if train.is_empty() || dev.is_empty() {
         return Err(Error::Input(
@@ -539,7 +556,14 @@ pub fn finetune(
     };
     let train_lens: Vec<usize> = train.iter().map(|e| e.ids.len()).collect();
     if opts.mlm_epochs > 0 {
-        let seqs: Vec<Vec<u32>> = train.iter().map(|e| e.ids.clone()).collect();
+        let mut seqs: Vec<Vec<u32>> = train.iter().map(|e| e.ids.clone()).collect();
+        for t in &mlm_extra {
+            let enc = model
+                .tokenizer
+                .encode(t.as_str(), true)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?;
+            seqs.push(enc.get_ids().to_vec());
+        }
         let mlm = MlmOptions {
             epochs: opts.mlm_epochs,
             batch_size: opts.batch_size,
