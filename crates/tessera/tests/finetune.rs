@@ -286,7 +286,7 @@ fn truncation_chooses_which_end_of_a_long_text_is_seen() {
                 .unwrap();
         assert_eq!(cfg["tessera_truncation"], name);
         let m = Classifier::load(&out, &Device::Cpu).unwrap();
-        assert_eq!(m.truncation, t);
+        assert_eq!(m.truncation(), t);
         let text = &data_text(&data);
         let ids = m.encode(text).unwrap();
         assert_eq!(ids.len(), 12);
@@ -304,7 +304,7 @@ fn truncation_chooses_which_end_of_a_long_text_is_seen() {
     }
     // A token head labels the words it sees: only head truncation.
     let m = Classifier::load(&tmp.path().join("head"), &Device::Cpu).unwrap();
-    assert_eq!(m.truncation, Truncation::Head);
+    assert_eq!(m.truncation(), Truncation::Head);
     let sents = vec![Tagged {
         words: vec!["to".into(), "paris".into()],
         tags: vec!["O".into(), "B-loc".into()],

@@ -53,7 +53,7 @@ pub struct Classifier {
     pub classifier: Linear,
     pub tokenizer: tokenizers::Tokenizer,
     /// Which tokens of an over-long text are kept (sequence heads; token heads keep the head).
-    pub truncation: Truncation,
+    truncation: Truncation,
     /// The tokenizer without truncation, for [`Truncation::Tail`] / [`Truncation::HeadTail`].
     untruncated: Option<tokenizers::Tokenizer>,
     /// The tokenizer file's text, saved unchanged with the model.
@@ -289,6 +289,11 @@ impl Classifier {
             &st,
         )?
         .with_truncation(truncation)
+    }
+
+    /// Which part of an over-long text [`Classifier::encode`] keeps.
+    pub fn truncation(&self) -> Truncation {
+        self.truncation
     }
 
     /// Keep `truncation`'s part of over-long texts (sequence heads only: a token head labels
