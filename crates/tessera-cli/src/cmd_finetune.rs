@@ -57,8 +57,8 @@ pub struct FinetuneArgs {
     /// Which part of an over-long text to keep: head (the first tokens), tail (the last) or
     /// head-tail (the first quarter and the last three quarters). Text classification only;
     /// saved with the model, so `tessera classify` cuts the same way.
-    #[arg(long, default_value = "head", value_parser = ["head", "tail", "head-tail"])]
-    truncation: String,
+    #[arg(long, default_value = "head")]
+    truncation: tessera::tasks::Truncation,
     /// AdamW weight decay on projection matrices [default: 0.01; from scratch 0.05].
     #[arg(long)]
     weight_decay: Option<f64>,
@@ -187,7 +187,7 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
         weight_decay: a.weight_decay.unwrap_or(base.weight_decay),
         warmup_ratio: a.warmup_ratio.unwrap_or(base.warmup_ratio),
         max_len: a.max_len,
-        truncation: a.truncation.parse()?,
+        truncation: a.truncation,
         seed: a.seed,
         patience: a.patience.unwrap_or(base.patience),
         grad_clip: 1.0,
@@ -249,11 +249,7 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
                 "{train} training / {dev} dev examples, {} labels, {total_steps} steps (max length {} tokens; longer inputs are truncated, keeping the {})",
                 labels.len(),
                 opts.max_len,
-                match opts.truncation {
-                    tessera::tasks::Truncation::Head => "first tokens",
-                    tessera::tasks::Truncation::Tail => "last tokens",
-                    tessera::tasks::Truncation::HeadTail => "first quarter and last three quarters",
-                }
+                opts.truncation.kept()
             ));
         }
         Event::Pretrain {

@@ -558,11 +558,7 @@ pub fn finetune(
     if opts.mlm_epochs > 0 {
         let mut seqs: Vec<Vec<u32>> = train.iter().map(|e| e.ids.clone()).collect();
         for t in &mlm_extra {
-            let enc = model
-                .tokenizer
-                .encode(t.as_str(), true)
-                .map_err(|e| Error::Tokenizer(e.to_string()))?;
-            seqs.push(enc.get_ids().to_vec());
+            seqs.push(model.encode(t)?);
         }
         let mlm = MlmOptions {
             epochs: opts.mlm_epochs,

@@ -62,6 +62,15 @@ impl Truncation {
         }
     }
 
+    /// What is kept, in words (for progress messages).
+    pub fn kept(self) -> &'static str {
+        match self {
+            Truncation::Head => "first tokens",
+            Truncation::Tail => "last tokens",
+            Truncation::HeadTail => "first quarter and last three quarters",
+        }
+    }
+
     /// Cut `ids` (`[CLS]` content `[SEP]`, untruncated) to at most `max_len` tokens, keeping the
     /// first and last token and the content this rule keeps.
     pub fn apply(self, ids: &[u32], max_len: usize) -> Vec<u32> {
