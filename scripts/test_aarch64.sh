@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cross-build the quantized-kernel tests for aarch64 and run them under qemu-user, twice: on
 # qemu's "max" CPU (has dotprod: levels neon-dotprod, neon, scalar) and on a Cortex-A53 (no
-# dotprod: levels neon, scalar). Every NEON kernel is compared with the portable one.
+# dotprod: levels neon, scalar). Every NEON kernel is compared with the portable one (the
+# quantized products, the f16 attention, word2vec's Hogwild row operations).
 #
 # Usage: bash scripts/test_aarch64.sh [extra cargo test filters...]
 # Env: CARGO_TARGET_DIR (default /work/target-aarch64 if /work exists, else target-aarch64),
@@ -47,7 +48,7 @@ build
 for cpu in max cortex-a53; do
     echo "=== QEMU_CPU=$cpu ==="
     export QEMU_CPU=$cpu
-    run --lib -- kernels::quant infer::ops "${@}"
+    run --lib -- kernels::quant infer::ops word2vec::hogwild "${@}"
     run --test quant -- "${@}"
 done
 echo "aarch64 kernel tests passed on qemu (max, cortex-a53)"

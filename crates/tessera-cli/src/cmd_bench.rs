@@ -20,6 +20,16 @@ pub struct BenchArgs {
     model: cmd_bench_model::BenchModelArgs,
 }
 
+impl BenchArgs {
+    /// Training, fine-tuning and embedding benchmarks run on the tensor engine.
+    pub fn is_tensor_workload(&self) -> bool {
+        matches!(
+            self.cmd,
+            Some(BenchCmd::Train(_) | BenchCmd::Embed(_) | BenchCmd::Finetune(_))
+        )
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// Training throughput of the GPT in the peers' train_gpt_torch.py (same flags, same final lines).

@@ -43,7 +43,6 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
         bail!("--n must be in 1..={} and --reps at least 1", all.len());
     }
     let sents: Vec<&str> = all[..a.n].iter().map(String::as_str).collect();
-    crate::cmd_embed::serial_elementwise();
     let dir = tessera::tasks::resolve_model(&a.model)?;
     let emb = Embedder::load(&dir, &Device::Cpu)?;
     emb.embed(&sents[..sents.len().min(64)], a.batch)?; // warm-up

@@ -114,7 +114,7 @@ pub fn run(a: BenchModelArgs) -> Result<()> {
     let cap = 1024usize
         .max(prefill.len() + a.decode_tokens)
         .min(model.config().max_position_embeddings);
-    let mut st = model.new_state(cap);
+    let mut st = model.new_state(cap)?;
 
     let mut prefill_s = Vec::new();
     for rep in 0..=a.reps {

@@ -42,17 +42,7 @@ pub struct SimilarArgs {
     batch_size: usize,
 }
 
-/// The CPU runtime settings of `tessera::train::runtime` for the encoder commands: element-wise
-/// engine ops on the calling thread (unless `CANDLE_NUM_THREADS` is set: the engine's second pool
-/// would spin against rayon's on the same cores), and freed buffers kept for reuse by the
-/// allocator (each batch frees and reallocates the same activation buffers; fresh pages cost a
-/// page fault each, ~7% of `bench embed` before).
-pub fn serial_elementwise() {
-    tessera::train::runtime::prepare_for_training();
-}
-
 fn load(spec: &str) -> Result<Embedder> {
-    serial_elementwise();
     let dir = tessera::tasks::resolve_model(spec)?;
     Embedder::load(&dir, &Device::Cpu).with_context(|| format!("loading model {spec}"))
 }

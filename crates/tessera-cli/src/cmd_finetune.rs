@@ -172,7 +172,6 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
         }
     };
     check_out(&a.out)?;
-    crate::cmd_embed::serial_elementwise();
     let dir = tessera::tasks::resolve_model(&a.model)?;
     let scratch = tessera::tasks::scratch::is_scratch_config(&dir);
     let base = if scratch {
@@ -335,7 +334,6 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
 }
 
 pub fn run_classify(a: ClassifyArgs) -> Result<()> {
-    crate::cmd_embed::serial_elementwise();
     let texts = read_texts(&a.input)?;
     let model = Classifier::load(&a.model, &Device::Cpu)
         .with_context(|| format!("loading {}", a.model.display()))?;
@@ -366,7 +364,6 @@ pub fn run_classify(a: ClassifyArgs) -> Result<()> {
 }
 
 pub fn run_tag(a: TagArgs) -> Result<()> {
-    crate::cmd_embed::serial_elementwise();
     let texts = read_texts(&a.input)?;
     let model = Classifier::load(&a.model, &Device::Cpu)
         .with_context(|| format!("loading {}", a.model.display()))?;

@@ -1,29 +1,46 @@
 //! `tessera pull NAME` (fetch a known model into the cache) and `tessera list` (what is cached).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use tessera::hub;
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
-    /// A known model name (see `tessera list`).
-    name: String,
+    /// Known model names (see `tessera list`).
+    #[arg(required_unless_present = "all")]
+    names: Vec<String>,
+    /// Every known model.
+    #[arg(long, conflicts_with = "names")]
+    all: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct ListArgs {}
 
+/// Fetch each named model that is not cached yet (safe to run from several processes at once:
+/// each model is downloaded once); print what each name resolves to, one per line.
 pub fn run_pull(a: PullArgs) -> Result<()> {
-    let Some(m) = hub::known(&a.name) else {
-        let names: Vec<&str> = hub::KNOWN_MODELS.iter().map(|m| m.name).collect();
-        bail!("unknown model '{}' (known: {})", a.name, names.join(", "));
+    let models: Vec<&hub::KnownModel> = if a.all {
+        hub::KNOWN_MODELS.iter().collect()
+    } else {
+        a.names
+            .iter()
+            .map(|n| {
+                hub::known(n).ok_or_else(|| {
+                    let names: Vec<&str> = hub::KNOWN_MODELS.iter().map(|m| m.name).collect();
+                    anyhow::anyhow!("unknown model '{n}' (known: {})", names.join(", "))
+                })
+            })
+            .collect::<Result<_>>()?
     };
-    let was_cached = hub::cached_path(m)?.is_some();
-    let path = hub::pull(m)?;
-    if was_cached {
-        eprintln!("{} is already cached", m.name);
+    let cache = hub::Hub::from_env()?;
+    for m in models {
+        let pulled = cache.pull(m)?;
+        if !pulled.fetched {
+            eprintln!("{} is already cached", m.name);
+        }
+        println!("{}", pulled.path.display());
     }
-    println!("{}", path.display());
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! `tessera`: train, evaluate and run Transformer language models.
 
+#![forbid(unsafe_code)]
+
 mod cmd_bench;
 mod cmd_bench_embed;
 mod cmd_bench_finetune;
@@ -15,6 +17,7 @@ mod cmd_tokenizer;
 mod cmd_train;
 mod cmd_word2vec;
 mod eval_metrics;
+mod runtime;
 
 use clap::{Parser, Subcommand};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -77,6 +80,22 @@ enum Cmd {
     Word2vec(cmd_word2vec::Word2vecArgs),
 }
 
+impl Cmd {
+    /// Whether the command trains or runs encoders on the tensor engine (see [`runtime`]).
+    fn tensor_workload(&self) -> bool {
+        match self {
+            Cmd::Train(_)
+            | Cmd::Finetune(_)
+            | Cmd::Embed(_)
+            | Cmd::Similar(_)
+            | Cmd::Classify(_)
+            | Cmd::Tag(_) => true,
+            Cmd::Bench(b) => b.is_tensor_workload(),
+            _ => false,
+        }
+    }
+}
+
 /// Set by Ctrl-C: long-running commands stop at the next safe point. A second Ctrl-C exits at once.
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
@@ -98,10 +117,9 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 
 fn main() {
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        // The tensor engine and rayon read this before their first parallel operation.
-        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
-    }
+    // Process settings, before any thread exists (no other thread may read the environment
+    // while it changes).
+    runtime::configure(cli.threads, cli.cmd.tensor_workload());
     let result = match cli.cmd {
         Cmd::Tokenizer(c) => cmd_tokenizer::run(c),
         Cmd::Chat(a) => cmd_chat::run(a),

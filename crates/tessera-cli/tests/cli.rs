@@ -451,7 +451,7 @@ fn chat_answers_piped_input() {
         String::from_utf8_lossy(&out.stderr)
     );
     let answer = String::from_utf8_lossy(&out.stdout);
-    // llama.cpp and transformers both begin this answer so (shared/fixtures smollm2_logits.json,
+    // llama.cpp and transformers both begin this answer so (fixtures/reference/smollm2_logits.json,
     // chat_tips); the capital-of-France prompt is a near tie on the quantized weights.
     assert!(answer.starts_with("1. **Set Clear Goals**"), "{answer}");
     // Only the answer is printed: no banner, no prompt.

@@ -1,26 +1,11 @@
 //! End-to-end tests of `tessera embed`, `similar`, `finetune classify|ner`, `classify`, `tag`
-//! and `bench embed` with all-MiniLM-L6-v2 from the model cache (scripts/fetch_models.sh).
+//! and `bench embed` with all-MiniLM-L6-v2 from the model cache (fetched on first use).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn model_dir() -> PathBuf {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let cache = env("TESSERA_CACHE")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("tessera/models")))
-        .or_else(|| env("HOME").map(|d| d.join(".cache/tessera/models")))
-        .expect("set TESSERA_CACHE or HOME");
-    let dir = cache.join("all-minilm-l6-v2");
-    assert!(
-        dir.join("model.safetensors").exists(),
-        "{} is missing: run scripts/fetch_models.sh",
-        dir.display()
-    );
-    dir
+    tessera::hub::resolve("all-minilm-l6-v2").expect("fetch all-minilm-l6-v2")
 }
 
 fn tessera(args: &[&str]) -> Output {

@@ -1,5 +1,5 @@
 //! End-to-end tests of `tessera info`, `tokenize`, `template`, `pull` and `list`, on SmolLM2's GGUF
-//! (fetched by scripts/fetch_models.sh) and on bad input: missing, truncated and non-GGUF files,
+//! (fetched into the model cache on first use) and on bad input: missing, truncated and non-GGUF files,
 //! bad messages JSON, invalid UTF-8, unknown model names, no pip.
 
 use std::io::Write;
@@ -48,7 +48,7 @@ fn fails_with(out: &Output, needle: &str) {
 
 fn model() -> String {
     tessera::hub::resolve("smollm2-135m-instruct")
-        .expect("run scripts/fetch_models.sh")
+        .expect("fetch smollm2-135m-instruct")
         .to_string_lossy()
         .into_owned()
 }
@@ -61,7 +61,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 
 fn fixture() -> serde_json::Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/smollm2_tokenizer.json");
+        .join("../../fixtures/reference/smollm2_tokenizer.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
@@ -292,4 +292,57 @@ fn generate_uses_the_chat_template_unless_raw() {
     );
     assert!(tp > rp, "templated prompt {tp} tokens, raw {rp}");
     assert_eq!(raw["ids"].as_array().unwrap().len(), 8);
+}
+
+/// SmolLM2's GGUF with the u32 metadata value after `key` replaced (same size, in place).
+fn patched_model(dir: &Path, key: &str, value: u32) -> String {
+    let mut bytes = std::fs::read(model()).unwrap();
+    let k = key.as_bytes();
+    let at = bytes
+        .windows(k.len())
+        .position(|w| w == k)
+        .unwrap_or_else(|| panic!("{key} not in the file"))
+        + k.len();
+    assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "{key} is a u32");
+    bytes[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+    write(dir, &format!("{key}.gguf"), &bytes)
+}
+
+#[test]
+fn absurd_metadata_is_one_clear_line_not_an_abort() {
+    // A context of 4 billion positions once made `chat` allocate a 45 TB KV cache and abort.
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "d.txt", b"Some text to score.\n");
+    for (key, value, field) in [
+        ("llama.context_length", u32::MAX, "llama.context_length"),
+        (
+            "llama.attention.head_count",
+            1 << 31,
+            "llama.attention.head_count",
+        ),
+        ("llama.block_count", u32::MAX, "llama.block_count"),
+        ("llama.embedding_length", u32::MAX, "llama.embedding_length"),
+    ] {
+        let m = patched_model(dir.path(), key, value);
+        let chat = run(&["chat", "--model", &m], Some(b"hi\n"), &[]);
+        fails_with(&chat, field);
+        let err = String::from_utf8_lossy(&chat.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        fails_with(
+            &tessera(&[
+                "generate",
+                "--model",
+                &m,
+                "--prompt",
+                "hi",
+                "--max-tokens",
+                "2",
+            ]),
+            field,
+        );
+        fails_with(
+            &tessera(&["eval", "perplexity", "--model", &m, "--data", &data]),
+            field,
+        );
+    }
 }

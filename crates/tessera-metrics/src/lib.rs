@@ -13,6 +13,8 @@
 //!
 //! No tensor dependencies. Errors are [`MetricsError`]; nothing a user feeds in panics.
 
+#![forbid(unsafe_code)]
+
 pub mod bleu;
 pub mod chrf;
 pub mod classify;

@@ -1,4 +1,4 @@
-//! Every number of the reference fixtures (`../shared/fixtures/metrics.json`, made with
+//! Every number of the reference fixtures (`fixtures/reference/metrics.json`, made with
 //! sacreBLEU 2.6.0, rouge-score 0.1.2 and NLTK 3.10.4, and this crate's own `fixtures/`
 //! generated the same way on real text) reproduced within 5e-7.
 
@@ -15,7 +15,7 @@ use tessera_metrics::wordnet::WordNet;
 
 const SHARED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/metrics.json"
+    "/../../fixtures/reference/metrics.json"
 );
 const OWN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/metrics_real.json");
 

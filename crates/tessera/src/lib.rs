@@ -3,6 +3,9 @@
 //! Shape legend used in comments throughout: B batch, T time (sequence), C channels (hidden size),
 //! H attention heads, Hkv key/value heads, D head size, V vocabulary, I intermediate (MLP) size.
 
+// Every `unsafe` block states why it is sound (clippy checks it in CI, with `-D warnings`).
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod error;
 pub mod generate;
 pub mod hub;

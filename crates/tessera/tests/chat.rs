@@ -1,6 +1,7 @@
-//! Chat sessions on SmolLM2-135M-Instruct (fetched by scripts/fetch_models.sh or on first use).
+//! Chat sessions on SmolLM2-135M-Instruct (fetched into the model cache on first use), on the
+//! engine `tessera chat` runs: `load_generator`, i.e. the quantized GGUF model.
 
-use tessera::generate::chat::{load_decoder, ChatSession};
+use tessera::generate::chat::{load_generator, ChatSession, Decoder};
 use tessera::generate::SamplingParams;
 
 fn greedy(max_tokens: usize) -> SamplingParams {
@@ -14,7 +15,8 @@ fn greedy(max_tokens: usize) -> SamplingParams {
 #[test]
 fn answers_and_keeps_history() {
     let path = tessera::hub::resolve("smollm2-135m-instruct").unwrap();
-    let (model, tok) = load_decoder(&path, &tessera::Device::Cpu).unwrap();
+    let (model, tok) = load_generator(&path, &tessera::Device::Cpu).unwrap();
+    assert!(matches!(model, Decoder::Quant(_)), "a GGUF runs quantized");
     let mut chat = ChatSession::new(&model, &tok, None).unwrap();
     let mut streamed = String::new();
     let r = chat
@@ -49,8 +51,8 @@ fn answers_and_keeps_history() {
 #[test]
 fn oldest_turns_are_dropped_when_the_context_would_overflow() {
     let path = tessera::hub::resolve("smollm2-135m-instruct").unwrap();
-    let (mut model, tok) = load_decoder(&path, &tessera::Device::Cpu).unwrap();
-    model.cfg.max_position_embeddings = 80; // a tiny context to force trimming
+    let (mut model, tok) = load_generator(&path, &tessera::Device::Cpu).unwrap();
+    model.limit_context(80); // a tiny context to force trimming
     let mut chat = ChatSession::new(&model, &tok, Some("Be brief.".into())).unwrap();
     let mut dropped = 0;
     for q in [

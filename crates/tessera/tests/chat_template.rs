@@ -1,5 +1,5 @@
 //! SmolLM2's own chat template (from its GGUF) rendered byte for byte as transformers'
-//! `apply_chat_template` (`shared/fixtures/smollm2_tokenizer.json`), the forge-proof prompt
+//! `apply_chat_template` (`fixtures/reference/smollm2_tokenizer.json`), the forge-proof prompt
 //! encoding, and the Hugging Face template extras.
 
 use serde_json::Value;
@@ -8,13 +8,13 @@ use tessera::tokenizer::chat::{encode_literal, ChatTemplate, Message, ModelToken
 fn fixture() -> Value {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/smollm2_tokenizer.json"
+        "/../../fixtures/reference/smollm2_tokenizer.json"
     );
-    serde_json::from_str(&std::fs::read_to_string(p).expect("shared/fixtures")).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(p).expect("fixtures/reference")).unwrap()
 }
 
 fn smollm2() -> ModelTokenizer {
-    let path = tessera::hub::resolve("smollm2-135m-instruct").expect("run scripts/fetch_models.sh");
+    let path = tessera::hub::resolve("smollm2-135m-instruct").expect("fetch smollm2-135m-instruct");
     ModelTokenizer::load(&path).unwrap()
 }
 

@@ -1,5 +1,5 @@
 //! The BERT encoder and sentence embeddings against the sentence-transformers fixture
-//! (`shared/fixtures/minilm_embeddings.json`): token ids exact, every component within 1e-5
+//! (`fixtures/reference/minilm_embeddings.json`): token ids exact, every component within 1e-5
 //! (the fixture README's tolerance: PyTorch kernels differ by 2e-7, rounding adds 5e-7, while a
 //! tanh GELU, a wrong eps, pooling over padding or a cut at 128 tokens all exceed it).
 

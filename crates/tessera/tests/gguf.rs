@@ -5,7 +5,7 @@
 use tessera::weights::{Gguf, GgufValue, GgufWriter, ValueType};
 
 fn smollm2() -> std::path::PathBuf {
-    tessera::hub::resolve("smollm2-135m-instruct").expect("SmolLM2 (run scripts/fetch_models.sh)")
+    tessera::hub::resolve("smollm2-135m-instruct").expect("fetch smollm2-135m-instruct")
 }
 
 #[test]

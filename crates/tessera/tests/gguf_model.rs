@@ -1,5 +1,5 @@
 //! SmolLM2-135M-Instruct loaded from its GGUF (weights dequantized to f32, f32 activations and KV
-//! cache) against the `transformers` block of `shared/fixtures/smollm2_logits.json`, which ran
+//! cache) against the `transformers` block of `fixtures/reference/smollm2_logits.json`, which ran
 //! the same arithmetic: argmax identical at every prompt position, the top-20 and fixed-id logits
 //! and log-softmax values within 1e-3 (two independent f32 implementations agreed within 9e-5;
 //! the fixture rounds to 6 decimals), and the 32-step greedy continuations identical.
@@ -14,9 +14,9 @@ const TOL: f32 = 1e-3;
 fn fixture() -> Value {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/smollm2_logits.json"
+        "/../../fixtures/reference/smollm2_logits.json"
     );
-    serde_json::from_str(&std::fs::read_to_string(p).expect("shared/fixtures")).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(p).expect("fixtures/reference")).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -72,7 +72,7 @@ fn run(model: &Transformer, prompt: &[u32]) -> (Vec<Vec<f32>>, Vec<u32>) {
 #[test]
 fn smollm2_matches_transformers() {
     let fx = fixture();
-    let path = tessera::hub::resolve("smollm2-135m-instruct").expect("run scripts/fetch_models.sh");
+    let path = tessera::hub::resolve("smollm2-135m-instruct").expect("fetch smollm2-135m-instruct");
     tessera::hub::check_sha256(&path, fx["model"]["sha256"].as_str().unwrap()).unwrap();
     let model = load_gguf_file(&path, DType::F32, &Device::Cpu).unwrap();
     assert_eq!(model.cfg.num_layers, 30);

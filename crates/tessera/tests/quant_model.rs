@@ -1,6 +1,6 @@
 //! SmolLM2-135M-Instruct run on its quantized weights (`tessera::infer::QuantLlama`: Q4_1/Q8_0
 //! blocks, activations quantized to 8 bits as llama.cpp does) against the `llama_cpp` block of
-//! `shared/fixtures/smollm2_logits.json`, whose arithmetic it follows.
+//! `fixtures/reference/smollm2_logits.json`, whose arithmetic it follows.
 //!
 //! What is required, and why these bounds. We follow llama.cpp's arithmetic (8-bit activation
 //! blocks with the same scales and rounding, f16 KV cache, query and attention weights rounded to
@@ -47,9 +47,9 @@ fn bounds() -> (f32, f32) {
 fn fixture() -> Value {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/smollm2_logits.json"
+        "/../../fixtures/reference/smollm2_logits.json"
     );
-    serde_json::from_str(&std::fs::read_to_string(p).expect("shared/fixtures")).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(p).expect("fixtures/reference")).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -71,7 +71,7 @@ fn argmax(row: &[f32]) -> u32 {
 }
 
 fn model() -> QuantLlama {
-    let path = tessera::hub::resolve("smollm2-135m-instruct").expect("run scripts/fetch_models.sh");
+    let path = tessera::hub::resolve("smollm2-135m-instruct").expect("fetch smollm2-135m-instruct");
     QuantLlama::load(path).unwrap()
 }
 
@@ -89,7 +89,7 @@ fn smollm2_quantized_matches_llama_cpp() {
         let name = p["name"].as_str().unwrap();
         let prompt = ids(&p["ids"]);
         let reference = &p["llama_cpp"];
-        let mut st = model.new_state(prompt.len() + 32);
+        let mut st = model.new_state(prompt.len() + 32).unwrap();
         let all = model.forward_all(&mut st, &prompt).unwrap();
         let rows: Vec<&[f32]> = all.chunks_exact(v).collect();
         // Argmax at every prompt position.
@@ -179,7 +179,7 @@ fn dequantized_weights_match_transformers() {
     for p in f["prompts"].as_array().unwrap() {
         let prompt = ids(&p["ids"]);
         let reference = &p["transformers"];
-        let mut st = model.new_state(prompt.len());
+        let mut st = model.new_state(prompt.len()).unwrap();
         let all = model.forward_all(&mut st, &prompt).unwrap();
         let got: Vec<u32> = all.chunks_exact(v).map(argmax).collect();
         assert_eq!(
@@ -211,10 +211,10 @@ fn kv_cache_decoding_equals_one_pass() {
     let seq: Vec<u32> = vec![
         1, 504, 3458, 282, 4649, 314, 260, 1450, 30, 198, 216, 7042, 28, 60,
     ];
-    let mut st = model.new_state(64);
+    let mut st = model.new_state(64).unwrap();
     let all = model.forward_all(&mut st, &seq).unwrap();
     // One token at a time.
-    let mut st1 = model.new_state(64);
+    let mut st1 = model.new_state(64).unwrap();
     let mut worst = 0f32;
     for (i, &t) in seq.iter().enumerate() {
         let step = model.forward(&mut st1, &[t]).unwrap();
@@ -228,7 +228,7 @@ fn kv_cache_decoding_equals_one_pass() {
         assert_eq!(argmax(step), argmax(row), "position {i}");
     }
     // In two pieces.
-    let mut st2 = model.new_state(64);
+    let mut st2 = model.new_state(64).unwrap();
     model.forward(&mut st2, &seq[..5]).unwrap();
     let tail = model.forward(&mut st2, &seq[5..]).unwrap();
     let d2 = tail
@@ -244,7 +244,7 @@ fn kv_cache_decoding_equals_one_pass() {
 #[test]
 fn bad_input_is_an_error() {
     let model = model();
-    let mut st = model.new_state(8);
+    let mut st = model.new_state(8).unwrap();
     assert!(model.forward(&mut st, &[]).is_err());
     assert!(model.forward(&mut st, &[49152]).is_err());
     assert!(model.forward(&mut st, &[1; 9]).is_err());

@@ -1,4 +1,4 @@
-//! The tokenizer built from SmolLM2's GGUF metadata against `shared/fixtures/smollm2_tokenizer.json`
+//! The tokenizer built from SmolLM2's GGUF metadata against `fixtures/reference/smollm2_tokenizer.json`
 //! (transformers' tokenizer from the same file; llama.cpp agrees on every case): ids, pieces and
 //! decoded text exact for all 27 strings, the special-token table, and a SentencePiece-style
 //! (`llama`) vocabulary built by hand.
@@ -11,13 +11,13 @@ use tessera::weights::{Gguf, GgufValue, GgufWriter, ValueType};
 fn fixture() -> Value {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/smollm2_tokenizer.json"
+        "/../../fixtures/reference/smollm2_tokenizer.json"
     );
-    serde_json::from_str(&std::fs::read_to_string(p).expect("shared/fixtures")).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(p).expect("fixtures/reference")).unwrap()
 }
 
 fn smollm2() -> GgufTokenizer {
-    let path = tessera::hub::resolve("smollm2-135m-instruct").expect("run scripts/fetch_models.sh");
+    let path = tessera::hub::resolve("smollm2-135m-instruct").expect("fetch smollm2-135m-instruct");
     let fx = fixture();
     tessera::hub::check_sha256(&path, fx["model"]["sha256"].as_str().unwrap()).unwrap();
     GgufTokenizer::open(&path).unwrap()

@@ -39,6 +39,16 @@ pub enum DecoderState {
 }
 
 impl Decoder {
+    /// Use at most `n` positions of context (at least 1; never more than the model was built
+    /// for): chat and generation then budget their prompts for it, and states hold that many.
+    pub fn limit_context(&mut self, n: usize) {
+        let cfg = match self {
+            Decoder::Dense(m) => &mut m.cfg,
+            Decoder::Quant(m) => &mut m.cfg,
+        };
+        cfg.max_position_embeddings = cfg.max_position_embeddings.min(n.max(1));
+    }
+
     /// A short description for status lines ("quantized GGUF, 2 threads", "f32").
     pub fn describe(&self) -> String {
         match self {
@@ -60,11 +70,11 @@ impl CausalLm for Decoder {
             Decoder::Quant(m) => &m.cfg,
         }
     }
-    fn new_state(&self, capacity: usize) -> DecoderState {
-        match self {
-            Decoder::Dense(m) => DecoderState::Dense(m.new_state(capacity)),
-            Decoder::Quant(m) => DecoderState::Quant(Box::new(CausalLm::new_state(m, capacity))),
-        }
+    fn new_state(&self, capacity: usize) -> Result<DecoderState> {
+        Ok(match self {
+            Decoder::Dense(m) => DecoderState::Dense(m.new_state(capacity)?),
+            Decoder::Quant(m) => DecoderState::Quant(Box::new(CausalLm::new_state(m, capacity)?)),
+        })
     }
     fn state_len(&self, st: &DecoderState) -> usize {
         match (self, st) {
@@ -127,7 +137,7 @@ impl<'a, M: CausalLm> ChatSession<'a, M> {
     pub fn new(model: &'a M, tok: &'a ModelTokenizer, system: Option<String>) -> Result<Self> {
         tok.template()?;
         Ok(ChatSession {
-            state: model.new_state(model.config().max_position_embeddings),
+            state: model.new_state(model.config().max_position_embeddings)?,
             model,
             tok,
             system,

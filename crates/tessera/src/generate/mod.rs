@@ -19,7 +19,7 @@ pub trait CausalLm {
     /// The model's configuration.
     fn config(&self) -> &ModelConfig;
     /// A fresh sequence with room for `capacity` tokens.
-    fn new_state(&self, capacity: usize) -> Self::State;
+    fn new_state(&self, capacity: usize) -> Result<Self::State>;
     /// Tokens in the state's cache.
     fn state_len(&self, st: &Self::State) -> usize;
     /// Keep only the first `len` cached tokens (or start over, where a model cannot cut).
@@ -40,11 +40,11 @@ impl CausalLm for Transformer {
     fn config(&self) -> &ModelConfig {
         &self.cfg
     }
-    fn new_state(&self, _capacity: usize) -> DenseState {
-        DenseState {
+    fn new_state(&self, _capacity: usize) -> Result<DenseState> {
+        Ok(DenseState {
             cache: KvCache::new(self.cfg.num_layers),
             logits: Vec::new(),
-        }
+        })
     }
     fn state_len(&self, st: &DenseState) -> usize {
         st.cache.len()
@@ -65,7 +65,7 @@ impl CausalLm for QuantLlama {
     fn config(&self) -> &ModelConfig {
         &self.cfg
     }
-    fn new_state(&self, capacity: usize) -> Self::State {
+    fn new_state(&self, capacity: usize) -> Result<Self::State> {
         QuantLlama::new_state(self, capacity)
     }
     fn state_len(&self, st: &Self::State) -> usize {
@@ -139,7 +139,7 @@ pub fn generate<M: CausalLm>(
     on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generation> {
     let cap = (prompt_ids.len() + params.max_tokens).min(model.config().max_position_embeddings);
-    let mut st = model.new_state(cap);
+    let mut st = model.new_state(cap)?;
     generate_in(model, &mut st, tok, prompt_ids, params, on_text)
 }
 

@@ -247,16 +247,22 @@ impl QuantLlama {
     }
 
     /// A fresh sequence state holding up to `capacity` positions (at most the model's context).
-    /// The cache is allocated at once but only the pages of positions used are touched.
-    pub fn new_state(&self, capacity: usize) -> State {
+    /// The cache is allocated at once but only the pages of positions used are touched; when
+    /// the memory is not there, the error says how much was asked for.
+    pub fn new_state(&self, capacity: usize) -> Result<State> {
+        use crate::util::alloc::zeroed;
         let cfg = &self.cfg;
         let cap = capacity.clamp(1, cfg.max_position_embeddings.max(1));
-        let kv = cfg.num_layers * cfg.num_kv_heads * cap * cfg.head_dim;
+        let kv = [cfg.num_layers, cfg.num_kv_heads, cap, cfg.head_dim]
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .ok_or_else(|| Error::Input(format!("a KV cache of {cap} positions is too large")))?;
+        let what = format!("KV cache for {cap} positions");
         let mut st = State {
             pos: 0,
             cap,
-            k: vec![0u16; kv],
-            v: vec![0u16; kv],
+            k: zeroed(kv, &what)?,
+            v: zeroed(kv, &what)?,
             rows: 0,
             x: Vec::new(),
             h: Vec::new(),
@@ -269,11 +275,11 @@ impl QuantLlama {
             gate: Vec::new(),
             up: Vec::new(),
             cs: Vec::new(),
-            scores: vec![0f32; cfg.num_heads * ATT_SPLIT * cap],
-            logits: vec![0f32; cfg.vocab_size],
+            scores: zeroed(cfg.num_heads * ATT_SPLIT * cap, "attention scores")?,
+            logits: zeroed(cfg.vocab_size, "logits")?,
         };
         self.grow(&mut st, 1);
-        st
+        Ok(st)
     }
 
     fn grow(&self, st: &mut State, rows: usize) {
@@ -493,6 +499,8 @@ impl QuantLlama {
             let sc = unsafe { scores.range(task * cap, (task + 1) * cap) };
             for i in (part..n).step_by(split) {
                 let qi = &q[(i * h + head) * d..(i * h + head + 1) * d];
+                // SAFETY: query i's slice of head `head` is written by this task alone (tasks
+                // split the (head, query) pairs by head and by i mod `split`).
                 let o = unsafe { att.range((i * h + head) * d, (i * h + head + 1) * d) };
                 ops::attend_f16(kern, qi, kc, vc, pos + i + 1, scale, sc, o);
             }

@@ -380,7 +380,7 @@ fn packed_backward<F: Float>(
             pd
         });
         let mut ds = vec![F::zero(); len * len];
-        // SAFETY (all products): views lie inside qkv / dy / the local buffers; this item alone
+        // SAFETY: (both products) views lie inside qkv / dy / the local buffers; this item alone
         // writes head h's q, k and v columns of rows o..o+len of g.
         unsafe {
             // dv = P'ᵀ dy
@@ -413,6 +413,8 @@ fn packed_backward<F: Float>(
                 *x = scale * pv * (*x - dot);
             }
         }
+        // SAFETY: as for the two products above: the views lie inside qkv / ds, and this item
+        // alone writes head h's q and k columns of rows o..o+len of g.
         unsafe {
             // dq = dS k, dk = dSᵀ q (dS already carries the scale)
             gemm(

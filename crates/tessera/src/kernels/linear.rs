@@ -480,9 +480,9 @@ fn bias_map<F: Erf, O: Fn(F) -> F + Sync>(z: &mut [F], b: &[F], op: O) -> Vec<F>
     } else {
         z.chunks_mut(block).zip(ys.chunks_mut(block)).for_each(rows);
     }
+    let n = z.len();
     // SAFETY: the blocks cover all z.len() elements (z.len() is a multiple of the row length) and
     // every one was written above.
-    let n = z.len();
     unsafe { y.set_len(n) };
     y
 }

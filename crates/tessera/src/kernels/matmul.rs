@@ -106,6 +106,8 @@ pub(crate) unsafe fn filled<T: Float>(n: usize, fill: impl FnOnce(*mut T)) -> Ve
 /// A raw pointer that may cross threads: parallel work items write disjoint parts through it.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr<T>(pub *mut T);
+// SAFETY: a `SendPtr` is only an address; every dereference is an `unsafe` block in the kernel
+// that uses it, which states why its work item's elements are its own (disjoint writes).
 unsafe impl<T> Send for SendPtr<T> {}
 
 impl<T> SendPtr<T> {
@@ -115,4 +117,5 @@ impl<T> SendPtr<T> {
         self.0
     }
 }
+// SAFETY: as for `Send`: sharing the address is harmless; the dereferences are checked where made.
 unsafe impl<T> Sync for SendPtr<T> {}

@@ -40,8 +40,11 @@ impl Float for f64 {
     }
 }
 
-/// Whether the element-wise loops may run their AVX-512 builds (x86-64 CPUs with AVX-512 F/VL/DQ/BW;
-/// checked once, cached by the standard library). The default build targets baseline x86-64
+/// Whether the element-wise loops may run their AVX-512 builds: x86-64 CPUs with every feature
+/// those builds enable (`#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]`;
+/// checked once, cached by the standard library). Every AVX-512 CPU has AVX2 and FMA, but a
+/// virtual machine may mask them, and calling a function built for a feature the CPU lacks is
+/// undefined behaviour. The default build targets baseline x86-64
 /// (SSE2, 4 lanes), so the hot loops get a second build with `#[target_feature]` and pick it here.
 /// Both builds do the same IEEE operations in the same order (Rust never contracts a·b + c
 /// into an FMA by itself), so their results are bit-identical.
@@ -54,6 +57,8 @@ pub(crate) fn avx512() -> bool {
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512dq")
             && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -275,7 +275,24 @@ impl ModelConfig {
 
     /// Check that the numbers fit together.
     pub fn validate(&self) -> Result<()> {
+        use super::limits::{self as lim, check};
         let bad = |m: String| Err(Error::Config(m));
+        check("vocab_size", self.vocab_size, lim::MAX_VOCAB)?;
+        check("hidden_size", self.hidden_size, lim::MAX_HIDDEN)?;
+        check("num_hidden_layers", self.num_layers, lim::MAX_LAYERS)?;
+        check("num_attention_heads", self.num_heads, lim::MAX_HEADS)?;
+        check("num_key_value_heads", self.num_kv_heads, lim::MAX_HEADS)?;
+        check("head_dim", self.head_dim, lim::MAX_HEAD_DIM)?;
+        check(
+            "intermediate_size",
+            self.intermediate_size,
+            lim::MAX_INTERMEDIATE,
+        )?;
+        check(
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            lim::MAX_CONTEXT,
+        )?;
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_layers == 0 {
             return bad("vocab_size, hidden size and number of layers must be positive".into());
         }

@@ -128,7 +128,29 @@ impl BertConfig {
 
     /// Check that the sizes are usable.
     pub fn validate(&self) -> Result<()> {
+        use super::limits::{self as lim, check};
         let c = self;
+        let field = |e: Error| match e {
+            Error::Config(m) => Error::Config(format!("BERT config: {m}")),
+            e => e,
+        };
+        check("vocab_size", c.vocab_size, lim::MAX_VOCAB).map_err(field)?;
+        check("hidden_size", c.hidden_size, lim::MAX_HIDDEN).map_err(field)?;
+        check("num_hidden_layers", c.num_layers, lim::MAX_LAYERS).map_err(field)?;
+        check("num_attention_heads", c.num_heads, lim::MAX_HEADS).map_err(field)?;
+        check(
+            "intermediate_size",
+            c.intermediate_size,
+            lim::MAX_INTERMEDIATE,
+        )
+        .map_err(field)?;
+        check(
+            "max_position_embeddings",
+            c.max_position_embeddings,
+            lim::MAX_CONTEXT,
+        )
+        .map_err(field)?;
+        check("type_vocab_size", c.type_vocab_size, lim::MAX_TYPE_VOCAB).map_err(field)?;
         if c.vocab_size == 0
             || c.hidden_size == 0
             || c.num_layers == 0

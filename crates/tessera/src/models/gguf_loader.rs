@@ -26,17 +26,30 @@ pub fn config_from_gguf(g: &Gguf) -> Result<ModelConfig> {
             "unsupported architecture '{arch}' (this loader builds the llama family)"
         )));
     }
-    let need = |k: &str| -> Result<u64> {
-        g.get_u64(&format!("llama.{k}"))?
-            .ok_or_else(|| g.error(format!("missing 'llama.{k}'")))
+    use super::limits::{self as lim, check};
+    // Every size is checked against tessera's limits under its own GGUF name before anything is
+    // derived from it (a head count of 2^31 would otherwise surface as a head size of 0).
+    let limit = |k: &str, max: usize| -> Result<Option<u64>> {
+        let key = format!("llama.{k}");
+        match g.get_u64(&key)? {
+            None => Ok(None),
+            Some(v) => {
+                check(&key, usize::try_from(v).unwrap_or(usize::MAX), max)
+                    .map_err(|e| g.error(e.to_string()))?;
+                Ok(Some(v))
+            }
+        }
     };
-    let hidden = need("embedding_length")?;
-    let heads = need("attention.head_count")?;
-    let kv_heads = g.get_u64("llama.attention.head_count_kv")?.unwrap_or(heads);
+    let need = |k: &str, max: usize| -> Result<u64> {
+        limit(k, max)?.ok_or_else(|| g.error(format!("missing 'llama.{k}'")))
+    };
+    let hidden = need("embedding_length", lim::MAX_HIDDEN)?;
+    let heads = need("attention.head_count", lim::MAX_HEADS)?;
+    let kv_heads = limit("attention.head_count_kv", lim::MAX_HEADS)?.unwrap_or(heads);
     let embd = g
         .tensor("token_embd.weight")
         .ok_or_else(|| g.error("missing tensor 'token_embd.weight'"))?;
-    let vocab = match g.get_u64("llama.vocab_size")? {
+    let vocab = match limit("vocab_size", lim::MAX_VOCAB)? {
         Some(v) => v,
         None => embd.dims.get(1).copied().unwrap_or(0),
     };
@@ -45,7 +58,7 @@ pub fn config_from_gguf(g: &Gguf) -> Result<ModelConfig> {
             return Err(g.error(format!("rope scaling '{scaling}' is not supported")));
         }
     }
-    let head_dim = match g.get_u64("llama.attention.key_length")? {
+    let head_dim = match limit("attention.key_length", lim::MAX_HEAD_DIM)? {
         Some(d) => d,
         None => hidden.checked_div(heads).unwrap_or(0),
     };
@@ -60,12 +73,12 @@ pub fn config_from_gguf(g: &Gguf) -> Result<ModelConfig> {
         "model_type": "llama",
         "vocab_size": vocab,
         "hidden_size": hidden,
-        "num_hidden_layers": need("block_count")?,
+        "num_hidden_layers": need("block_count", lim::MAX_LAYERS)?,
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
         "head_dim": head_dim,
-        "intermediate_size": need("feed_forward_length")?,
-        "max_position_embeddings": need("context_length")?,
+        "intermediate_size": need("feed_forward_length", lim::MAX_INTERMEDIATE)?,
+        "max_position_embeddings": need("context_length", lim::MAX_CONTEXT)?,
         "rms_norm_eps": g.get_f64("llama.attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
         "rope_theta": g.get_f64("llama.rope.freq_base")?.unwrap_or(10000.0),
         "hidden_act": "silu",

@@ -4,6 +4,7 @@ pub mod config;
 pub mod decoder;
 pub mod encoder;
 pub mod gguf_loader;
+pub mod limits;
 pub mod params;
 
 pub use config::{Activation, Arch, ModelConfig, NormKind, PositionKind};

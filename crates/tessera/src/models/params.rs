@@ -21,6 +21,29 @@ pub enum Init {
     Ones,
 }
 
+impl ParamSpec {
+    /// Fresh values drawn as `init` says (fallible: the shape comes from a config file).
+    pub fn init_tensor(&self, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+        use crate::util::alloc::{filled, zeroed};
+        let n = self
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .ok_or_else(|| Error::Config(format!("{}: too many parameters", self.name)))?;
+        let what = format!("parameter {}", self.name);
+        let data: Vec<f32> = match self.init {
+            Init::Normal(std) => {
+                let mut v = filled(n, 0.0f32, &what)?;
+                v.iter_mut().for_each(|x| *x = (rng.normal() * std) as f32);
+                v
+            }
+            Init::Zeros => zeroed(n, &what)?,
+            Init::Ones => filled(n, 1.0, &what)?,
+        };
+        Ok(Tensor::from_vec(data, self.shape.as_slice(), device)?)
+    }
+}
+
 /// One parameter of a model.
 #[derive(Clone, Debug)]
 pub struct ParamSpec {
@@ -190,13 +213,7 @@ impl ParamStore {
         let specs = param_specs(cfg);
         let mut vars = Vec::with_capacity(specs.len());
         for s in &specs {
-            let n: usize = s.shape.iter().product();
-            let data: Vec<f32> = match s.init {
-                Init::Normal(std) => (0..n).map(|_| (rng.normal() * std) as f32).collect(),
-                Init::Zeros => vec![0.0; n],
-                Init::Ones => vec![1.0; n],
-            };
-            let t = Tensor::from_vec(data, s.shape.as_slice(), device)?.to_dtype(dtype)?;
+            let t = s.init_tensor(rng, device)?.to_dtype(dtype)?;
             vars.push(Var::from_tensor(&t)?);
         }
         Ok(ParamStore { specs, vars })
@@ -259,7 +276,18 @@ pub fn fetch(
 /// Load every tensor of a safetensors file (errors name the file; never panics on corrupt input).
 pub fn load_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
+    safetensors_from_bytes(&bytes, path, device)
+}
+
+/// The tensors of a safetensors image (`path` names it in errors). Every size in the header is
+/// checked against the bytes present before anything is allocated (by the `safetensors` crate's
+/// parser), so a corrupt or hostile header is an error.
+pub fn safetensors_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| Error::checkpoint(path, format!("not a valid safetensors file: {e}")))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {

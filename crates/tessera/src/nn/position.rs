@@ -25,8 +25,19 @@ impl Rotary {
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
             .collect();
-        let mut cos = Vec::with_capacity(max_pos * half);
-        let mut sin = Vec::with_capacity(max_pos * half);
+        let n = max_pos
+            .checked_mul(half)
+            .ok_or_else(|| candle_core::Error::Msg(format!("{max_pos} positions: too many")))?;
+        let table = |what: &str| -> Result<Vec<f32>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n).map_err(|_| {
+                candle_core::Error::Msg(format!(
+                    "cannot allocate the rotary {what} table for {max_pos} positions"
+                ))
+            })?;
+            Ok(v)
+        };
+        let (mut cos, mut sin) = (table("cosine")?, table("sine")?);
         for p in 0..max_pos {
             for &f in &inv_freq {
                 let a = p as f32 * f;

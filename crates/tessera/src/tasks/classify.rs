@@ -79,16 +79,6 @@ pub fn head_param_specs(cfg: &BertConfig, kind: HeadKind, n_labels: usize) -> Ve
     specs
 }
 
-fn init_tensor(spec: &ParamSpec, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-    let n: usize = spec.shape.iter().product();
-    let data: Vec<f32> = match spec.init {
-        Init::Normal(std) => (0..n).map(|_| (rng.normal() * std) as f32).collect(),
-        Init::Zeros => vec![0.0; n],
-        Init::Ones => vec![1.0; n],
-    };
-    Ok(Tensor::from_vec(data, spec.shape.as_slice(), device)?)
-}
-
 impl Classifier {
     /// Fresh trainable parameters of an encoder with a head of `n_labels`, for training from
     /// scratch: BERT's initialization (normal(0, `initializer_range`) for embeddings and
@@ -105,7 +95,7 @@ impl Classifier {
         let specs = head_param_specs(cfg, kind, n_labels);
         let mut vars = Vec::with_capacity(specs.len());
         for s in &specs {
-            let mut t = init_tensor(s, rng, device)?;
+            let mut t = s.init_tensor(rng, device)?;
             if s.name.ends_with("word_embeddings.weight")
                 && (cfg.pad_token_id as usize) < cfg.vocab_size
             {
@@ -157,7 +147,7 @@ impl Classifier {
                     ))
                 }
                 None if s.name.contains("pooler") || !s.name.starts_with("bert.") => {
-                    init_tensor(s, rng, device)?
+                    s.init_tensor(rng, device)?
                 }
                 None => {
                     return Err(Error::checkpoint(

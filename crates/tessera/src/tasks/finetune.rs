@@ -473,7 +473,6 @@ pub fn finetune(
         Some(p) => super::data::read_texts(p)?,
         None => Vec::new(),
     };
-    crate::train::runtime::prepare_for_training();
     let device = Device::Cpu;
     let mut rng = Rng::new(opts.seed);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;

@@ -174,17 +174,9 @@ pub fn pretrain_mlm(
         }
     }
     for s in head_specs(cfg) {
-        let n: usize = s.shape.iter().product();
-        let data: Vec<f32> = match s.init {
-            Init::Normal(std) => (0..n).map(|_| (rng.normal() * std) as f32).collect(),
-            Init::Zeros => vec![0.0; n],
-            Init::Ones => vec![1.0; n],
-        };
-        store.vars.push(Var::from_tensor(&Tensor::from_vec(
-            data,
-            s.shape.as_slice(),
-            &device,
-        )?)?);
+        store
+            .vars
+            .push(Var::from_tensor(&s.init_tensor(rng, &device)?)?);
         store.specs.push(s);
     }
     let t = store.tensors();

@@ -37,8 +37,24 @@ impl Tokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::from_bytes(&bytes).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
+    }
+
+    /// Parse the bytes of a Hugging Face `tokenizer.json`.
+    ///
+    /// The `tokenizers` crate (0.22) panics instead of returning an error on malformed JSON
+    /// inside a `"decoder"` object (found by the `tokenizer_json` fuzz target), so the JSON syntax
+    /// is parsed first (fully: skipping strings unparsed would let bad escapes such as a lone
+    /// surrogate through): every such input is then an error. A panic that remains is caught and
+    /// reported as an error as well.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .map_err(|e| Error::Tokenizer(format!("not valid JSON: {e}")))?;
+        let inner = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
+            .map_err(|_| {
+                Error::Tokenizer("the tokenizers library failed on this file (it panicked)".into())
+            })?
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(Tokenizer { inner })
     }
 

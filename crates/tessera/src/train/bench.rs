@@ -63,7 +63,6 @@ pub struct BenchTrainResult {
 
 /// Train the GPT of `opts` on uniformly random ids; time `steps` steps after `warmup` untimed ones.
 pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
-    super::runtime::prepare_for_training();
     let mut cfg = ModelConfig::from_hf_json(&serde_json::json!({
         "model_type": "gpt2", "vocab_size": opts.vocab_size, "n_embd": opts.n_embd, "n_layer": opts.n_layer,
         "n_head": opts.n_head, "n_positions": opts.block_size, "resid_pdrop": opts.dropout,

@@ -7,7 +7,6 @@ pub mod data;
 pub mod eval;
 pub mod optim;
 pub mod plot;
-pub mod runtime;
 pub mod schedule;
 pub mod trainer;
 

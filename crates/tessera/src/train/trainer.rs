@@ -300,7 +300,6 @@ pub fn run(
     opts: &RunOptions<'_>,
     obs: &mut dyn Observer,
 ) -> Result<(Ended, LmEval)> {
-    super::runtime::prepare_for_training();
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let ckpt_dir = out.join("checkpoint");

@@ -1,5 +1,8 @@
 //! Small helpers shared by the rest of the crate.
 
+pub mod alloc;
 pub mod fs;
-pub mod pool;
+pub mod process;
 pub mod rng;
+
+pub use tessera_pool as pool;

@@ -583,6 +583,8 @@ mod tests {
         // sums reach 2 · 128 · 127.
         for dot in dots() {
             for (a, b) in [(-128i8, 127i8), (-128, -127), (127, 127), (-1, 1)] {
+                // SAFETY: NEON is part of every aarch64 target; `dot_fn` (sdot) runs only when
+                // `dots()` found dotprod.
                 let r = unsafe {
                     let (va, vb) = (vdupq_n_s8(a), vdupq_n_s8(b));
                     let z = vdupq_n_s32(0);
@@ -719,8 +721,10 @@ mod tests {
         // Every f16 bit pattern, eight at a time, against the `half` crate (NaNs: both NaN).
         let all: Vec<u16> = (0..=u16::MAX).collect();
         for c in all.chunks_exact(8) {
+            // SAFETY: `c` holds exactly the 8 halves the load reads; NEON is always present.
             let (a, b) = unsafe { load_f16x8(c.as_ptr()) };
             let mut got = [0f32; 8];
+            // SAFETY: `got` has room for the 2 × 4 floats stored.
             unsafe {
                 vst1q_f32(got.as_mut_ptr(), a);
                 vst1q_f32(got.as_mut_ptr().add(4), b);

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod corpus;
+mod hogwild;
 mod objective;
 pub mod sgns;
 pub mod vectors;

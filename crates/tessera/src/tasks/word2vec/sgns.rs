@@ -9,10 +9,12 @@
 //! ```
 //!
 //! with plain SGD at a rate falling linearly from `lr` to `lr · 1e-4` over all epochs. Threads
-//! share both matrices and update them without locks (Hogwild!, as word2vec and gensim do).
+//! share both matrices and update them without locks (Hogwild!, as word2vec and gensim do), through
+//! relaxed atomics (see [`hogwild`](super::hogwild)): no data race in Rust's sense.
 
 use super::corpus::{keep_probabilities, Corpus, NegativeTable};
-use super::objective::{dot, Probe, SigmoidTable};
+use super::hogwild::{Kernels, SharedMatrix};
+use super::objective::{Probe, SigmoidTable};
 use super::vectors::WordVectors;
 use super::{EpochReport, Event, Options};
 use crate::util::rng::Rng;
@@ -25,19 +27,13 @@ const SYNC_WORDS: u64 = 10_000;
 /// The learning rate never falls below `lr · MIN_LR_FRACTION` (word2vec's floor).
 const MIN_LR_FRACTION: f32 = 1e-4;
 
-/// The two parameter matrices, shared by all threads.
-///
-/// Safety: threads read and write rows through raw pointers without synchronisation. Two threads
-/// may touch the same row at once; an update can then be lost or mixed, which SGD tolerates
-/// (Hogwild!) and which only ever yields ordinary `f32` values. With one thread there is no
-/// sharing and training is deterministic. Rows are only accessed while the owning `Vec`s live
-/// (the threads are scoped), and every index is below `vocab × dim`.
+/// The two parameter matrices.
 struct Shared {
-    syn0: *mut f32,
-    syn1: *mut f32,
+    /// Input vectors `v` (the word vectors kept at the end).
+    syn0: SharedMatrix,
+    /// Output vectors `u`.
+    syn1: SharedMatrix,
 }
-unsafe impl Sync for Shared {}
-unsafe impl Send for Shared {}
 
 /// What one thread reports back to the main thread.
 #[derive(Default)]
@@ -84,25 +80,12 @@ pub fn train(
     }
     let v = corpus.vocab.len();
     let d = opts.dim;
-    let n = v
-        .checked_mul(d)
-        .filter(|n| *n <= isize::MAX as usize / 8)
-        .ok_or_else(|| Error::Config(format!("{v} words × {d} dimensions is too large")))?;
-    let alloc = |what: &str| {
-        let mut m: Vec<f32> = Vec::new();
-        m.try_reserve_exact(n).map_err(|_| {
-            Error::Config(format!(
-                "cannot allocate the {what} matrix ({v} words × {d} dimensions)"
-            ))
-        })?;
-        Ok::<_, Error>(m)
-    };
     // word2vec's initialisation: inputs uniform in [−0.5/d, 0.5/d), outputs zero.
-    let mut syn0 = alloc("input")?;
     let mut rng = Rng::new(opts.seed);
-    syn0.extend((0..n).map(|_| (rng.uniform_f32() - 0.5) / d as f32));
-    let mut syn1 = alloc("output")?;
-    syn1.resize(n, 0.0);
+    let shared = Shared {
+        syn0: SharedMatrix::new(v, d, || (rng.uniform_f32() - 0.5) / d as f32)?,
+        syn1: SharedMatrix::new(v, d, || 0.0)?,
+    };
 
     let keep = keep_probabilities(&corpus.vocab, opts.sample);
     let table = NegativeTable::new(corpus.vocab.counts(), 0.75);
@@ -119,10 +102,6 @@ pub fn train(
         threads,
     });
 
-    let shared = Shared {
-        syn0: syn0.as_mut_ptr(),
-        syn1: syn1.as_mut_ptr(),
-    };
     let global_words = AtomicU64::new(0);
     let stopped = AtomicBool::new(false);
     let lr_bits = AtomicU64::new((opts.lr as f64).to_bits());
@@ -153,7 +132,13 @@ pub fn train(
                 };
                 let done = Done(&done);
                 s.spawn(move || {
-                    run_worker(&job, rng);
+                    // The generator lives on this thread's stack while it runs: the threads'
+                    // generators sit side by side in `rngs`, and the worker writes its state
+                    // back to memory often (around each row kernel), so sharing a cache line
+                    // would bounce it between the cores at every draw.
+                    let mut local = rng.clone();
+                    run_worker(&job, &mut local);
+                    *rng = local;
                     drop(done);
                 });
             }
@@ -180,16 +165,10 @@ pub fn train(
         }
         let secs = t0.elapsed().as_secs_f64();
         let (words, loss, pairs) = sum(&counters);
-        // Safety: the workers have finished; nothing else touches the matrices.
-        let (s0, s1) = unsafe {
-            (
-                std::slice::from_raw_parts(shared.syn0, n),
-                std::slice::from_raw_parts(shared.syn1, n),
-            )
-        };
+        let (s0, s1) = (shared.syn0.to_vec(), shared.syn1.to_vec());
         reports.push(EpochReport {
             epoch,
-            probe_loss: probe.loss(s0, s1, d, &sigmoid),
+            probe_loss: probe.loss(&s0, &s1, d, &sigmoid),
             loss: loss / pairs.max(1) as f64,
             pairs,
             words,
@@ -199,7 +178,7 @@ pub fn train(
         });
         on_event(Event::Epoch(reports.last().expect("just pushed")));
     }
-    let vectors = WordVectors::new(corpus.vocab.words().to_vec(), d, syn0)?;
+    let vectors = WordVectors::new(corpus.vocab.words().to_vec(), d, shared.syn0.to_vec())?;
     Ok((vectors, reports))
 }
 
@@ -241,7 +220,7 @@ fn split_sentences(corpus: &Corpus, parts: usize) -> Vec<std::ops::Range<usize>>
 fn run_worker(job: &Job<'_>, rng: &mut Rng) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // Safety: the CPU has AVX2 (checked just above).
+        // SAFETY: `worker_avx2` enables only AVX2, which the CPU has (checked just above).
         unsafe { worker_avx2(job, rng) };
         return;
     }
@@ -264,6 +243,7 @@ fn worker(job: &Job<'_>, rng: &mut Rng) {
     let start_lr = opts.lr;
     let mut lr = f64::from_bits(job.lr_bits.load(Ordering::Relaxed)) as f32;
     let mut sentence: Vec<u32> = Vec::with_capacity(super::corpus::MAX_SENTENCE_WORDS);
+    let kernels = Kernels::detect();
     let mut neu1e = vec![0.0f32; d];
     let (mut words, mut unsynced, mut loss, mut pairs) = (0u64, 0u64, 0f64, 0u64);
     let budget = (job.total_words * opts.epochs as u64 + 1) as f64;
@@ -309,10 +289,7 @@ fn worker(job: &Job<'_>, rng: &mut Rng) {
                 if c == pos {
                     continue;
                 }
-                // Safety: see `Shared`; `ctx < vocab`, so the row lies inside `syn0`.
-                let l1 = unsafe {
-                    std::slice::from_raw_parts_mut(job.shared.syn0.add(ctx as usize * d), d)
-                };
+                let l1 = job.shared.syn0.row(ctx as usize);
                 neu1e.iter_mut().for_each(|x| *x = 0.0);
                 let mut pair_loss = 0.0f32;
                 for k in 0..=opts.negative {
@@ -325,23 +302,15 @@ fn worker(job: &Job<'_>, rng: &mut Rng) {
                         }
                         (t, false)
                     };
-                    // Safety: as above, inside `syn1`; `syn1` and `syn0` never overlap.
-                    let l2 = unsafe {
-                        std::slice::from_raw_parts_mut(job.shared.syn1.add(target as usize * d), d)
-                    };
-                    let f = dot(l1, l2);
+                    let l2 = job.shared.syn1.row(target as usize);
+                    let f = kernels.dot(l1, l2);
                     let (g, l) = job.sigmoid.gradient(f, label);
                     pair_loss += l;
                     let g = g * lr;
                     // neu1e += g · u; u += g · v.
-                    for ((e, u), &x) in neu1e.iter_mut().zip(l2.iter_mut()).zip(l1.iter()) {
-                        *e += g * *u;
-                        *u += g * x;
-                    }
+                    kernels.update(&mut neu1e, l2, l1, g);
                 }
-                for (x, &e) in l1.iter_mut().zip(&neu1e) {
-                    *x += e;
-                }
+                kernels.add(l1, &neu1e);
                 loss += pair_loss as f64;
                 pairs += 1;
             }

@@ -10,14 +10,83 @@
 //! slowed by a neighbour process does not hold the others back. `run` returns when every task is
 //! done and every worker has let go of `f`.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+#![warn(clippy::undocumented_unsafe_blocks)]
 
-/// How long an idle worker spins before it parks.
+use std::any::Any;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+use sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use sync::{thread, Arc, Mutex};
+
+/// The synchronisation primitives: the standard library's, or loom's when model-checking
+/// (`--cfg loom`), which explores every interleaving of the hand-off below.
+mod sync {
+    #[cfg(loom)]
+    pub use loom::{
+        sync::{atomic, Arc, Mutex},
+        thread,
+    };
+    #[cfg(not(loom))]
+    pub use std::{
+        sync::{atomic, Arc, Mutex},
+        thread,
+    };
+
+    /// The cell holding the current job's function (loom checks that its reads and writes are
+    /// ordered by the protocol, never concurrent).
+    pub struct JobCell<T>(UnsafeRawCell<T>);
+
+    impl<T: Copy> JobCell<T> {
+        pub fn new(v: T) -> Self {
+            JobCell(UnsafeRawCell::new(v))
+        }
+
+        /// # Safety
+        /// No other thread reads or writes the cell meanwhile.
+        pub unsafe fn set(&self, v: T) {
+            #[cfg(loom)]
+            // SAFETY: the caller's contract.
+            self.0.with_mut(|p| unsafe { *p = v });
+            #[cfg(not(loom))]
+            // SAFETY: the caller's contract.
+            unsafe {
+                *self.0.get() = v
+            };
+        }
+
+        /// # Safety
+        /// No other thread writes the cell meanwhile.
+        pub unsafe fn get(&self) -> T {
+            #[cfg(loom)]
+            // SAFETY: the caller's contract.
+            return self.0.with(|p| unsafe { *p });
+            #[cfg(not(loom))]
+            // SAFETY: the caller's contract.
+            unsafe {
+                *self.0.get()
+            }
+        }
+    }
+
+    #[cfg(loom)]
+    use loom::cell::UnsafeCell as UnsafeRawCell;
+    #[cfg(not(loom))]
+    use std::cell::UnsafeCell as UnsafeRawCell;
+
+    /// A pause in a spin loop (under loom: a yield, so the model checker can run the peer).
+    #[inline]
+    pub fn spin() {
+        #[cfg(loom)]
+        loom::thread::yield_now();
+        #[cfg(not(loom))]
+        std::hint::spin_loop();
+    }
+}
+
+/// How long an idle worker spins before it parks (under loom: not at all).
 const SPIN: Duration = Duration::from_millis(5);
+/// Spins before the clock is consulted.
+const SPINS: u32 = if cfg!(loom) { 0 } else { 1 << 10 };
 
 type Task<'a> = &'a (dyn Fn(usize) + Sync);
 
@@ -42,22 +111,27 @@ struct Shared {
     /// Tasks of the current job.
     n_tasks: AtomicUsize,
     /// The current job's function, lifetime erased; valid while the job is open or has workers.
-    job: UnsafeCell<Option<Task<'static>>>,
+    job: sync::JobCell<Option<Task<'static>>>,
+    /// The first panic of the current job's tasks, carried to the caller of `run`.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
     stop: AtomicBool,
     slots: Vec<Slot>,
 }
 
 // SAFETY: `job` is written only by `run` while the previous job is closed with no worker inside
 // (so nobody reads it), and read by a worker only after it joined an open job (counted in
-// `state`), which `run` waits for before it returns.
+// `state`), which `run` waits for before it returns. The function it holds is `Sync`.
 unsafe impl Sync for Shared {}
+// SAFETY: as for `Sync`; the function reference in `job` is `Sync`, so using it from the
+// workers is allowed.
+unsafe impl Send for Shared {}
 
 /// A pool of threads kept hot for short jobs. See the module documentation.
 pub struct HotPool {
     shared: Arc<Shared>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Vec<thread::JoinHandle<()>>,
     /// Serializes callers (a job at a time).
-    lock: std::sync::Mutex<()>,
+    lock: Mutex<()>,
 }
 
 impl HotPool {
@@ -68,14 +142,15 @@ impl HotPool {
             state: AtomicU64::new(CLOSED),
             next: AtomicUsize::new(0),
             n_tasks: AtomicUsize::new(0),
-            job: UnsafeCell::new(None),
+            job: sync::JobCell::new(None),
+            panic: Mutex::new(None),
             stop: AtomicBool::new(false),
             slots: (0..n_workers).map(|_| Slot::default()).collect(),
         });
         let workers = (0..n_workers)
             .map(|w| {
                 let s = Arc::clone(&shared);
-                std::thread::Builder::new()
+                thread::Builder::new()
                     .name(format!("tessera-hot-{w}"))
                     .spawn(move || worker(&s, w))
                     .expect("spawn a pool thread")
@@ -84,7 +159,7 @@ impl HotPool {
         HotPool {
             shared,
             workers,
-            lock: std::sync::Mutex::new(()),
+            lock: Mutex::new(()),
         }
     }
 
@@ -109,7 +184,10 @@ impl HotPool {
     }
 
     /// Call `f(0) .. f(n_tasks - 1)`, spread over the pool's threads; returns when all are done.
-    /// A panic in `f` aborts the process (it cannot be carried across the workers safely).
+    ///
+    /// A panic in `f` is carried to the caller, as `rayon::scope` does: the tasks not yet
+    /// started are skipped, the ones running finish, then `run` resumes the first panic (the
+    /// pool stays usable).
     pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if n_tasks == 0 {
             return;
@@ -118,12 +196,14 @@ impl HotPool {
             (0..n_tasks).for_each(f);
             return;
         }
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
         // SAFETY: the previous job is closed and has no worker inside (checked when it ended),
-        // so none reads `job` now; the lifetime is erased only until this job is closed empty.
+        // so none reads `job` now; the lifetime is erased only until this job is closed empty,
+        // before `run` returns or unwinds.
         unsafe {
-            *s.job.get() = Some(std::mem::transmute::<Task<'_>, Task<'static>>(f));
+            s.job
+                .set(Some(std::mem::transmute::<Task<'_>, Task<'static>>(f)));
         }
         s.n_tasks.store(n_tasks, Ordering::Relaxed);
         s.next.store(0, Ordering::Relaxed);
@@ -135,7 +215,6 @@ impl HotPool {
                 self.workers[w].thread().unpark();
             }
         }
-        let guard = AbortOnPanic;
         claim_tasks(s, f, n_tasks);
         // Close the job once no worker is inside; a worker that has not joined yet (e.g. not
         // scheduled) never will, so it cannot hold the caller up.
@@ -151,10 +230,14 @@ impl HotPool {
             }
             backoff(&mut spins);
         }
-        std::mem::forget(guard);
         // SAFETY: the job is closed with no worker inside.
         unsafe {
-            *s.job.get() = None;
+            s.job.set(None);
+        }
+        let panic = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(guard); // the next caller may start (and the lock is not poisoned by the panic)
+        if let Some(p) = panic {
+            resume_unwind(p);
         }
     }
 }
@@ -164,30 +247,29 @@ impl HotPool {
 fn backoff(spins: &mut u32) {
     *spins += 1;
     if *spins < 256 {
-        std::hint::spin_loop();
+        sync::spin();
     } else {
-        std::thread::yield_now();
+        thread::yield_now();
     }
 }
 
-/// Aborts if dropped during unwinding: a worker may still be running the job borrowed from the
-/// unwinding frame.
-struct AbortOnPanic;
-
-impl Drop for AbortOnPanic {
-    fn drop(&mut self) {
-        eprintln!("tessera: a parallel task panicked; aborting");
-        std::process::abort();
-    }
-}
-
+/// Run tasks of the current job until none is left. A panicking task is caught here (no panic
+/// crosses the pool's own code, so the job always closes): the first panic is kept for `run` to
+/// resume, and the tasks not yet claimed are skipped.
 fn claim_tasks(s: &Shared, f: Task<'_>, n_tasks: usize) {
     loop {
         let i = s.next.fetch_add(1, Ordering::Relaxed);
         if i >= n_tasks {
             break;
         }
-        f(i);
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(i))) {
+            s.next.store(n_tasks, Ordering::Relaxed);
+            let mut first = s.panic.lock().unwrap_or_else(|e| e.into_inner());
+            if first.is_none() {
+                *first = Some(p);
+            }
+            break;
+        }
     }
 }
 
@@ -196,7 +278,7 @@ fn worker(s: &Shared, w: usize) {
     let mut seen = 0u64;
     loop {
         // Wait for a new open job: spin (yielding now and then), then park.
-        let start = Instant::now();
+        let start = (!cfg!(loom)).then(Instant::now);
         let mut spins = 0u32;
         loop {
             let cur = s.state.load(Ordering::Acquire);
@@ -220,11 +302,11 @@ fn worker(s: &Shared, w: usize) {
                 return;
             }
             spins += 1;
-            if spins < 1 << 10 || start.elapsed() < SPIN {
+            if spins < SPINS || start.is_some_and(|t| t.elapsed() < SPIN) {
                 if spins.is_multiple_of(64) {
-                    std::thread::yield_now();
+                    thread::yield_now();
                 } else {
-                    std::hint::spin_loop();
+                    sync::spin();
                 }
                 continue;
             }
@@ -232,17 +314,15 @@ fn worker(s: &Shared, w: usize) {
             // new job.
             slot.sleeping.store(true, Ordering::SeqCst);
             if s.state.load(Ordering::SeqCst) >> 32 == seen && !s.stop.load(Ordering::Acquire) {
-                std::thread::park();
+                thread::park();
             }
             slot.sleeping.store(false, Ordering::Release);
             spins = 0;
         }
         // SAFETY: we are counted inside the open job, so `run` has not returned and `job` is
-        // its function until we leave.
-        if let Some(f) = unsafe { *s.job.get() } {
-            let guard = AbortOnPanic;
+        // its function until we leave (`run` writes it only when the job is closed empty).
+        if let Some(f) = unsafe { s.job.get() } {
             claim_tasks(s, f, s.n_tasks.load(Ordering::Relaxed));
-            std::mem::forget(guard);
         }
         s.state.fetch_sub(1, Ordering::AcqRel);
     }
@@ -268,8 +348,11 @@ pub struct SharedMut<'a, T> {
     _life: std::marker::PhantomData<&'a mut [T]>,
 }
 
-// SAFETY: tasks write disjoint ranges (the caller's contract on `range`).
+// SAFETY: a `SharedMut` stands for the `&mut [T]` it was made from, which may move to another
+// thread when `T: Send`; the only access is `range`, whose contract makes the parts disjoint.
 unsafe impl<T: Send> Send for SharedMut<'_, T> {}
+// SAFETY: sharing it lets several threads call `range`, each for its own part (the contract of
+// `range`), which is what `&mut [T]`'s `split_at_mut` allows between threads when `T: Send`.
 unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
 
 impl<'a, T> SharedMut<'a, T> {
@@ -309,20 +392,26 @@ impl<'a, T> SharedMut<'a, T> {
             "range {start}..{end} of {}",
             self.len
         );
-        std::slice::from_raw_parts_mut(self.ptr.add(start), end - start)
+        // SAFETY: `start..end` lies inside the slice (asserted above), which lives for `'a`;
+        // the caller guarantees no other live reference overlaps it.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), end - start) }
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn every_task_runs_once() {
         for threads in [1, 2, 3, 5] {
             let pool = HotPool::new(threads);
-            for n in [0, 1, 2, 7, 100, 1000] {
+            let sizes: &[usize] = if cfg!(miri) {
+                &[0, 1, 2, 7]
+            } else {
+                &[0, 1, 2, 7, 100, 1000]
+            };
+            for &n in sizes {
                 let hits: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
                 pool.run(n, &|i| {
                     hits[i].fetch_add(1, Ordering::Relaxed);
@@ -336,7 +425,8 @@ mod tests {
     fn many_short_jobs_and_disjoint_writes() {
         let pool = HotPool::new(3);
         let mut out = vec![0u64; 64];
-        for round in 0..2000u64 {
+        let rounds = if cfg!(miri) { 20 } else { 2000 };
+        for round in 0..rounds {
             let w = SharedMut::new(&mut out);
             pool.run(8, &|t| {
                 // SAFETY: task t owns elements 8t..8t+8.
@@ -353,6 +443,34 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_task_reaches_the_caller_and_the_pool_goes_on() {
+        for threads in [1, 2, 3] {
+            let pool = HotPool::new(threads);
+            for bad in [0, 5, 9] {
+                let ran = AtomicU64::new(0);
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    pool.run(10, &|i| {
+                        if i == bad {
+                            panic!("task {i} failed");
+                        }
+                        ran.fetch_add(1, Ordering::Relaxed);
+                    })
+                }));
+                let msg = r.expect_err("the panic reaches the caller");
+                let msg = msg.downcast_ref::<String>().expect("the payload is kept");
+                assert_eq!(msg, &format!("task {bad} failed"));
+                assert!(ran.load(Ordering::Relaxed) < 10);
+                // The pool still runs every task of the next job.
+                let sum = AtomicU64::new(0);
+                pool.run(100, &|i| {
+                    sum.fetch_add(i as u64, Ordering::Relaxed);
+                });
+                assert_eq!(sum.load(Ordering::Relaxed), 4950, "threads={threads}");
+            }
+        }
+    }
+
+    #[test]
     fn parked_workers_wake_up() {
         let pool = HotPool::new(2);
         std::thread::sleep(SPIN * 3);
@@ -361,5 +479,54 @@ mod tests {
             sum.fetch_add(i as u64, Ordering::Relaxed);
         });
         assert_eq!(sum.load(Ordering::Relaxed), 4950);
+    }
+}
+
+/// Model checks of the hand-off (`RUSTFLAGS="--cfg loom" cargo test --release -p tessera-pool`):
+/// every interleaving of the caller and a worker, within loom's preemption bound, runs each
+/// task exactly once, never reads the job cell while it is written, never loses a wake-up
+/// (a lost one would deadlock, which loom reports), and shuts down cleanly.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(f);
+    }
+
+    #[test]
+    fn two_jobs_each_task_once() {
+        model(|| {
+            let pool = HotPool::new(2);
+            for round in 1..=2u64 {
+                let hits = [AtomicU64::new(0), AtomicU64::new(0)];
+                pool.run(2, &|i| {
+                    hits[i].fetch_add(round, Ordering::Relaxed);
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == round));
+            }
+        });
+    }
+
+    #[test]
+    fn a_panic_is_carried_and_the_job_closes() {
+        model(|| {
+            let pool = HotPool::new(2);
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                pool.run(2, &|i| {
+                    if i == 1 {
+                        panic!("boom");
+                    }
+                })
+            }));
+            assert!(r.is_err());
+            let ran = AtomicU64::new(0);
+            pool.run(2, &|_| {
+                ran.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(ran.load(Ordering::Relaxed), 2);
+        });
     }
 }
