@@ -10,17 +10,19 @@
 //! ```
 //!
 //! Weights stay in their GGML block format and point into the memory-mapped file (nothing is
-//! copied or dequantized at load). Products quantize the activations to 8 bits per block, as
-//! llama.cpp does, and run on a [`HotPool`]. The KV cache is preallocated for the state's capacity
-//! and read in place; keys and values are kept in f16 (llama.cpp's default), the query and
-//! the attention weights rounded to f16 for their products as ggml does. A decode step allocates
-//! nothing.
+//! dequantized at load). Products quantize the activations to 8 bits per block, as llama.cpp
+//! does, and run on a [`HotPool`]. The KV cache is preallocated for the state's capacity and read
+//! in place; keys and values are kept in f16 (llama.cpp's default), the query and the attention
+//! weights rounded to f16 for their products as ggml does. A decode step allocates nothing.
 //!
-//! Q and K keep GGUF's row order (llama.cpp's converter interleaves each head's rotary halves), so
-//! the rotation is applied to adjacent pairs; q·k is unchanged by a permutation applied to both.
+//! The rows of Q and K are copied at load from GGUF's interleaved rotary order (llama.cpp's
+//! converter interleaves each head's halves) to Hugging Face's half-split order, so the one
+//! rotary kernel ([`rotary`]) serves every model.
 
-use super::ops;
+use crate::kernels::cache_attention::{self as ca, F16Kernels};
+use crate::kernels::norm::normalize_row;
 use crate::kernels::quant::{matvec_many, QMatrix, QType};
+use crate::kernels::rotary;
 use crate::models::gguf_loader::config_from_gguf;
 use crate::models::ModelConfig;
 use crate::models::PositionKind;
@@ -52,8 +54,9 @@ pub struct QuantLlama {
     layers: Vec<Layer>,
     norm: Vec<f32>,
     head: QMatrix,
-    freqs: Vec<f32>,
-    f16: ops::F16Kernels,
+    /// Rotary base θ (angles as llama.cpp computes them, [`rotary::angles_ggml`]).
+    theta: f64,
+    f16: F16Kernels,
     pool: HotPool,
     path: PathBuf,
 }
@@ -156,6 +159,10 @@ impl QuantLlama {
             QMatrix::from_shared(qtype, rows, cols, bytes.clone(), info.offset, info.n_bytes)
                 .map_err(|e| g.error(format!("tensor '{name}': {e}")))
         };
+        let unpermute = |m: QMatrix| -> Result<QMatrix> {
+            m.permute_rows(|r| rotary::gguf_row(r, d))
+                .map_err(|e| g.error(e.to_string()))
+        };
         let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
             let m = matrix(name, 1, len)?;
             Ok(m.dequantize())
@@ -165,8 +172,9 @@ impl QuantLlama {
             let n = |part: &str| format!("blk.{i}.{part}.weight");
             layers.push(Layer {
                 attn_norm: vector(&n("attn_norm"), c)?,
-                wq: matrix(&n("attn_q"), qd, c)?,
-                wk: matrix(&n("attn_k"), kvd, c)?,
+                // Q and K rows from GGUF's interleaved rotary order to the half-split one.
+                wq: unpermute(matrix(&n("attn_q"), qd, c)?)?,
+                wk: unpermute(matrix(&n("attn_k"), kvd, c)?)?,
                 wv: matrix(&n("attn_v"), kvd, c)?,
                 wo: matrix(&n("attn_output"), c, qd)?,
                 ffn_norm: vector(&n("ffn_norm"), c)?,
@@ -183,8 +191,8 @@ impl QuantLlama {
         };
         Ok(QuantLlama {
             norm: vector("output_norm.weight", c)?,
-            freqs: ops::rope_freqs(d, theta),
-            f16: ops::F16Kernels::detect(),
+            theta,
+            f16: F16Kernels::detect(),
             pool: HotPool::from_env(),
             path: g.path().to_path_buf(),
             cfg,
@@ -229,7 +237,7 @@ impl QuantLlama {
             layers,
             norm: self.norm.clone(),
             head: f(&self.head)?,
-            freqs: self.freqs.clone(),
+            theta: self.theta,
             f16: self.f16,
             pool: HotPool::new(self.pool.threads()),
             path: self.path.clone(),
@@ -338,7 +346,7 @@ impl QuantLlama {
             let n = chunk.len();
             for i in 0..n {
                 let (x, h) = (&st.x[i * c..(i + 1) * c], &mut st.h[i * c..(i + 1) * c]);
-                ops::rms_norm(x, &self.norm, self.cfg.norm_eps as f32, h);
+                normalize_row(h, x, &self.norm, None, self.cfg.norm_eps as f32, true);
             }
             let o = &mut out[done * v..(done + n) * v];
             self.head.matmul_on(&self.pool, &st.h[..n * c], n, o)?;
@@ -373,7 +381,7 @@ impl QuantLlama {
         let c = self.cfg.hidden_size;
         let i = n_last_chunk - 1;
         let (x, h) = (&st.x[i * c..(i + 1) * c], &mut st.h[..c]);
-        ops::rms_norm(x, &self.norm, self.cfg.norm_eps as f32, h);
+        normalize_row(h, x, &self.norm, None, self.cfg.norm_eps as f32, true);
         let h = &st.h[..c];
         self.head
             .matmul_on(&self.pool, h, 1, &mut st.logits)
@@ -397,7 +405,7 @@ impl QuantLlama {
         for (i, &id) in ids.iter().enumerate() {
             self.embed
                 .dequantize_row(id as usize, &mut st.x[i * c..(i + 1) * c]);
-            ops::rope_angles(pos + i, &self.freqs, &mut st.cs[i * d..(i + 1) * d]);
+            rotary::angles_ggml(pos + i, d, self.theta, &mut st.cs[i * d..(i + 1) * d]);
         }
         let pool = &self.pool;
         let mm = |m: &QMatrix, x: &[f32], out: &mut [f32]| {
@@ -407,11 +415,13 @@ impl QuantLlama {
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention.
             for i in 0..n {
-                ops::rms_norm(
+                normalize_row(
+                    &mut st.h[i * c..(i + 1) * c],
                     &st.x[i * c..(i + 1) * c],
                     &layer.attn_norm,
+                    None,
                     eps,
-                    &mut st.h[i * c..(i + 1) * c],
+                    true,
                 );
             }
             let (q, kn, vn) = (
@@ -433,21 +443,23 @@ impl QuantLlama {
             }
             for i in 0..n {
                 let cs = &st.cs[i * d..(i + 1) * d];
-                ops::rope_interleaved(&mut st.q[i * qd..(i + 1) * qd], d, cs);
-                ops::rope_interleaved(&mut st.kn[i * kvd..(i + 1) * kvd], d, cs);
+                rotary::rotate(&mut st.q[i * qd..(i + 1) * qd], d, cs);
+                rotary::rotate(&mut st.kn[i * kvd..(i + 1) * kvd], d, cs);
             }
-            ops::to_f16(&st.q[..n * qd], &mut st.q16[..n * qd]);
+            ca::to_f16(&st.q[..n * qd], &mut st.q16[..n * qd]);
             self.store_kv(st, l, n);
             self.attention(st, l, n);
             mm(&layer.wo, &st.att[..n * qd], &mut st.tmp[..n * c]);
-            ops::add_assign(&mut st.x[..n * c], &st.tmp[..n * c]);
+            ca::add_assign(&mut st.x[..n * c], &st.tmp[..n * c]);
             // MLP.
             for i in 0..n {
-                ops::rms_norm(
+                normalize_row(
+                    &mut st.h[i * c..(i + 1) * c],
                     &st.x[i * c..(i + 1) * c],
                     &layer.ffn_norm,
+                    None,
                     eps,
-                    &mut st.h[i * c..(i + 1) * c],
+                    true,
                 );
             }
             let (g, u) = (&mut st.gate[..n * ff], &mut st.up[..n * ff]);
@@ -458,9 +470,10 @@ impl QuantLlama {
                 mm(&layer.gate, &st.h[..n * c], g);
                 mm(&layer.up, &st.h[..n * c], u);
             }
-            ops::swiglu(&mut st.gate[..n * ff], &st.up[..n * ff]);
+            cfg.activation
+                .apply_gated(&mut st.gate[..n * ff], &st.up[..n * ff]);
             mm(&layer.down, &st.gate[..n * ff], &mut st.tmp[..n * c]);
-            ops::add_assign(&mut st.x[..n * c], &st.tmp[..n * c]);
+            ca::add_assign(&mut st.x[..n * c], &st.tmp[..n * c]);
         }
         st.pos += n;
     }
@@ -473,8 +486,8 @@ impl QuantLlama {
             for h in 0..hkv {
                 let at = ((l * hkv + h) * cap + p) * d;
                 let src = (i * hkv + h) * d;
-                ops::to_f16(&st.kn[src..src + d], &mut st.k[at..at + d]);
-                ops::to_f16(&st.vn[src..src + d], &mut st.v[at..at + d]);
+                ca::to_f16(&st.kn[src..src + d], &mut st.k[at..at + d]);
+                ca::to_f16(&st.vn[src..src + d], &mut st.v[at..at + d]);
             }
         }
     }
@@ -502,7 +515,7 @@ impl QuantLlama {
                 // SAFETY: query i's slice of head `head` is written by this task alone (tasks
                 // split the (head, query) pairs by head and by i mod `split`).
                 let o = unsafe { att.range((i * h + head) * d, (i * h + head + 1) * d) };
-                ops::attend_f16(kern, qi, kc, vc, pos + i + 1, scale, sc, o);
+                ca::attend_f16(kern, qi, kc, vc, pos + i + 1, scale, sc, o);
             }
         });
     }

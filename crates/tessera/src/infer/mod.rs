@@ -10,6 +10,5 @@
 //! - [`QuantLlama`]: the Llama-family model and its [`State`] (KV cache and scratch).
 
 pub mod llama;
-pub mod ops;
 
 pub use llama::{QuantLlama, State};

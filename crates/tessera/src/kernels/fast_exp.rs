@@ -73,6 +73,20 @@ pub fn sum_by<F: Float, G: Fn(usize) -> F>(n: usize, f: G) -> F {
     acc.iter().fold(tail, |s, &v| s + v)
 }
 
+/// Σ f(x) over the slice in f64 (each term computed in `F`), in eight interleaved partial sums.
+#[inline(always)]
+pub fn sum_by_f64<F: Float, G: Fn(usize) -> F>(n: usize, f: G) -> f64 {
+    let mut acc = [0f64; 8];
+    let whole = n - n % 8;
+    for j in (0..whole).step_by(8) {
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a += f(j + i).to_f64();
+        }
+    }
+    let tail = (whole..n).fold(0f64, |s, j| s + f(j).to_f64());
+    acc.iter().fold(tail, |s, &v| s + v)
+}
+
 /// Σ e^(scale·x - shift) over the slice.
 #[inline(always)]
 pub fn exp_sum<F: Float>(x: &[F], scale: F, shift: F) -> F {

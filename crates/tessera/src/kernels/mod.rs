@@ -4,6 +4,8 @@
 //!
 //! Every kernel works on contiguous row-major data, one row per parallel work item.
 
+pub mod activation;
+pub mod cache_attention;
 pub mod causal_attention;
 pub mod cross_entropy;
 pub mod encoder_attention;
@@ -14,6 +16,7 @@ pub mod linear;
 pub(crate) mod matmul;
 pub mod norm;
 pub mod quant;
+pub mod rotary;
 pub mod softmax;
 pub(crate) mod unary;
 

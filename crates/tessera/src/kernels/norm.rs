@@ -4,7 +4,7 @@
 //!   LayerNorm: dx = r (g - mean(g) - x̂ mean(g ⊙ x̂)),  dw = Σ_rows dy ⊙ x̂,  db = Σ_rows dy
 //!   RMSNorm:   dx = r (g - x̂ mean(g ⊙ x̂)),            dw = Σ_rows dy ⊙ x̂
 
-use super::fast_exp::sum_by;
+use super::fast_exp::{sum_by, sum_by_f64};
 use super::{float_dispatch, par_rows, slice, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -17,17 +17,19 @@ struct NormGrad {
     rms: bool,
 }
 
-/// (mean, 1/std) of a row; mean is 0 for RMSNorm.
+/// (mean, 1/std) of a row; mean is 0 for RMSNorm. The sums accumulate in f64 (each term in
+/// the row's type, as ggml's norms do): an f32 sum over a wide row loses bits that 30 layers of
+/// a quantized model amplify into visible logit differences from llama.cpp.
 #[inline(always)]
 fn stats<T: Float>(row: &[T], eps: T, rms: bool) -> (T, T) {
     let c = row.len();
-    let n = T::from_f64(c as f64);
+    let n = c as f64;
     let mean = if rms {
         T::zero()
     } else {
-        sum_by(c, |j| row[j]) / n
+        T::from_f64(sum_by_f64(c, |j| row[j]) / n)
     };
-    let var = sum_by(c, |j| (row[j] - mean) * (row[j] - mean)) / n;
+    let var = T::from_f64(sum_by_f64(c, |j| (row[j] - mean) * (row[j] - mean)) / n);
     (mean, T::one() / (var + eps).sqrt())
 }
 
@@ -50,16 +52,31 @@ fn forward<F: Float>(
     let eps = F::from_f64(eps);
     let mut y = vec![F::zero(); x.len()];
     par_rows(&mut y, c, |i, out| {
-        let row = &x[i * c..(i + 1) * c];
-        #[cfg(target_arch = "x86_64")]
-        if super::avx512() {
-            // SAFETY: the CPU has the features the AVX-512 build was compiled for.
-            unsafe { norm_row_avx512(out, row, w, b, eps, rms) };
-            return;
-        }
-        norm_row(out, row, w, b, eps, rms);
+        normalize_row(out, &x[i * c..(i + 1) * c], w, b, eps, rms)
     });
     F::to_cpu_storage_owned(y)
+}
+
+/// One normalized row, the kernel every path uses (training ops, inference on slices):
+/// `out = (row − mean) / sqrt(var + eps) · w (+ b)` for LayerNorm, `row / sqrt(mean(row²) + eps)
+/// · w` for RMSNorm (`rms`). Sums in eight partial sums of `F`; the AVX-512 build where the CPU
+/// has it (bit-identical results).
+#[inline]
+pub fn normalize_row<F: Float>(
+    out: &mut [F],
+    row: &[F],
+    w: &[F],
+    b: Option<&[F]>,
+    eps: F,
+    rms: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512() {
+        // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+        unsafe { norm_row_avx512(out, row, w, b, eps, rms) };
+        return;
+    }
+    norm_row(out, row, w, b, eps, rms);
 }
 
 /// One normalized row: `out = (row − mean) / std · w (+ b)`.

@@ -28,14 +28,20 @@ fn softmax_fwd<F: Float>(
     par_rows(&mut y, tk, |r, out| {
         let row = &x[r * tk..(r + 1) * tk];
         let visible = if causal { (r % t) + offset + 1 } else { tk };
-        let m = fast_exp::max(&row[..visible]) * scale;
         out[..visible].copy_from_slice(&row[..visible]);
-        let inv = F::one() / fast_exp::exp_in_place(&mut out[..visible], scale, m);
-        for o in &mut out[..visible] {
-            *o *= inv;
-        }
+        softmax_row(&mut out[..visible], scale);
     });
     F::to_cpu_storage_owned(y)
+}
+
+/// `x ← softmax(scale · x)` in place (the maximum subtracted first): the softmax every path uses.
+#[inline]
+pub fn softmax_row<F: Float>(x: &mut [F], scale: F) {
+    let m = fast_exp::max(x) * scale;
+    let inv = F::one() / fast_exp::exp_in_place(x, scale, m);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
 }
 
 fn softmax_bwd<F: Float>(y: &[F], dy: &[F], tk: usize, scale: f64) -> CpuStorage {

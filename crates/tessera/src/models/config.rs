@@ -34,45 +34,7 @@ pub enum PositionKind {
     Rotary { theta: f64 },
 }
 
-/// The MLP nonlinearity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// GELU, tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
-    GeluTanh,
-    /// GELU, exact erf form (`gelu`).
-    Gelu,
-    /// SiLU / swish (`silu`); in a gated MLP this is SwiGLU.
-    Silu,
-    /// ReLU.
-    Relu,
-}
-
-impl Activation {
-    /// Parse a Hugging Face activation name.
-    pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name {
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
-            "gelu" => Activation::Gelu,
-            "silu" | "swish" => Activation::Silu,
-            "relu" => Activation::Relu,
-            other => {
-                return Err(Error::Config(format!(
-                    "unknown activation '{other}' (expected one of gelu, gelu_new, gelu_pytorch_tanh, silu, swish, relu)"
-                )))
-            }
-        })
-    }
-
-    /// The Hugging Face name.
-    pub fn hf_name(self) -> &'static str {
-        match self {
-            Activation::GeluTanh => "gelu_new",
-            Activation::Gelu => "gelu",
-            Activation::Silu => "silu",
-            Activation::Relu => "relu",
-        }
-    }
-}
+pub use crate::kernels::activation::Activation;
 
 /// Everything that defines a decoder-only Transformer.
 #[derive(Clone, Debug, PartialEq)]

@@ -10,6 +10,7 @@
 use super::config::ModelConfig;
 use super::decoder::Transformer;
 use crate::kernels::quant::{QMatrix, QType};
+use crate::kernels::rotary;
 use crate::weights::{ggml_type_name, Gguf, TensorView};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -136,8 +137,7 @@ fn dequantize(g: &Gguf, t: &TensorView<'_>) -> Result<(Vec<f32>, Vec<usize>)> {
     Ok((m.dequantize(), shape))
 }
 
-/// Undo llama.cpp's rotary row permutation: GGUF row `h*D + 2i + j` is Hugging Face row
-/// `h*D + j*D/2 + i` (D head size, `j` ∈ {0, 1}).
+/// Undo llama.cpp's rotary row permutation ([`rotary::gguf_row`]).
 fn unpermute_rows(w: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>> {
     if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return Err(Error::Config(format!(
@@ -146,14 +146,9 @@ fn unpermute_rows(w: &[f32], rows: usize, cols: usize, heads: usize) -> Result<V
     }
     let d = rows / heads;
     let mut out = vec![0f32; w.len()];
-    for h in 0..heads {
-        for i in 0..d / 2 {
-            for j in 0..2 {
-                let src = h * d + 2 * i + j;
-                let dst = h * d + j * (d / 2) + i;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
-            }
-        }
+    for src in 0..rows {
+        let dst = rotary::gguf_row(src, d);
+        out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
     }
     Ok(out)
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 
+use crate::kernels::activation::Activation;
 use crate::kernels::quant::QMatrix;
-use crate::models::Activation;
 
 #[derive(Clone, Debug)]
 enum Kind {

@@ -1,19 +1,12 @@
 //! The position-wise MLP: plain (`proj(act(fc(x)))`) or gated (`down(act(gate(x)) * up(x))`).
 
 use super::Linear;
-use crate::models::Activation;
+use crate::kernels::activation::Activation;
 use candle_core::{Result, Tensor};
 
 /// Apply an activation.
 pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
-    match act {
-        Activation::GeluTanh if crate::kernels::applicable(x) => crate::kernels::gelu::gelu_tanh(x),
-        Activation::GeluTanh => x.gelu(),
-        Activation::Gelu if crate::kernels::applicable(x) => crate::kernels::gelu_erf::gelu_erf(x),
-        Activation::Gelu => x.gelu_erf(),
-        Activation::Silu => x.silu(),
-        Activation::Relu => x.relu(),
-    }
+    act.apply_tensor(x)
 }
 
 /// A feed-forward block.

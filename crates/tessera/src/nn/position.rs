@@ -22,9 +22,7 @@ impl Rotary {
     ) -> Result<Self> {
         let half = head_dim / 2;
         // inv_freq is computed in f32 as the reference does; the angles in f32 too.
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
-            .collect();
+        let inv_freq = crate::kernels::rotary::inv_freqs(head_dim, theta);
         let n = max_pos
             .checked_mul(half)
             .ok_or_else(|| candle_core::Error::Msg(format!("{max_pos} positions: too many")))?;

@@ -109,6 +109,24 @@ impl QMatrix {
         &(*self.data).as_ref()[self.start..self.start + self.row_bytes * self.rows]
     }
 
+    /// A copy with the rows reordered: row `r` of `self` becomes row `to(r)` (`to` must be a
+    /// permutation of `0..rows`). Rows are independent blocks, so this moves bytes only.
+    pub fn permute_rows(&self, to: impl Fn(usize) -> usize) -> Result<QMatrix> {
+        let mut out = vec![0u8; self.row_bytes * self.rows];
+        let mut seen = vec![false; self.rows];
+        for r in 0..self.rows {
+            let t = to(r);
+            if t >= self.rows || std::mem::replace(&mut seen[t], true) {
+                return Err(Error::Input(format!(
+                    "row permutation of a {}-row matrix maps {r} to {t}",
+                    self.rows
+                )));
+            }
+            out[t * self.row_bytes..(t + 1) * self.row_bytes].copy_from_slice(self.row_bytes_of(r));
+        }
+        QMatrix::new(self.qtype, self.rows, self.cols, out)
+    }
+
     /// The raw bytes of row `r`.
     fn row_bytes_of(&self, r: usize) -> &[u8] {
         &self.bytes()[r * self.row_bytes..(r + 1) * self.row_bytes]

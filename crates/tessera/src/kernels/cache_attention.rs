@@ -1,86 +1,8 @@
-//! The small per-token operations of a decoder step, on plain f32 slices: RMSNorm, rotary
-//! embedding, the SwiGLU gate, softmax and attention over the KV cache.
-//!
-//! Written so the compiler vectorizes them (independent lanes, no early exits); each is a few
-//! percent of a step, next to the quantized products.
+//! Attention of new queries over a key/value cache on plain slices: f32 caches, and f16 caches
+//! (half the memory traffic; llama.cpp's roundings) with AVX2/AVX-512/NEON kernels picked at run
+//! time. Plus the vector helpers of the per-token inference path.
 
-/// `out = x / rms(x) * w` (RMSNorm, sum of squares in f64 as ggml does).
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    debug_assert!(x.len() == w.len() && out.len() == x.len());
-    let mut lanes = [0f32; 16];
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v * v;
-        }
-    }
-    let mut sum: f64 = lanes.iter().map(|&l| l as f64).sum();
-    sum += chunks
-        .remainder()
-        .iter()
-        .map(|&v| (v * v) as f64)
-        .sum::<f64>();
-    let scale = 1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt();
-    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
-        *o = v * scale * g;
-    }
-}
-
-/// Rotary frequencies `theta^(-2i/d)` for `i < d/2`.
-pub fn rope_freqs(d: usize, theta: f64) -> Vec<f32> {
-    (0..d / 2)
-        .map(|i| theta.powf(-2.0 * i as f64 / d as f64) as f32)
-        .collect()
-}
-
-/// The cos/sin of position `pos` for every frequency, into `cs` (`[cos_0, sin_0, cos_1, ...]`).
-pub fn rope_angles(pos: usize, freqs: &[f32], cs: &mut [f32]) {
-    for (i, &f) in freqs.iter().enumerate() {
-        let a = pos as f32 * f;
-        cs[2 * i] = a.cos();
-        cs[2 * i + 1] = a.sin();
-    }
-}
-
-/// Rotate each head of `x` (heads of `d` values) by the angles `cs`, in GGUF's row order: the
-/// pairs are adjacent `(2i, 2i + 1)` (llama.cpp's converter interleaves the halves that Hugging
-/// Face rotates together, so this equals Hugging Face's half-split rotation on its rows).
-pub fn rope_interleaved(x: &mut [f32], d: usize, cs: &[f32]) {
-    for head in x.chunks_exact_mut(d) {
-        for (p, c) in head.chunks_exact_mut(2).zip(cs.chunks_exact(2)) {
-            let (x0, x1) = (p[0], p[1]);
-            p[0] = x0 * c[0] - x1 * c[1];
-            p[1] = x0 * c[1] + x1 * c[0];
-        }
-    }
-}
-
-/// `e^x` to about 2 ulp for |x| < 87 (0 below -87.3, +inf above 88.7), branch-free so loops of
-/// it vectorize: `e^x = 2^n e^r` with `n = round(x / ln 2)`, `|r| <= ln 2 / 2`, and a degree-6
-/// polynomial for `e^r`.
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.3, 88.7);
-    // Round to nearest by adding and subtracting 1.5 * 2^23 (no libm call, so loops vectorize).
-    const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
-    // r = x - n ln2, with ln2 split in two for precision (Cody-Waite).
-    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (0.166_666_67
-                    + r * (0.041_666_58 + r * (0.008_333_452 + r * 0.001_393_736_5)))));
-    let scale = f32::from_bits(((n as i32 + 127).clamp(0, 255) as u32) << 23);
-    p * scale
-}
-
-/// `g = silu(g) * u`, element-wise.
-pub fn swiglu(g: &mut [f32], u: &[f32]) {
-    for (a, &b) in g.iter_mut().zip(u) {
-        *a = *a / (1.0 + exp(-*a)) * b;
-    }
-}
+use super::softmax::softmax_row;
 
 /// `a += b`, element-wise.
 pub fn add_assign(a: &mut [f32], b: &[f32]) {
@@ -115,19 +37,6 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// Softmax of `x` in place (max subtracted first).
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for v in x.iter_mut() {
-        *v = exp(*v - max);
-    }
-    let sum: f32 = x.iter().sum();
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-}
-
 /// One query head against the first `len` cached positions of its key/value head:
 /// `out = softmax(q·K^T * scale) V`. `k` and `v` are (capacity, d) row-major; `scores` holds at
 /// least `len` values.
@@ -145,7 +54,7 @@ pub fn attend(
     for (t, s) in scores.iter_mut().enumerate() {
         *s = dot(q, &k[t * d..(t + 1) * d]) * scale;
     }
-    softmax(scores);
+    softmax_row(scores, 1.0);
     out.fill(0.0);
     for (t, &p) in scores.iter().enumerate() {
         axpy(out, p, &v[t * d..(t + 1) * d]);
@@ -292,7 +201,7 @@ mod f16x86 {
         // (asserted above: `len` rows of `d`).
         unsafe {
             scores512(q16, k, len, scale, scores);
-            super::softmax(&mut scores[..len]);
+            super::softmax_row(&mut scores[..len], 1.0);
             weighted512(&scores[..len], v, out);
         }
     }
@@ -441,7 +350,7 @@ pub fn attend_f16(
     for (t, s) in scores.iter_mut().enumerate() {
         *s = (kern.dot)(q16, &k[t * d..(t + 1) * d]) * scale;
     }
-    softmax(scores);
+    softmax_row(scores, 1.0);
     out.fill(0.0);
     for (t, &p) in scores.iter().enumerate() {
         let p = half::f16::from_f32(p).to_f32();
@@ -452,51 +361,6 @@ pub fn attend_f16(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rms_norm_matches_the_formula() {
-        let x: Vec<f32> = (0..37).map(|i| (i as f32 - 11.0) * 0.3).collect();
-        let w: Vec<f32> = (0..37).map(|i| 1.0 + i as f32 * 0.01).collect();
-        let mut out = vec![0f32; 37];
-        rms_norm(&x, &w, 1e-5, &mut out);
-        let ms: f32 = x.iter().map(|v| v * v).sum::<f32>() / 37.0;
-        for i in 0..37 {
-            let want = x[i] / (ms + 1e-5).sqrt() * w[i];
-            assert!((out[i] - want).abs() < 1e-5, "{i}: {} vs {want}", out[i]);
-        }
-    }
-
-    #[test]
-    fn interleaved_rope_equals_half_split_rope_on_permuted_rows() {
-        // Hugging Face rotates pairs (i, i + d/2); GGUF rows are permuted so that those pairs sit
-        // at (2i, 2i + 1). Rotating either way must give the same vector up to that permutation.
-        let d = 8;
-        let freqs = rope_freqs(d, 10000.0);
-        let mut cs = vec![0f32; d];
-        rope_angles(5, &freqs, &mut cs);
-        let hf: Vec<f32> = (0..d).map(|i| i as f32 * 0.7 - 2.0).collect();
-        let perm = |i: usize| {
-            if i < d / 2 {
-                2 * i
-            } else {
-                2 * (i - d / 2) + 1
-            }
-        };
-        let mut gg = vec![0f32; d];
-        for i in 0..d {
-            gg[perm(i)] = hf[i];
-        }
-        let mut hf_rot = vec![0f32; d];
-        for i in 0..d / 2 {
-            let (c, s) = (cs[2 * i], cs[2 * i + 1]);
-            hf_rot[i] = hf[i] * c - hf[i + d / 2] * s;
-            hf_rot[i + d / 2] = hf[i] * s + hf[i + d / 2] * c;
-        }
-        rope_interleaved(&mut gg, d, &cs);
-        for i in 0..d {
-            assert!((gg[perm(i)] - hf_rot[i]).abs() < 1e-6);
-        }
-    }
 
     #[test]
     fn f16_kernels_match_the_portable_ones() {
@@ -567,20 +431,6 @@ mod tests {
         for (x, y) in o1.iter().zip(&o2) {
             assert!((x - y).abs() < 1e-5, "{x} {y}");
         }
-    }
-
-    #[test]
-    fn fast_exp_is_accurate() {
-        let mut worst = 0f32;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let rel = (exp(x) - x.exp()).abs() / x.exp();
-            worst = worst.max(rel);
-            x += 0.0137;
-        }
-        assert!(worst < 5e-7, "{worst}");
-        assert_eq!(exp(-200.0), exp(-87.3));
-        assert!(exp(0.0) == 1.0);
     }
 
     #[test]
