@@ -13,9 +13,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
-use tessera::generate::chat::load_generator;
 use tessera::generate::sampler::argmax;
-use tessera::generate::CausalLm;
 use tessera::tokenizer::chat::Message;
 
 /// The paragraph the peers' prefill prompt repeats (`bench_prompts.json`, `prefill_text`).
@@ -76,7 +74,7 @@ pub fn run(a: BenchModelArgs) -> Result<()> {
     );
     let path = tessera::hub::resolve(&a.model)?;
     let t_load = Instant::now();
-    let (model, tok) = load_generator(&path, &tessera::Device::Cpu)?;
+    let (model, tok) = tessera::generate::load(&path)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let (prefill, short) = match &a.prompts {
         Some(p) => {
@@ -113,14 +111,14 @@ pub fn run(a: BenchModelArgs) -> Result<()> {
     );
     let cap = 1024usize
         .max(prefill.len() + a.decode_tokens)
-        .min(model.config().max_position_embeddings);
+        .min(model.cfg.max_position_embeddings);
     let mut st = model.new_state(cap)?;
 
     let mut prefill_s = Vec::new();
     for rep in 0..=a.reps {
-        model.truncate(&mut st, 0);
+        st.clear();
         let t = Instant::now();
-        model.feed(&mut st, &prefill)?;
+        model.forward(&mut st, &prefill)?;
         if rep > 0 {
             prefill_s.push(t.elapsed().as_secs_f64());
         }
@@ -128,11 +126,11 @@ pub fn run(a: BenchModelArgs) -> Result<()> {
     let mut decode = |prompt: &[u32]| -> Result<f64> {
         let mut times = Vec::new();
         for rep in 0..=a.reps {
-            model.truncate(&mut st, 0);
-            let mut next = argmax(model.feed(&mut st, prompt)?);
+            st.clear();
+            let mut next = argmax(model.forward(&mut st, prompt)?);
             let t = Instant::now();
             for _ in 0..a.decode_tokens {
-                next = argmax(model.feed(&mut st, &[next])?);
+                next = argmax(model.forward(&mut st, &[next])?);
             }
             if rep > 0 {
                 times.push(t.elapsed().as_secs_f64());

@@ -5,8 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::sync::atomic::Ordering;
-use tessera::generate::chat::{load_generator, ChatSession};
-use tessera::generate::CausalLm;
+use tessera::generate::chat::ChatSession;
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
@@ -23,7 +22,7 @@ pub struct ChatArgs {
 pub fn run(a: ChatArgs) -> Result<()> {
     let params = a.sampling.params()?;
     let path = tessera::hub::resolve(&a.model)?;
-    let (model, tok) = load_generator(&path, &tessera::Device::Cpu)?;
+    let (model, tok) = tessera::generate::load(&path)?;
     let mut chat = ChatSession::new(&model, &tok, a.system.clone())?;
     let stop = crate::interrupt_flag();
     let stdin = std::io::stdin();
@@ -49,8 +48,8 @@ pub fn run(a: ChatArgs) -> Result<()> {
     eprintln!(
         "tessera chat — {} ({} layers, context {}, {}). /reset clears the conversation, /exit (or Ctrl-D) quits, Ctrl-C stops an answer.",
         a.model,
-        model.config().num_layers,
-        model.config().max_position_embeddings,
+        model.cfg.num_layers,
+        model.cfg.max_position_embeddings,
         model.describe()
     );
     let mut lines = stdin.lock().lines();

@@ -3,7 +3,6 @@
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use tessera::generate::chat::load_decoder;
 use tessera::train::data::encode_long;
 use tessera::train::evaluate_tokens;
 
@@ -42,7 +41,8 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
 }
 
 fn perplexity(a: PerplexityArgs) -> Result<()> {
-    let (model, tok) = load_decoder(&tessera::hub::resolve(&a.model)?, &tessera::Device::Cpu)?;
+    // The same model and arithmetic as generation and chat on this file.
+    let (model, tok) = tessera::generate::load(&tessera::hub::resolve(&a.model)?)?;
     let tok = tok.tokenizer;
     let text = tessera::error::read_text(&a.data)?;
     if text.is_empty() {

@@ -4,8 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use std::io::Write;
 use std::sync::atomic::Ordering;
-use tessera::generate::chat::load_generator;
-use tessera::generate::{generate, CausalLm, SamplingParams};
+use tessera::generate::{generate, SamplingParams};
 
 /// Sampling flags shared by the generating commands.
 #[derive(Args, Debug, Clone)]
@@ -79,8 +78,8 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let params = a.sampling.params()?;
-    let (model, tok) = load_generator(&tessera::hub::resolve(&a.model)?, &tessera::Device::Cpu)?;
-    let cfg = model.config();
+    let (model, tok) = tessera::generate::load(&tessera::hub::resolve(&a.model)?)?;
+    let cfg = &model.cfg;
     let templated = !a.raw && !a.prompt.is_empty() && tok.template().is_ok();
     let mut ids = if templated {
         let msgs = [tessera::tokenizer::chat::Message::new(

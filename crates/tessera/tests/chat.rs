@@ -1,8 +1,9 @@
 //! Chat sessions on SmolLM2-135M-Instruct (fetched into the model cache on first use), on the
-//! engine `tessera chat` runs: `load_generator`, i.e. the quantized GGUF model.
+//! engine `tessera chat` runs: `generate::load`, i.e. the quantized GGUF model.
 
-use tessera::generate::chat::{load_generator, ChatSession, Decoder};
+use tessera::generate::chat::ChatSession;
 use tessera::generate::SamplingParams;
+use tessera::infer::Numerics;
 
 fn greedy(max_tokens: usize) -> SamplingParams {
     SamplingParams {
@@ -15,8 +16,8 @@ fn greedy(max_tokens: usize) -> SamplingParams {
 #[test]
 fn answers_and_keeps_history() {
     let path = tessera::hub::resolve("smollm2-135m-instruct").unwrap();
-    let (model, tok) = load_generator(&path, &tessera::Device::Cpu).unwrap();
-    assert!(matches!(model, Decoder::Quant(_)), "a GGUF runs quantized");
+    let (model, tok) = tessera::generate::load(&path).unwrap();
+    assert_eq!(model.numerics(), Numerics::Ggml, "a GGUF runs quantized");
     let mut chat = ChatSession::new(&model, &tok, None).unwrap();
     let mut streamed = String::new();
     let r = chat
@@ -51,7 +52,7 @@ fn answers_and_keeps_history() {
 #[test]
 fn oldest_turns_are_dropped_when_the_context_would_overflow() {
     let path = tessera::hub::resolve("smollm2-135m-instruct").unwrap();
-    let (mut model, tok) = load_generator(&path, &tessera::Device::Cpu).unwrap();
+    let (mut model, tok) = tessera::generate::load(&path).unwrap();
     model.limit_context(80); // a tiny context to force trimming
     let mut chat = ChatSession::new(&model, &tok, Some("Be brief.".into())).unwrap();
     let mut dropped = 0;

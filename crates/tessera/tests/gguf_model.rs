@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use tessera::models::gguf_loader::load_gguf_file;
-use tessera::models::{KvCache, Transformer};
+use tessera::models::Transformer;
 use tessera::{DType, Device, Tensor};
 
 const TOL: f32 = 1e-3;
@@ -48,23 +48,26 @@ fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-/// (T, V) logits for `prompt`, and the 32-step greedy continuation decoded with the KV cache.
+/// (T, V) logits for `prompt`, and the 32-step greedy continuation (each step a full forward
+/// pass: the tensor model has no KV cache; incremental decoding is the inference backend's).
 fn run(model: &Transformer, prompt: &[u32]) -> (Vec<Vec<f32>>, Vec<u32>) {
     let dev = Device::Cpu;
-    let input = Tensor::new(prompt, &dev).unwrap().unsqueeze(0).unwrap();
-    let mut cache = KvCache::default();
-    let logits = model.forward(&input, 0, Some(&mut cache)).unwrap(); // (1, T, V)
-    let rows: Vec<Vec<f32>> = logits.squeeze(0).unwrap().to_vec2().unwrap();
+    let logits = |ids: &[u32]| -> Vec<Vec<f32>> {
+        let input = Tensor::new(ids, &dev).unwrap().unsqueeze(0).unwrap();
+        model
+            .forward(&input)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap() // (T, V)
+    };
+    let rows = logits(prompt);
+    let mut seq = prompt.to_vec();
     let mut greedy = vec![argmax(rows.last().unwrap())];
     while greedy.len() < 32 {
-        let pos = prompt.len() + greedy.len() - 1;
-        let x = Tensor::new(&[*greedy.last().unwrap()], &dev)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let l = model.forward(&x, pos, Some(&mut cache)).unwrap();
-        let row: Vec<f32> = l.flatten_all().unwrap().to_vec1().unwrap();
-        greedy.push(argmax(&row));
+        seq.push(*greedy.last().unwrap());
+        greedy.push(argmax(logits(&seq).last().unwrap()));
     }
     (rows, greedy)
 }

@@ -83,9 +83,7 @@ fn attention_check(name: &str, heads: usize, kv_heads: usize, rotary: bool, fuse
         let y = attn
             .forward(
                 x.as_tensor(),
-                0,
                 if rotary { Some(&rope) } else { None },
-                None,
                 &mut None,
             )
             .unwrap();
@@ -256,12 +254,12 @@ fn fused_kernels_match_references() {
         &|| tessera::kernels::gelu::gelu_tanh(x.as_tensor()).unwrap(),
         &|| x.as_tensor().gelu().unwrap(),
     );
-    let s = var(&mut rng, &[2, 3, 4, 7], 2.0); // (B, H, T, Tk): 3 cached positions before 4 new ones
+    let s = var(&mut rng, &[2, 3, 6, 6], 2.0); // (B, H, T, T)
     compare(
         "causal softmax",
         &[&s],
         &|| tessera::kernels::softmax::scaled_softmax(s.as_tensor(), 0.37, true).unwrap(),
-        &|| tessera::nn::attention::reference_softmax(s.as_tensor(), 0.37, 4).unwrap(),
+        &|| tessera::nn::attention::reference_softmax(s.as_tensor(), 0.37, 6).unwrap(),
     );
     let logits = var(&mut rng, &[9, 13], 3.0);
     let targets = Tensor::new(&[0u32, 12, 5, 5, 1, 7, 3, 9, 2], &Device::Cpu).unwrap();
@@ -599,14 +597,10 @@ fn fused_causal_attention_matches_reference() {
             &format!("causal attention h={h} hkv={hkv} t={t}"),
             &[&x, &qkv, &qkv_b, &o],
             1e-10,
+            &|| attn().forward(x.as_tensor(), None, &mut None).unwrap(),
             &|| {
                 attn()
-                    .forward(x.as_tensor(), 0, None, None, &mut None)
-                    .unwrap()
-            },
-            &|| {
-                attn()
-                    .forward_reference(x.as_tensor(), 0, None, None, &mut None)
+                    .forward_reference(x.as_tensor(), None, &mut None)
                     .unwrap()
             },
         );

@@ -33,7 +33,10 @@ fn check_model(name: &str, class: &str) {
         text_ids,
         "tokenizer ids differ from HF"
     );
+    // The inference backend on the same directory (what generate, chat and eval perplexity run).
+    let engine = tessera::infer::Decoder::load(&dir).unwrap();
     let mut worst = 0f32;
+    let mut worst_engine = 0f32;
     for case in entry["cases"].as_array().unwrap() {
         let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
         let want: Vec<Vec<f32>> = serde_json::from_value(case["logits"].clone()).unwrap();
@@ -42,7 +45,7 @@ fn check_model(name: &str, class: &str) {
             .unsqueeze(0)
             .unwrap();
         let got: Vec<Vec<f32>> = model
-            .forward(&input, 0, None)
+            .forward(&input)
             .unwrap()
             .squeeze(0)
             .unwrap()
@@ -55,10 +58,21 @@ fn check_model(name: &str, class: &str) {
                 worst = worst.max((a - b).abs());
             }
         }
+        let mut st = engine.new_state(ids.len()).unwrap();
+        let rows = engine.forward_all(&mut st, &ids).unwrap();
+        for (g, w) in rows.chunks_exact(want[0].len()).zip(&want) {
+            for (a, b) in g.iter().zip(w) {
+                worst_engine = worst_engine.max((a - b).abs());
+            }
+        }
     }
     assert!(
         worst < 1e-4,
         "{name}: max |logit difference| {worst} vs transformers"
+    );
+    assert!(
+        worst_engine < 1e-4,
+        "{name}: inference backend: max |logit difference| {worst_engine} vs transformers"
     );
 }
 

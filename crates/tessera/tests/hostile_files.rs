@@ -4,8 +4,7 @@
 //! `tessera-cli/tests/gguf_cli.rs`.
 
 use std::path::Path;
-use tessera::generate::chat::load_generator;
-use tessera::infer::QuantLlama;
+use tessera::infer::Decoder;
 use tessera::models::encoder::BertConfig;
 use tessera::models::gguf_loader::load_gguf_file;
 use tessera::models::{ModelConfig, Transformer};
@@ -67,7 +66,7 @@ const HUGE: u64 = 1 << 40;
 fn the_tiny_gguf_itself_loads() {
     let dir = tempfile::tempdir().unwrap();
     let p = tiny_llama_gguf(dir.path(), &[]);
-    let m = QuantLlama::load(&p).unwrap();
+    let m = Decoder::load(&p).unwrap();
     let mut st = m.new_state(64).unwrap();
     assert_eq!(m.forward(&mut st, &[1, 2, 3]).unwrap().len(), 32);
     load_gguf_file(&p, DType::F32, &Device::Cpu).unwrap();
@@ -130,7 +129,7 @@ fn absurd_gguf_sizes_are_errors_naming_the_field() {
     for (key, value, field) in cases {
         let p = tiny_llama_gguf(dir.path(), &[(key, value.clone())]);
         let what = format!("{key} = {value:?}");
-        let e = QuantLlama::load(&p)
+        let e = Decoder::load(&p)
             .err()
             .unwrap_or_else(|| panic!("{what}: loaded"));
         assert!(e.to_string().contains(field), "{what}: {e}");
@@ -138,7 +137,7 @@ fn absurd_gguf_sizes_are_errors_naming_the_field() {
             .err()
             .unwrap_or_else(|| panic!("{what}: dense loaded"));
         assert!(e.to_string().contains(field), "{what}: {e}");
-        assert!(load_generator(&p, &Device::Cpu).is_err(), "{what}");
+        assert!(tessera::generate::load(&p).is_err(), "{what}");
     }
 }
 
@@ -150,7 +149,7 @@ fn a_large_but_valid_context_gets_its_cache_or_an_error() {
         dir.path(),
         &[("llama.context_length", GgufValue::U64(1 << 24))],
     );
-    let m = QuantLlama::load(&p).unwrap();
+    let m = Decoder::load(&p).unwrap();
     // 16M positions of a 1-layer, 4-wide KV head: 128 MiB each for k and v, untouched pages.
     let mut st = m.new_state(1 << 24).unwrap();
     m.forward(&mut st, &[1, 2]).unwrap();

@@ -1,7 +1,7 @@
 //! Model and training invariants: causality, KV-cache equivalence, overfitting, save/load, exact resume.
 
 use std::path::PathBuf;
-use tessera::models::{KvCache, ModelConfig, ParamStore, Transformer};
+use tessera::models::{ModelConfig, ParamStore, Transformer};
 use tessera::tokenizer::Tokenizer;
 use tessera::train::data::{split_text, TokenData};
 use tessera::train::optim::AdamW;
@@ -48,10 +48,8 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 fn future_tokens_do_not_change_past_logits() {
     for (name, cfg) in configs() {
         let (_, m) = model(&cfg, DType::F64);
-        let a = m.forward(&ids(&[1, 2, 3, 4, 5, 6, 7, 8]), 0, None).unwrap();
-        let b = m
-            .forward(&ids(&[1, 2, 3, 4, 40, 41, 42, 43]), 0, None)
-            .unwrap();
+        let a = m.forward(&ids(&[1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
+        let b = m.forward(&ids(&[1, 2, 3, 4, 40, 41, 42, 43])).unwrap();
         let d = max_diff(&a.narrow(1, 0, 4).unwrap(), &b.narrow(1, 0, 4).unwrap());
         assert!(d < 1e-12, "{name}: past logits changed by {d}");
         let later = max_diff(&a.narrow(1, 4, 4).unwrap(), &b.narrow(1, 4, 4).unwrap());
@@ -62,22 +60,47 @@ fn future_tokens_do_not_change_past_logits() {
     }
 }
 
+/// The inference backend (slices, KV cache) built from the same parameters as the tensor model
+/// gives its logits, and decoding with the cache (a prompt chunk, then one token at a time)
+/// gives the logits of one pass over the whole sequence.
 #[test]
-fn kv_cache_decoding_equals_full_forward() {
+fn kv_cache_decoding_equals_full_forward_and_the_tensor_model() {
     for (name, cfg) in configs() {
-        let (_, m) = model(&cfg, DType::F64);
+        let (p, m) = model(&cfg, DType::F32);
+        let engine =
+            tessera::infer::Decoder::from_tensors(&cfg, &p.tensors(), std::path::Path::new(name))
+                .unwrap();
+        let v = cfg.vocab_size;
         let seq = [3u32, 9, 27, 1, 0, 44, 17, 8, 8, 30, 2];
-        let full = m.forward(&ids(&seq), 0, None).unwrap(); // (1, T, V)
-        let mut cache = KvCache::new(cfg.num_layers);
+        let full: Vec<f32> = m
+            .forward(&ids(&seq))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap(); // (T V)
+        let mut st = engine.new_state(seq.len()).unwrap();
+        let one_pass = engine.forward_all(&mut st, &seq).unwrap();
+        let d = full
+            .iter()
+            .zip(&one_pass)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-5, "{name}: inference backend vs tensor model: {d}");
         // A prompt chunk of 4, then one token at a time.
-        let mut parts = vec![m.forward(&ids(&seq[..4]), 0, Some(&mut cache)).unwrap()];
+        let mut st = engine.new_state(seq.len()).unwrap();
+        let mut inc = engine.forward_all(&mut st, &seq[..4]).unwrap();
         for (i, &t) in seq.iter().enumerate().skip(4) {
-            assert_eq!(cache.len(), i);
-            parts.push(m.forward(&ids(&[t]), i, Some(&mut cache)).unwrap());
+            assert_eq!(st.len(), i);
+            inc.extend_from_slice(engine.forward(&mut st, &[t]).unwrap());
         }
-        let inc = Tensor::cat(&parts, 1).unwrap();
-        let d = max_diff(&full, &inc);
-        assert!(d < 1e-10, "{name}: cached decoding differs by {d}");
+        assert_eq!(inc.len(), seq.len() * v);
+        let d = one_pass
+            .iter()
+            .zip(&inc)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-6, "{name}: cached decoding differs by {d}");
     }
 }
 
@@ -156,8 +179,8 @@ fn save_load_gives_identical_logits() {
         t.save(&ck, 0.0).unwrap();
         let loaded = Transformer::load_dir(&ck, DType::F32, &Device::Cpu).unwrap();
         let x = ids(&[0, 5, 9, 100, 200, 7]);
-        let a = t.model.forward(&x, 0, None).unwrap();
-        let b = loaded.forward(&x, 0, None).unwrap();
+        let a = t.model.forward(&x).unwrap();
+        let b = loaded.forward(&x).unwrap();
         assert_eq!(
             max_diff(&a, &b),
             0.0,

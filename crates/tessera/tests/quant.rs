@@ -228,16 +228,20 @@ fn k_quant_kernels_match_the_dequantized_product() {
 #[test]
 fn float_weights_match_f32_product() {
     let mut rng = Rng::new(4);
-    let (rows, cols, n) = (19, 100, 3);
-    let x = randn(&mut rng, n * cols);
-    for t in [QType::F32, QType::F16, QType::BF16] {
-        let w = quantize(t, &randn(&mut rng, rows * cols)).unwrap();
-        let m = QMatrix::new(t, rows, cols, w).unwrap();
-        let (want, scale) = reference(&m.dequantize(), &x, n, rows, cols);
-        for level in levels() {
-            let mut got = vec![0f32; n * rows];
-            m.matmul_with(level, &x, n, &mut got).unwrap();
-            assert_close(&format!("{t} {level:?}"), &got, &want, &scale, 1e-5);
+    // 3 rows: one dot product per output; GEMM_MIN + 5 rows: the tiled f32 GEMM (dense
+    // checkpoints' prefill).
+    let big = tessera::kernels::quant::matmul::F32_GEMM_MIN_ROWS + 5;
+    for (rows, cols, n) in [(19, 100, 3), (130, 96, big)] {
+        let x = randn(&mut rng, n * cols);
+        for t in [QType::F32, QType::F16, QType::BF16] {
+            let w = quantize(t, &randn(&mut rng, rows * cols)).unwrap();
+            let m = QMatrix::new(t, rows, cols, w).unwrap();
+            let (want, scale) = reference(&m.dequantize(), &x, n, rows, cols);
+            for level in levels() {
+                let mut got = vec![0f32; n * rows];
+                m.matmul_with(level, &x, n, &mut got).unwrap();
+                assert_close(&format!("{t} n={n} {level:?}"), &got, &want, &scale, 1e-5);
+            }
         }
     }
 }

@@ -5,78 +5,18 @@ pub mod sampler;
 
 pub use sampler::{Sampler, SamplingParams};
 
-use crate::infer::QuantLlama;
-use crate::models::{KvCache, ModelConfig, Transformer};
+use crate::infer::{Decoder, State};
+use crate::tokenizer::chat::ModelTokenizer;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
-use candle_core::{DType, Tensor};
+use std::path::Path;
 
-/// A decoder that generation drives token by token: the tensor-engine [`Transformer`], the
-/// quantized [`QuantLlama`], or either ([`chat::Decoder`]).
-pub trait CausalLm {
-    /// The cache and buffers of one sequence.
-    type State;
-    /// The model's configuration.
-    fn config(&self) -> &ModelConfig;
-    /// A fresh sequence with room for `capacity` tokens.
-    fn new_state(&self, capacity: usize) -> Result<Self::State>;
-    /// Tokens in the state's cache.
-    fn state_len(&self, st: &Self::State) -> usize;
-    /// Keep only the first `len` cached tokens (or start over, where a model cannot cut).
-    fn truncate(&self, st: &mut Self::State, len: usize);
-    /// Feed `ids` after what the state holds; the logits (V) of the last one.
-    fn feed<'s>(&self, st: &'s mut Self::State, ids: &[u32]) -> Result<&'s [f32]>;
-}
-
-/// A [`Transformer`]'s sequence state: its KV cache and the last logits.
-#[derive(Default)]
-pub struct DenseState {
-    cache: KvCache,
-    logits: Vec<f32>,
-}
-
-impl CausalLm for Transformer {
-    type State = DenseState;
-    fn config(&self) -> &ModelConfig {
-        &self.cfg
-    }
-    fn new_state(&self, _capacity: usize) -> Result<DenseState> {
-        Ok(DenseState {
-            cache: KvCache::new(self.cfg.num_layers),
-            logits: Vec::new(),
-        })
-    }
-    fn state_len(&self, st: &DenseState) -> usize {
-        st.cache.len()
-    }
-    fn truncate(&self, st: &mut DenseState, len: usize) {
-        if len < st.cache.len() {
-            st.cache.clear();
-        }
-    }
-    fn feed<'s>(&self, st: &'s mut DenseState, ids: &[u32]) -> Result<&'s [f32]> {
-        st.logits = step_logits(self, ids, &mut st.cache)?;
-        Ok(&st.logits)
-    }
-}
-
-impl CausalLm for QuantLlama {
-    type State = crate::infer::State;
-    fn config(&self) -> &ModelConfig {
-        &self.cfg
-    }
-    fn new_state(&self, capacity: usize) -> Result<Self::State> {
-        QuantLlama::new_state(self, capacity)
-    }
-    fn state_len(&self, st: &Self::State) -> usize {
-        st.len()
-    }
-    fn truncate(&self, st: &mut Self::State, len: usize) {
-        st.truncate(len);
-    }
-    fn feed<'s>(&self, st: &'s mut Self::State, ids: &[u32]) -> Result<&'s [f32]> {
-        self.forward(st, ids)
-    }
+/// Load a decoder for generation ([`Decoder::load`]: a `.gguf` file, a Hugging Face-layout or
+/// run directory) with its tokenizer and chat template.
+pub fn load(path: &Path) -> Result<(Decoder, ModelTokenizer)> {
+    let model = Decoder::load(path)?;
+    let tok = ModelTokenizer::load(path)?;
+    Ok((model, tok))
 }
 
 /// Why generation ended.
@@ -119,26 +59,16 @@ fn held_back(text: &str, stops: &[String]) -> usize {
     keep
 }
 
-/// Logits (V) of the last position after feeding `ids` starting at the cache's position.
-pub fn step_logits(model: &Transformer, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-    let pos = cache.len();
-    let input = Tensor::new(ids, model.device())?.unsqueeze(0)?; // (1, T)
-    let h = model.forward_hidden(&input, pos, Some(cache), None)?; // (1, T, C)
-    let last = h.narrow(1, ids.len() - 1, 1)?; // (1, 1, C)
-    let logits = model.head(&last)?; // (1, 1, V)
-    Ok(logits.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
-}
-
 /// Generate from `prompt_ids`, calling `on_text` with each new piece of text as it is decoded.
 /// `on_text` returns `false` to cancel.
-pub fn generate<M: CausalLm>(
-    model: &M,
+pub fn generate(
+    model: &Decoder,
     tok: &Tokenizer,
     prompt_ids: &[u32],
     params: &SamplingParams,
     on_text: impl FnMut(&str) -> bool,
 ) -> Result<Generation> {
-    let cap = (prompt_ids.len() + params.max_tokens).min(model.config().max_position_embeddings);
+    let cap = (prompt_ids.len() + params.max_tokens).min(model.cfg.max_position_embeddings);
     let mut st = model.new_state(cap)?;
     generate_in(model, &mut st, tok, prompt_ids, params, on_text)
 }
@@ -147,9 +77,9 @@ pub fn generate<M: CausalLm>(
 /// (a chat's earlier turns; the caller checks): only the rest is fed. The state ends holding the
 /// prompt and the generated tokens that were fed back (all but the last one sampled, unless
 /// `max_tokens` ran out): `history[..state_len]`.
-pub fn generate_in<M: CausalLm>(
-    model: &M,
-    st: &mut M::State,
+pub fn generate_in(
+    model: &Decoder,
+    st: &mut State,
     tok: &Tokenizer,
     prompt_ids: &[u32],
     params: &SamplingParams,
@@ -158,7 +88,7 @@ pub fn generate_in<M: CausalLm>(
     if prompt_ids.is_empty() {
         return Err(Error::Input("the prompt is empty (no tokens)".into()));
     }
-    let cfg = model.config();
+    let cfg = &model.cfg;
     let max_ctx = cfg.max_position_embeddings;
     if prompt_ids.len() >= max_ctx {
         return Err(Error::Input(format!(
@@ -177,10 +107,9 @@ pub fn generate_in<M: CausalLm>(
     // Reuse the cached prefix, but always feed at least the last prompt token (for its logits).
     let mut history: Vec<u32> = Vec::with_capacity(prompt_ids.len() + params.max_tokens);
     history.extend_from_slice(prompt_ids);
-    let keep = model.state_len(st).min(prompt_ids.len() - 1);
-    model.truncate(st, keep);
-    let keep = model.state_len(st);
-    let mut logits = model.feed(st, &prompt_ids[keep..])?;
+    st.truncate(prompt_ids.len() - 1);
+    let keep = st.len();
+    let mut logits = model.forward(st, &prompt_ids[keep..])?;
     let mut stream = tok.stream();
     let mut text = String::new();
     let mut sent = 0usize;
@@ -219,7 +148,7 @@ pub fn generate_in<M: CausalLm>(
         if history.len() >= max_ctx {
             break;
         }
-        logits = model.feed(st, &[next])?;
+        logits = model.forward(st, &[next])?;
     }
     if text.len() > sent {
         on_text(&text[sent..]);

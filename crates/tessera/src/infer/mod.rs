@@ -1,14 +1,12 @@
-//! Fast CPU inference of pretrained decoders on their quantized weights.
+//! Fast CPU inference of decoders: the inference backend of the one Transformer.
 //!
-//! The tensor-engine [`Transformer`](crate::models::Transformer) trains and evaluates in f32; this
-//! module runs a GGUF model the way llama.cpp does — weights kept in their block formats and read
-//! from the memory map, 8-bit activations, integer dot products, a preallocated KV cache, threads
-//! kept hot across the few hundred small products of a decode step — without a graph or any
-//! allocation per token.
-//!
-//! - [`ops`]: RMSNorm, rotary embedding, SwiGLU, softmax, attention over the cache.
-//! - [`QuantLlama`]: the Llama-family model and its [`State`] (KV cache and scratch).
+//! The tensor-engine [`Transformer`](crate::models::Transformer) trains (autograd) and scores
+//! batches; this module runs the same configuration on plain slices for generation — weights as
+//! [`QMatrix`](crate::kernels::quant::QMatrix)es (GGUF blocks read from the memory map, or f32
+//! rows), a preallocated [`KvCache`], threads kept hot across the few hundred small products of a
+//! decode step — without a graph or any allocation per token. Its kernels are the crate's one set
+//! (`kernels::{norm, rotary, activation, cache_attention, quant}`).
 
-pub mod llama;
+pub mod decoder;
 
-pub use llama::{QuantLlama, State};
+pub use decoder::{Decoder, KvCache, Numerics, State};

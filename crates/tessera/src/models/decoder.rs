@@ -12,7 +12,7 @@ use super::params::{
 };
 use crate::nn::attention::QkvProj;
 use crate::nn::dropout::{self, Dropout};
-use crate::nn::{Attention, LayerKv, Linear, Mlp, Norm, Rotary};
+use crate::nn::{Attention, Linear, Mlp, Norm, Rotary};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -32,47 +32,13 @@ impl Block {
     pub fn forward(
         &self,
         x: &Tensor,
-        pos: usize,
         rope: Option<&Rotary>,
-        cache: Option<&mut LayerKv>,
         drop: &mut Option<&mut Dropout<'_>>,
     ) -> candle_core::Result<Tensor> {
-        let a = self
-            .attn
-            .forward(&self.norm1.forward(x)?, pos, rope, cache, drop)?;
+        let a = self.attn.forward(&self.norm1.forward(x)?, rope, drop)?;
         let x = (x + dropout::maybe(a, drop)?)?;
         let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
         x + dropout::maybe(m, drop)?
-    }
-}
-
-/// Keys and values of every layer, for incremental decoding.
-#[derive(Clone, Debug, Default)]
-pub struct KvCache {
-    pub layers: Vec<LayerKv>,
-}
-
-impl KvCache {
-    /// An empty cache for `num_layers` layers.
-    pub fn new(num_layers: usize) -> Self {
-        KvCache {
-            layers: vec![LayerKv::default(); num_layers],
-        }
-    }
-
-    /// Number of positions already processed.
-    pub fn len(&self) -> usize {
-        self.layers.first().map(LayerKv::len).unwrap_or(0)
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Forget everything.
-    pub fn clear(&mut self) {
-        self.layers.iter_mut().for_each(LayerKv::clear);
     }
 }
 
@@ -247,19 +213,16 @@ impl Transformer {
         &self.device
     }
 
-    /// Final hidden states: ids (B, T) u32 starting at position `pos` -> (B, T, C).
+    /// Final hidden states: ids (B, T) u32 -> (B, T, C).
     pub fn forward_hidden(
         &self,
         ids: &Tensor,
-        pos: usize,
-        mut cache: Option<&mut KvCache>,
         mut drop: Option<&mut Dropout<'_>>,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        if pos + t > self.cfg.max_position_embeddings {
+        if t > self.cfg.max_position_embeddings {
             return Err(Error::Input(format!(
-                "sequence of {} positions exceeds the model's maximum of {}",
-                pos + t,
+                "sequence of {t} positions exceeds the model's maximum of {}",
                 self.cfg.max_position_embeddings
             )));
         }
@@ -269,17 +232,11 @@ impl Transformer {
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, c))?; // (B, T, C)
         if let Some(wpe) = &self.wpe {
-            x = x.broadcast_add(&wpe.narrow(0, pos, t)?)?; // + (T, C)
+            x = x.broadcast_add(&wpe.narrow(0, 0, t)?)?; // + (T, C)
         }
         x = dropout::maybe(x, &mut drop)?;
-        if let Some(cache) = cache.as_deref_mut() {
-            if cache.layers.len() != self.blocks.len() {
-                *cache = KvCache::new(self.blocks.len());
-            }
-        }
-        for (l, block) in self.blocks.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            x = block.forward(&x, pos, self.rope.as_ref(), layer_cache, &mut drop)?;
+        for block in &self.blocks {
+            x = block.forward(&x, self.rope.as_ref(), &mut drop)?;
         }
         Ok(self.norm_f.forward(&x)?)
     }
@@ -291,8 +248,8 @@ impl Transformer {
     }
 
     /// Logits for every position: ids (B, T) -> (B, T, V).
-    pub fn forward(&self, ids: &Tensor, pos: usize, cache: Option<&mut KvCache>) -> Result<Tensor> {
-        let h = self.forward_hidden(ids, pos, cache, None)?;
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let h = self.forward_hidden(ids, None)?;
         self.head(&h)
     }
 
@@ -303,7 +260,7 @@ impl Transformer {
         targets: &Tensor,
         drop: Option<&mut Dropout<'_>>,
     ) -> Result<Tensor> {
-        let h = self.forward_hidden(ids, 0, None, drop)?; // (B, T, C)
+        let h = self.forward_hidden(ids, drop)?; // (B, T, C)
         let w = self.lm_head.as_ref().unwrap_or(&self.wte);
         if crate::kernels::applicable(&h) && w.dtype() == h.dtype() && w.device().is_cpu() {
             // Head and loss as one op: the (B T, V) logits never enter the autograd graph.

@@ -8,5 +8,5 @@ pub mod limits;
 pub mod params;
 
 pub use config::{Activation, Arch, ModelConfig, NormKind, PositionKind};
-pub use decoder::{KvCache, Transformer};
+pub use decoder::Transformer;
 pub use params::ParamStore;

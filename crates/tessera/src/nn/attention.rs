@@ -1,5 +1,6 @@
-//! Multi-head self-attention: causal (decoders, with grouped-query heads and a key/value cache) or
-//! bidirectional with an additive padding mask (encoders).
+//! Multi-head self-attention as tensor ops (training and batched scoring): causal (decoders, with
+//! grouped-query heads) or bidirectional with an additive padding mask (encoders). Incremental
+//! decoding with a key/value cache is the inference backend's ([`crate::infer`]).
 
 use super::dropout::{self, Dropout};
 use super::loss::softmax;
@@ -15,39 +16,6 @@ pub enum QkvProj {
     Split { q: Linear, k: Linear, v: Linear },
 }
 
-/// Cached keys and values of one layer: (B, Hkv, Tc, D) each.
-#[derive(Clone, Debug, Default)]
-pub struct LayerKv {
-    kv: Option<(Tensor, Tensor)>,
-}
-
-impl LayerKv {
-    /// Number of cached positions.
-    pub fn len(&self) -> usize {
-        self.kv.as_ref().map(|(k, _)| k.dims()[2]).unwrap_or(0)
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Drop everything cached.
-    pub fn clear(&mut self) {
-        self.kv = None;
-    }
-
-    /// Append new keys/values (B, Hkv, T, D) and return all of them.
-    fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-        let (k, v) = match self.kv.take() {
-            None => (k, v),
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-        };
-        self.kv = Some((k.clone(), v.clone()));
-        Ok((k, v))
-    }
-}
-
 /// Self-attention block.
 #[derive(Clone, Debug)]
 pub struct Attention {
@@ -58,23 +26,22 @@ pub struct Attention {
     pub head_dim: usize,
 }
 
-/// (T, Tk) additive mask: 0 where query `i` (at absolute position `pos + i`) may see key `j`.
-pub fn causal_mask(t: usize, tk: usize, pos: usize, x: &Tensor) -> Result<Tensor> {
-    let mut m = vec![0f32; t * tk];
+/// (T, T) additive mask: 0 where query `i` may see key `j` (`j <= i`).
+pub fn causal_mask(t: usize, x: &Tensor) -> Result<Tensor> {
+    let mut m = vec![0f32; t * t];
     for i in 0..t {
-        for j in (pos + i + 1)..tk {
-            m[i * tk + j] = f32::NEG_INFINITY;
+        for j in (i + 1)..t {
+            m[i * t + j] = f32::NEG_INFINITY;
         }
     }
-    Tensor::from_vec(m, (t, tk), x.device())?.to_dtype(x.dtype())
+    Tensor::from_vec(m, (t, t), x.device())?.to_dtype(x.dtype())
 }
 
-/// Scaled causal softmax from engine primitives: scores (..., T, Tk) -> weights.
+/// Scaled causal softmax from engine primitives: scores (..., T, T) -> weights.
 pub fn reference_softmax(scores: &Tensor, scale: f64, t: usize) -> Result<Tensor> {
-    let tk = scores.dims()[scores.rank() - 1];
     let att = (scores * scale)?;
     let att = if t > 1 {
-        att.broadcast_add(&causal_mask(t, tk, tk - t, &att)?)?
+        att.broadcast_add(&causal_mask(t, &att)?)?
     } else {
         att
     };
@@ -187,23 +154,21 @@ impl Attention {
         self.out.forward(&y)
     }
 
-    /// x (B, T, C) whose first position is `pos` -> (B, T, C).
+    /// Causal self-attention: x (B, T, C) -> (B, T, C).
     ///
-    /// With a fused q/k/v projection, no rotary positions, no cache and no attention dropout
-    /// (GPT-2-style training and scoring) on the CPU, the attention runs as one fused op on the
-    /// projection's output ([`crate::kernels::causal_attention`]); otherwise as
+    /// With a fused q/k/v projection, no rotary positions and no attention dropout (GPT-2-style
+    /// training and scoring) on the CPU, the attention runs as one fused op on the projection's
+    /// output ([`crate::kernels::causal_attention`]); otherwise as
     /// [`Attention::forward_reference`].
     pub fn forward(
         &self,
         x: &Tensor,
-        pos: usize,
         rope: Option<&Rotary>,
-        cache: Option<&mut LayerKv>,
         drop: &mut Option<&mut Dropout<'_>>,
     ) -> Result<Tensor> {
         if let QkvProj::Fused(l) = &self.qkv {
             let no_dropout = drop.as_ref().is_none_or(|d| d.p <= 0.0);
-            if rope.is_none() && cache.is_none() && no_dropout && crate::kernels::applicable(x) {
+            if rope.is_none() && no_dropout && crate::kernels::applicable(x) {
                 if let (Some((w, transposed)), 3) = (l.fusable(x), x.rank()) {
                     // Projection and attention as one op: qkv stays inside it.
                     let y = crate::kernels::causal_attention::projected_causal_attention(
@@ -227,7 +192,7 @@ impl Attention {
                 return self.out.forward(&y);
             }
         }
-        self.forward_reference(x, pos, rope, cache, drop)
+        self.forward_reference(x, rope, drop)
     }
 
     /// [`Attention::forward`] from engine ops and the separate softmax kernel: q, k, v split into
@@ -235,21 +200,15 @@ impl Attention {
     pub fn forward_reference(
         &self,
         x: &Tensor,
-        pos: usize,
         rope: Option<&Rotary>,
-        cache: Option<&mut LayerKv>,
         drop: &mut Option<&mut Dropout<'_>>,
     ) -> Result<Tensor> {
         let (b, t, _c) = x.dims3()?;
         let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let (q, k, v) = self.project(x)?;
         let (q, k) = match rope {
-            Some(r) => (r.apply(&q, pos)?, r.apply(&k, pos)?),
+            Some(r) => (r.apply(&q)?, r.apply(&k)?),
             None => (q, k),
-        };
-        let (k, v) = match cache {
-            Some(c) => c.append(k, v)?, // (B, Hkv, Tk, D)
-            None => (k, v),
         };
         // Grouped-query attention without copying keys/values per query head: the n_rep query
         // heads sharing a key/value head are stacked along time, (B, Hkv, n_rep T, D).

@@ -48,11 +48,11 @@ impl Rotary {
         Ok(Rotary { cos, sin })
     }
 
-    /// Rotate `x` (B, H, T, D) whose first position is `pos`.
-    pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+    /// Rotate `x` (B, H, T, D) at positions `0..T`.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let (_b, _h, t, d) = x.dims4()?;
-        let cos = self.cos.narrow(0, pos, t)?; // (T, D/2)
-        let sin = self.sin.narrow(0, pos, t)?;
+        let cos = self.cos.narrow(0, 0, t)?; // (T, D/2)
+        let sin = self.sin.narrow(0, 0, t)?;
         let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?; // (T, D)
         let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
         let x1 = x.narrow(D::Minus1, 0, d / 2)?;

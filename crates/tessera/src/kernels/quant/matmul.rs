@@ -274,6 +274,11 @@ pub(crate) fn matmul(
     }
     let rb = t.bytes_for(cols).unwrap_or(0);
     let chunk = chunk_rows(rows, cols, par.threads());
+    if t.is_float() && n >= F32_GEMM_MIN_ROWS {
+        // Float weights (dense checkpoints): tiles converted to f32 and the GEMM kernel.
+        gemm_f32_tiles(t, w, rows, cols, x, n, out, par);
+        return;
+    }
     if t.is_float() {
         let f = float_fn(level);
         with_scratch(|s| {

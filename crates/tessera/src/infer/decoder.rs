@@ -1,0 +1,885 @@
+//! The inference backend of every decoder: the Transformer of a [`ModelConfig`] run on plain
+//! slices, for generation, chat, perplexity and benchmarks.
+//!
+//! ```text
+//! x = embed[ids] (+ positions[pos])                 (n, C)
+//! for each block:
+//!     h = norm1(x) ; q, k, v = h Wq^T (+b), h Wk^T (+b), h Wv^T (+b) ; rotary on q, k
+//!     append k, v to the cache ; x += attend(q, cache) Wo^T (+b)
+//!     h = norm2(x) ; x += mlp(h)                    (gated: down(act(gate h) * up h))
+//! logits = norm(x_last) Whead^T                     (V)
+//! ```
+//!
+//! The same configuration the tensor-engine [`Transformer`](crate::models::Transformer) trains
+//! (GPT-2 and Llama layouts: LayerNorm or RMSNorm, learned or rotary positions, GELU or gated
+//! MLP, biases, grouped-query heads, tied head), with every weight a [`QMatrix`]: the blocks of a
+//! GGUF file, read in place from the memory map, or f32 rows from a safetensors checkpoint.
+//! Products run on a [`HotPool`] (threads kept hot across the few hundred small products of a
+//! decode step); the KV cache ([`KvCache`]) is preallocated for the state's capacity; a decode
+//! step allocates nothing.
+//!
+//! Two roundings, picked by the loader ([`Numerics`]): a GGUF model computes as llama.cpp does
+//! (8-bit activations in the quantized products, f16 KV cache, the query and attention weights
+//! rounded to f16, rotary angles by repeated multiplication), so its logits follow llama.cpp's; a
+//! safetensors checkpoint as transformers does (f32 throughout), so its logits follow
+//! transformers' and the tensor engine's.
+
+use crate::kernels::cache_attention::{self as ca, F16Kernels};
+use crate::kernels::norm::normalize_row;
+use crate::kernels::quant::{matvec_many, QMatrix, QType};
+use crate::kernels::rotary;
+use crate::models::gguf_loader::config_from_gguf;
+use crate::models::params::{conv1d_layout, names};
+use crate::models::{Arch, ModelConfig, NormKind, PositionKind};
+use crate::util::pool::{HotPool, SharedMut};
+use crate::weights::{ggml_type_name, Gguf};
+use crate::{Error, Result};
+use candle_core::{DType, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Prompt tokens processed per forward pass (longer prompts go in chunks of this many).
+const PREFILL_CHUNK: usize = 256;
+/// Attention tasks per query head in a prefill pass (queries split round-robin).
+const ATT_SPLIT: usize = 4;
+
+/// Whose arithmetic the model follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Numerics {
+    /// llama.cpp's: f16 KV cache, query and attention weights rounded to f16, rotary angles by
+    /// repeated multiplication (GGUF models, checked against llama.cpp's logits).
+    Ggml,
+    /// transformers': f32 throughout (safetensors checkpoints, checked against transformers'
+    /// logits and the tensor engine's).
+    Hf,
+}
+
+/// A normalization layer's weights.
+struct Norm {
+    w: Vec<f32>,
+    b: Option<Vec<f32>>,
+    rms: bool,
+    eps: f32,
+}
+
+impl Norm {
+    fn apply(&self, x: &[f32], out: &mut [f32]) {
+        normalize_row(out, x, &self.w, self.b.as_deref(), self.eps, self.rms);
+    }
+}
+
+/// `y = x W^T (+ b)`.
+struct Proj {
+    w: QMatrix,
+    b: Option<Vec<f32>>,
+}
+
+enum Mlp {
+    Gated { gate: Proj, up: Proj, down: Proj },
+    Plain { fc: Proj, proj: Proj },
+}
+
+struct Layer {
+    norm1: Norm,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
+    norm2: Norm,
+    mlp: Mlp,
+}
+
+/// A decoder ready for inference. See the module documentation.
+pub struct Decoder {
+    /// The model's configuration (Hugging Face names).
+    pub cfg: ModelConfig,
+    embed: QMatrix,
+    /// Learned positions, (P, C) row-major.
+    positions: Option<Vec<f32>>,
+    layers: Vec<Layer>,
+    norm: Norm,
+    head: QMatrix,
+    numerics: Numerics,
+    /// Rotary frequencies (transformers' table; [`Numerics::Ggml`] computes its angles apart).
+    freqs: Vec<f32>,
+    f16: F16Kernels,
+    pool: HotPool,
+    source: PathBuf,
+}
+
+/// One sequence's keys and values for every layer, preallocated for `cap` positions:
+/// (layers, kv heads, cap, D), in f16 (llama.cpp's default) or f32. The pages of positions not
+/// yet used are never touched.
+pub enum KvCache {
+    F16 { k: Vec<u16>, v: Vec<u16> },
+    F32 { k: Vec<f32>, v: Vec<f32> },
+}
+
+impl KvCache {
+    fn new(f16: bool, n: usize, what: &str) -> Result<Self> {
+        use crate::util::alloc::zeroed;
+        Ok(if f16 {
+            KvCache::F16 {
+                k: zeroed(n, what)?,
+                v: zeroed(n, what)?,
+            }
+        } else {
+            KvCache::F32 {
+                k: zeroed(n, what)?,
+                v: zeroed(n, what)?,
+            }
+        })
+    }
+
+    /// Write one key and value row (`d` values each) at element offset `at`.
+    fn store(&mut self, at: usize, k: &[f32], v: &[f32]) {
+        let d = k.len();
+        match self {
+            KvCache::F16 { k: kc, v: vc } => {
+                ca::to_f16(k, &mut kc[at..at + d]);
+                ca::to_f16(v, &mut vc[at..at + d]);
+            }
+            KvCache::F32 { k: kc, v: vc } => {
+                kc[at..at + d].copy_from_slice(k);
+                vc[at..at + d].copy_from_slice(v);
+            }
+        }
+    }
+}
+
+/// The KV cache and scratch buffers of one sequence.
+pub struct State {
+    pos: usize,
+    cap: usize,
+    kv: KvCache,
+    /// Scratch sized for `rows` tokens.
+    rows: usize,
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    /// `q` rounded to f16 ([`Numerics::Ggml`]).
+    q16: Vec<u16>,
+    kn: Vec<f32>,
+    vn: Vec<f32>,
+    att: Vec<f32>,
+    tmp: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// (rows, D) rotary cos/sin per token.
+    cs: Vec<f32>,
+    /// One row of `cap` scores per attention task.
+    scores: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl State {
+    /// Tokens already in the cache (the position of the next token).
+    pub fn len(&self) -> usize {
+        self.pos
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0
+    }
+
+    /// Positions the cache holds at most.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Forget the sequence (the buffers are kept).
+    pub fn clear(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Drop cached positions from `len` on (e.g. to reuse a shared prompt prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.pos = self.pos.min(len);
+    }
+}
+
+/// f32 values as the bytes of an F32 [`QMatrix`].
+fn f32_matrix(rows: usize, cols: usize, data: &[f32]) -> Result<QMatrix> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    QMatrix::new(QType::F32, rows, cols, bytes)
+}
+
+impl Decoder {
+    /// A `.gguf` file (quantized, llama.cpp's arithmetic), or a Hugging Face-layout or
+    /// `tessera train` run directory (f32, transformers' arithmetic).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_file() {
+            return Self::from_gguf(&Gguf::open(path)?);
+        }
+        let dir = crate::train::checkpoint::resolve_model_dir(path)?;
+        let cfg = ModelConfig::from_file(dir.join("config.json"))?;
+        let st = dir.join("model.safetensors");
+        let tensors = crate::models::params::load_safetensors(&st, &candle_core::Device::Cpu)?;
+        let mut m = Self::from_tensors(&cfg, &tensors, &st)?;
+        m.source = dir;
+        Ok(m)
+    }
+
+    /// Build the model on the tensors of `g` (shares its bytes: only the Q and K rows are copied,
+    /// into the half-split rotary order).
+    pub fn from_gguf(g: &Gguf) -> Result<Self> {
+        let cfg = config_from_gguf(g)?;
+        let (c, d) = (cfg.hidden_size, cfg.head_dim);
+        let (qd, kvd, ff) = (
+            cfg.num_heads * d,
+            cfg.num_kv_heads * d,
+            cfg.intermediate_size,
+        );
+        let bytes = g.shared_bytes();
+        let matrix = |name: &str, rows: usize, cols: usize| -> Result<QMatrix> {
+            let info = g
+                .tensor_info(name)
+                .ok_or_else(|| g.error(format!("missing tensor '{name}'")))?;
+            let qtype = QType::from_ggml(info.ggml_type).ok_or_else(|| {
+                g.error(format!(
+                    "tensor '{name}' has type {}, which is not supported",
+                    ggml_type_name(info.ggml_type)
+                ))
+            })?;
+            let dims_ok = info.dims.as_slice() == [cols as u64, rows as u64]
+                || (rows == 1 && info.dims.as_slice() == [cols as u64]);
+            if !dims_ok {
+                return Err(g.error(format!(
+                    "tensor '{name}' has dims {:?}, expected [{cols}, {rows}]",
+                    info.dims
+                )));
+            }
+            QMatrix::from_shared(qtype, rows, cols, bytes.clone(), info.offset, info.n_bytes)
+                .map_err(|e| g.error(format!("tensor '{name}': {e}")))
+        };
+        let proj = |name: &str, rows: usize, cols: usize| -> Result<Proj> {
+            Ok(Proj {
+                w: matrix(name, rows, cols)?,
+                b: None,
+            })
+        };
+        // Q and K rows from GGUF's interleaved rotary order to the half-split one.
+        let rotary_proj = |name: &str, rows: usize| -> Result<Proj> {
+            let w = matrix(name, rows, c)?
+                .permute_rows(|r| rotary::gguf_row(r, d))
+                .map_err(|e| g.error(e.to_string()))?;
+            Ok(Proj { w, b: None })
+        };
+        let eps = cfg.norm_eps as f32;
+        let norm = |name: &str| -> Result<Norm> {
+            Ok(Norm {
+                w: matrix(name, 1, c)?.dequantize(),
+                b: None,
+                rms: true,
+                eps,
+            })
+        };
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let n = |part: &str| format!("blk.{i}.{part}.weight");
+            layers.push(Layer {
+                norm1: norm(&n("attn_norm"))?,
+                q: rotary_proj(&n("attn_q"), qd)?,
+                k: rotary_proj(&n("attn_k"), kvd)?,
+                v: proj(&n("attn_v"), kvd, c)?,
+                o: proj(&n("attn_output"), c, qd)?,
+                norm2: norm(&n("ffn_norm"))?,
+                mlp: Mlp::Gated {
+                    gate: proj(&n("ffn_gate"), ff, c)?,
+                    up: proj(&n("ffn_up"), ff, c)?,
+                    down: proj(&n("ffn_down"), c, ff)?,
+                },
+            });
+        }
+        let embed = matrix("token_embd.weight", cfg.vocab_size, c)?;
+        let head = if g.tensor("output.weight").is_some() {
+            matrix("output.weight", cfg.vocab_size, c)?
+        } else {
+            embed.clone()
+        };
+        Ok(Decoder {
+            norm: norm("output_norm.weight")?,
+            freqs: Vec::new(),
+            numerics: Numerics::Ggml,
+            f16: F16Kernels::detect(),
+            pool: HotPool::from_env(),
+            source: g.path().to_path_buf(),
+            positions: None,
+            cfg,
+            embed,
+            layers,
+            head,
+        })
+    }
+
+    /// Build the model from named tensors in the checkpoint layout of `cfg.arch` (Hugging Face
+    /// names and shapes, as [`Transformer`](crate::models::Transformer) reads them), in f32 with
+    /// transformers' arithmetic; `source` names them in errors.
+    pub fn from_tensors(
+        cfg: &ModelConfig,
+        tensors: &HashMap<String, Tensor>,
+        source: &Path,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let n = names(cfg.arch);
+        let conv = conv1d_layout(cfg.arch);
+        let bad = |m: String| Error::checkpoint(source, m);
+        // A tensor as f32 values with its shape.
+        let get = |name: &str| -> Result<(Vec<f32>, Vec<usize>)> {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| bad(format!("missing tensor '{name}'")))?;
+            let shape = t.dims().to_vec();
+            let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            Ok((v, shape))
+        };
+        let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
+            let (v, _) = get(name)?;
+            if v.len() != len {
+                return Err(bad(format!(
+                    "tensor '{name}' has {} values, expected {len}",
+                    v.len()
+                )));
+            }
+            Ok(v)
+        };
+        // A projection of `inp` → `out` features as (out, inp) rows (GPT-2 stores (inp, out)).
+        let rows_of = |name: &str, inp: usize, out: usize| -> Result<Vec<f32>> {
+            let (v, shape) = get(name)?;
+            let want = if conv { [inp, out] } else { [out, inp] };
+            if shape != want {
+                return Err(bad(format!(
+                    "tensor '{name}' has shape {shape:?}, expected {want:?}"
+                )));
+            }
+            if !conv {
+                return Ok(v);
+            }
+            let mut t = vec![0f32; v.len()];
+            for i in 0..inp {
+                for o in 0..out {
+                    t[o * inp + i] = v[i * out + o];
+                }
+            }
+            Ok(t)
+        };
+        let c = cfg.hidden_size;
+        let (qd, kvd) = (
+            cfg.num_heads * cfg.head_dim,
+            cfg.num_kv_heads * cfg.head_dim,
+        );
+        let eps = cfg.norm_eps as f32;
+        let rms = cfg.norm == NormKind::RmsNorm;
+        let norm = |prefix: &str| -> Result<Norm> {
+            Ok(Norm {
+                w: vector(&format!("{prefix}.weight"), c)?,
+                b: if rms {
+                    None
+                } else {
+                    Some(vector(&format!("{prefix}.bias"), c)?)
+                },
+                rms,
+                eps,
+            })
+        };
+        let bias = |prefix: &str, len: usize| -> Result<Option<Vec<f32>>> {
+            if cfg.bias {
+                Ok(Some(vector(&format!("{prefix}.bias"), len)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let proj = |prefix: &str, inp: usize, out: usize| -> Result<Proj> {
+            let w = rows_of(&format!("{prefix}.weight"), inp, out)?;
+            Ok(Proj {
+                w: f32_matrix(out, inp, &w)?,
+                b: bias(prefix, out)?,
+            })
+        };
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for l in 0..cfg.num_layers {
+            let name = |part: &str| (n.layer)(l, part);
+            let (q, k, v) = if cfg.arch == Arch::Gpt2 {
+                // One (C, q + 2 kv) projection, split into its three row blocks.
+                let p = name("qkv");
+                let w = rows_of(&format!("{p}.weight"), c, qd + 2 * kvd)?;
+                let b = bias(&p, qd + 2 * kvd)?;
+                let part = |r0: usize, rows: usize| -> Result<Proj> {
+                    Ok(Proj {
+                        w: f32_matrix(rows, c, &w[r0 * c..(r0 + rows) * c])?,
+                        b: b.as_ref().map(|b| b[r0..r0 + rows].to_vec()),
+                    })
+                };
+                (part(0, qd)?, part(qd, kvd)?, part(qd + kvd, kvd)?)
+            } else {
+                (
+                    proj(&name("q"), c, qd)?,
+                    proj(&name("k"), c, kvd)?,
+                    proj(&name("v"), c, kvd)?,
+                )
+            };
+            let i = cfg.intermediate_size;
+            let mlp = if cfg.gated_mlp {
+                Mlp::Gated {
+                    gate: proj(&name("gate"), c, i)?,
+                    up: proj(&name("up"), c, i)?,
+                    down: proj(&name("down"), i, c)?,
+                }
+            } else {
+                Mlp::Plain {
+                    fc: proj(&name("fc"), c, i)?,
+                    proj: proj(&name("proj"), i, c)?,
+                }
+            };
+            layers.push(Layer {
+                norm1: norm(&name("ln1"))?,
+                q,
+                k,
+                v,
+                o: proj(&name("o"), qd, c)?,
+                norm2: norm(&name("ln2"))?,
+                mlp,
+            });
+        }
+        let (wte, _) = get(&n.wte)?;
+        let embed = f32_matrix(cfg.vocab_size, c, &wte)?;
+        let head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            let (w, _) = get(&n.lm_head)?;
+            f32_matrix(cfg.vocab_size, c, &w)?
+        };
+        let positions = match cfg.position {
+            PositionKind::Learned => Some(vector(&n.wpe, cfg.max_position_embeddings * c)?),
+            PositionKind::Rotary { .. } => None,
+        };
+        let freqs = match cfg.position {
+            PositionKind::Rotary { theta } => rotary::inv_freqs(cfg.head_dim, theta),
+            PositionKind::Learned => Vec::new(),
+        };
+        Ok(Decoder {
+            cfg: cfg.clone(),
+            embed,
+            positions,
+            layers,
+            norm: norm(&n.ln_f)?,
+            head,
+            numerics: Numerics::Hf,
+            freqs,
+            f16: F16Kernels::detect(),
+            pool: HotPool::from_env(),
+            source: source.to_path_buf(),
+        })
+    }
+
+    /// The same model with every matrix dequantized to F32 and transformers' arithmetic (f32
+    /// activations and cache): the reference the quantized model is checked against. About 4
+    /// bytes per parameter.
+    pub fn dequantized(&self) -> Result<Decoder> {
+        let f = |m: &QMatrix| f32_matrix(m.rows(), m.cols(), &m.dequantize());
+        let p = |p: &Proj| -> Result<Proj> {
+            Ok(Proj {
+                w: f(&p.w)?,
+                b: p.b.clone(),
+            })
+        };
+        let n = |n: &Norm| Norm {
+            w: n.w.clone(),
+            b: n.b.clone(),
+            rms: n.rms,
+            eps: n.eps,
+        };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(Layer {
+                    norm1: n(&l.norm1),
+                    q: p(&l.q)?,
+                    k: p(&l.k)?,
+                    v: p(&l.v)?,
+                    o: p(&l.o)?,
+                    norm2: n(&l.norm2),
+                    mlp: match &l.mlp {
+                        Mlp::Gated { gate, up, down } => Mlp::Gated {
+                            gate: p(gate)?,
+                            up: p(up)?,
+                            down: p(down)?,
+                        },
+                        Mlp::Plain { fc, proj } => Mlp::Plain {
+                            fc: p(fc)?,
+                            proj: p(proj)?,
+                        },
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let freqs = match self.cfg.position {
+            PositionKind::Rotary { theta } => rotary::inv_freqs(self.cfg.head_dim, theta),
+            PositionKind::Learned => Vec::new(),
+        };
+        Ok(Decoder {
+            cfg: self.cfg.clone(),
+            embed: f(&self.embed)?,
+            positions: self.positions.clone(),
+            layers,
+            norm: n(&self.norm),
+            head: f(&self.head)?,
+            numerics: Numerics::Hf,
+            freqs,
+            f16: self.f16,
+            pool: HotPool::new(self.pool.threads()),
+            source: self.source.clone(),
+        })
+    }
+
+    /// Whose arithmetic this model follows.
+    pub fn numerics(&self) -> Numerics {
+        self.numerics
+    }
+
+    /// The file or directory the weights come from.
+    pub fn path(&self) -> &Path {
+        &self.source
+    }
+
+    /// Threads the products run on.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// A short description for status lines.
+    pub fn describe(&self) -> String {
+        match self.numerics {
+            Numerics::Ggml => format!(
+                "quantized weights, {} kernels, {} threads",
+                crate::kernels::quant::simd_level(),
+                self.threads()
+            ),
+            Numerics::Hf => format!("f32 weights, {} threads", self.threads()),
+        }
+    }
+
+    /// Use at most `n` positions of context (at least 1; never more than the model was built
+    /// for): chat and generation then budget their prompts for it, and states hold that many.
+    pub fn limit_context(&mut self, n: usize) {
+        let m = &mut self.cfg.max_position_embeddings;
+        *m = (*m).min(n.max(1));
+    }
+
+    /// A fresh sequence state holding up to `capacity` positions (at most the model's context).
+    /// The cache is allocated at once but only the pages of positions used are touched; when
+    /// the memory is not there, the error says how much was asked for.
+    pub fn new_state(&self, capacity: usize) -> Result<State> {
+        use crate::util::alloc::zeroed;
+        let cfg = &self.cfg;
+        let cap = capacity.clamp(1, cfg.max_position_embeddings.max(1));
+        let kv = [cfg.num_layers, cfg.num_kv_heads, cap, cfg.head_dim]
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .ok_or_else(|| Error::Input(format!("a KV cache of {cap} positions is too large")))?;
+        let what = format!("KV cache for {cap} positions");
+        let mut st = State {
+            pos: 0,
+            cap,
+            kv: KvCache::new(self.numerics == Numerics::Ggml, kv, &what)?,
+            rows: 0,
+            x: Vec::new(),
+            h: Vec::new(),
+            q: Vec::new(),
+            q16: Vec::new(),
+            kn: Vec::new(),
+            vn: Vec::new(),
+            att: Vec::new(),
+            tmp: Vec::new(),
+            gate: Vec::new(),
+            up: Vec::new(),
+            cs: Vec::new(),
+            scores: zeroed(cfg.num_heads * ATT_SPLIT * cap, "attention scores")?,
+            logits: zeroed(cfg.vocab_size, "logits")?,
+        };
+        self.grow(&mut st, 1);
+        Ok(st)
+    }
+
+    fn grow(&self, st: &mut State, rows: usize) {
+        if st.rows >= rows {
+            return;
+        }
+        let cfg = &self.cfg;
+        let (c, d) = (cfg.hidden_size, cfg.head_dim);
+        let (qd, kvd, ff) = (
+            cfg.num_heads * d,
+            cfg.num_kv_heads * d,
+            cfg.intermediate_size,
+        );
+        for (buf, width) in [
+            (&mut st.x, c),
+            (&mut st.h, c),
+            (&mut st.q, qd),
+            (&mut st.kn, kvd),
+            (&mut st.vn, kvd),
+            (&mut st.att, qd),
+            (&mut st.tmp, c.max(qd)),
+            (&mut st.gate, ff),
+            (&mut st.up, ff),
+            (&mut st.cs, d),
+        ] {
+            buf.resize(rows * width, 0.0);
+        }
+        if self.numerics == Numerics::Ggml {
+            st.q16.resize(rows * qd, 0);
+        }
+        st.rows = rows;
+    }
+
+    /// Feed `ids` after what `st` holds; returns the logits (V) of the last one.
+    ///
+    /// Errors (leaving `st` unchanged) on an empty input, an id outside the vocabulary, or when
+    /// the cache would overflow its capacity.
+    pub fn forward<'s>(&self, st: &'s mut State, ids: &[u32]) -> Result<&'s [f32]> {
+        self.check(st, ids)?;
+        let mut last = 0;
+        for chunk in ids.chunks(PREFILL_CHUNK) {
+            self.forward_chunk(st, chunk)?;
+            last = chunk.len();
+        }
+        let c = self.cfg.hidden_size;
+        let i = last - 1;
+        let (x, h) = (&st.x[i * c..(i + 1) * c], &mut st.h[..c]);
+        self.norm.apply(x, h);
+        self.head
+            .matmul_on(&self.pool, &st.h[..c], 1, &mut st.logits)?;
+        Ok(&st.logits)
+    }
+
+    /// Feed `ids` and return the logits of every one of them, (n, V) row-major (for evaluation
+    /// and tests).
+    pub fn forward_all(&self, st: &mut State, ids: &[u32]) -> Result<Vec<f32>> {
+        self.check(st, ids)?;
+        let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let mut out = crate::util::alloc::zeroed(ids.len() * v, "logits")?;
+        let mut done = 0;
+        for chunk in ids.chunks(PREFILL_CHUNK) {
+            self.forward_chunk(st, chunk)?;
+            let n = chunk.len();
+            for i in 0..n {
+                let (x, h) = (&st.x[i * c..(i + 1) * c], &mut st.h[i * c..(i + 1) * c]);
+                self.norm.apply(x, h);
+            }
+            let o = &mut out[done * v..(done + n) * v];
+            self.head.matmul_on(&self.pool, &st.h[..n * c], n, o)?;
+            done += n;
+        }
+        Ok(out)
+    }
+
+    fn check(&self, st: &State, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::Input("no tokens to feed".into()));
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.cfg.vocab_size
+            )));
+        }
+        if st.pos + ids.len() > st.cap {
+            return Err(Error::Input(format!(
+                "{} + {} tokens exceed the context of {} positions",
+                st.pos,
+                ids.len(),
+                st.cap
+            )));
+        }
+        Ok(())
+    }
+
+    /// `out (n, rows) = x (n, cols) W^T + b` on the pool.
+    fn project(&self, p: &Proj, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        p.w.matmul_on(&self.pool, x, n, out)?;
+        add_bias(out, p.b.as_deref());
+        Ok(())
+    }
+
+    /// Several projections of one input row (decode): one parallel job, nothing allocated.
+    fn project_one<const N: usize>(
+        &self,
+        x: &[f32],
+        prods: [(&Proj, &mut [f32]); N],
+    ) -> Result<()> {
+        let ps: [&Proj; N] = std::array::from_fn(|i| prods[i].0);
+        let mut jobs = prods.map(|(p, o)| (&p.w, o));
+        matvec_many(&self.pool, x, &mut jobs)?;
+        for ((_, out), p) in jobs.iter_mut().zip(ps) {
+            add_bias(out, p.b.as_deref());
+        }
+        Ok(())
+    }
+
+    /// Run `ids` (at most `PREFILL_CHUNK`) through every layer, leaving the final hidden states
+    /// (before the last norm) in `st.x` and the keys/values in the cache.
+    fn forward_chunk(&self, st: &mut State, ids: &[u32]) -> Result<()> {
+        let n = ids.len();
+        self.grow(st, n);
+        let cfg = &self.cfg;
+        let (c, d) = (cfg.hidden_size, cfg.head_dim);
+        let (qd, kvd, ff) = (
+            cfg.num_heads * d,
+            cfg.num_kv_heads * d,
+            cfg.intermediate_size,
+        );
+        let pos = st.pos;
+        for (i, &id) in ids.iter().enumerate() {
+            let x = &mut st.x[i * c..(i + 1) * c];
+            self.embed.dequantize_row(id as usize, x);
+            if let Some(p) = &self.positions {
+                ca::add_assign(x, &p[(pos + i) * c..(pos + i + 1) * c]);
+            }
+            if let PositionKind::Rotary { theta } = cfg.position {
+                let cs = &mut st.cs[i * d..(i + 1) * d];
+                match self.numerics {
+                    Numerics::Ggml => rotary::angles_ggml(pos + i, d, theta, cs),
+                    Numerics::Hf => rotary::angles(pos + i, &self.freqs, cs),
+                }
+            }
+        }
+        let rotary = matches!(cfg.position, PositionKind::Rotary { .. });
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention.
+            for i in 0..n {
+                layer
+                    .norm1
+                    .apply(&st.x[i * c..(i + 1) * c], &mut st.h[i * c..(i + 1) * c]);
+            }
+            let (q, kn, vn) = (
+                &mut st.q[..n * qd],
+                &mut st.kn[..n * kvd],
+                &mut st.vn[..n * kvd],
+            );
+            if n == 1 {
+                self.project_one(&st.h[..c], [(&layer.q, q), (&layer.k, kn), (&layer.v, vn)])?;
+            } else {
+                let h = &st.h[..n * c];
+                self.project(&layer.q, h, n, q)?;
+                self.project(&layer.k, h, n, kn)?;
+                self.project(&layer.v, h, n, vn)?;
+            }
+            if rotary {
+                for i in 0..n {
+                    let cs = &st.cs[i * d..(i + 1) * d];
+                    rotary::rotate(&mut st.q[i * qd..(i + 1) * qd], d, cs);
+                    rotary::rotate(&mut st.kn[i * kvd..(i + 1) * kvd], d, cs);
+                }
+            }
+            if self.numerics == Numerics::Ggml {
+                ca::to_f16(&st.q[..n * qd], &mut st.q16[..n * qd]);
+            }
+            self.store_kv(st, l, n);
+            self.attention(st, l, n);
+            self.project(&layer.o, &st.att[..n * qd], n, &mut st.tmp[..n * c])?;
+            ca::add_assign(&mut st.x[..n * c], &st.tmp[..n * c]);
+            // MLP.
+            for i in 0..n {
+                layer
+                    .norm2
+                    .apply(&st.x[i * c..(i + 1) * c], &mut st.h[i * c..(i + 1) * c]);
+            }
+            let h = &st.h[..n * c];
+            let g = &mut st.gate[..n * ff];
+            match &layer.mlp {
+                Mlp::Gated { gate, up, down } => {
+                    let u = &mut st.up[..n * ff];
+                    if n == 1 {
+                        self.project_one(h, [(gate, g), (up, u)])?;
+                    } else {
+                        self.project(gate, h, n, g)?;
+                        self.project(up, h, n, u)?;
+                    }
+                    cfg.activation.apply_gated(g, u);
+                    self.project(down, g, n, &mut st.tmp[..n * c])?;
+                }
+                Mlp::Plain { fc, proj } => {
+                    self.project(fc, h, n, g)?;
+                    cfg.activation.apply_slice(g);
+                    self.project(proj, g, n, &mut st.tmp[..n * c])?;
+                }
+            }
+            ca::add_assign(&mut st.x[..n * c], &st.tmp[..n * c]);
+        }
+        st.pos += n;
+        Ok(())
+    }
+
+    /// Copy the new keys and values of layer `l` into the cache at positions `pos..pos + n`.
+    fn store_kv(&self, st: &mut State, l: usize, n: usize) {
+        let (hkv, d, cap) = (self.cfg.num_kv_heads, self.cfg.head_dim, st.cap);
+        for i in 0..n {
+            let p = st.pos + i;
+            for h in 0..hkv {
+                let at = ((l * hkv + h) * cap + p) * d;
+                let src = (i * hkv + h) * d;
+                st.kv.store(at, &st.kn[src..src + d], &st.vn[src..src + d]);
+            }
+        }
+    }
+
+    /// Causal attention of the `n` new queries of layer `l` over the cache, into `st.att`.
+    fn attention(&self, st: &mut State, l: usize, n: usize) {
+        let cfg = &self.cfg;
+        let (h, hkv, d, cap) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, st.cap);
+        let rep = h / hkv;
+        let split = n.min(ATT_SPLIT);
+        let scale = 1.0 / (d as f32).sqrt();
+        let pos = st.pos;
+        let kern = self.f16;
+        let (q, q16, kv) = (&st.q, &st.q16, &st.kv);
+        let att = SharedMut::new(&mut st.att[..n * h * d]);
+        let scores = SharedMut::new(&mut st.scores);
+        self.pool.run(h * split, &|task| {
+            let (head, part) = (task / split, task % split);
+            let base = (l * hkv + head / rep) * cap * d;
+            // SAFETY: task `task` owns score row `task`, and the output slices of its queries.
+            let sc = unsafe { scores.range(task * cap, (task + 1) * cap) };
+            for i in (part..n).step_by(split) {
+                let at = (i * h + head) * d;
+                // SAFETY: query i's slice of head `head` is written by this task alone (tasks
+                // split the (head, query) pairs by head and by i mod `split`).
+                let o = unsafe { att.range(at, at + d) };
+                let len = pos + i + 1;
+                match kv {
+                    KvCache::F16 { k, v } => ca::attend_f16(
+                        kern,
+                        &q16[at..at + d],
+                        &k[base..base + cap * d],
+                        &v[base..base + cap * d],
+                        len,
+                        scale,
+                        sc,
+                        o,
+                    ),
+                    KvCache::F32 { k, v } => ca::attend(
+                        &q[at..at + d],
+                        &k[base..base + cap * d],
+                        &v[base..base + cap * d],
+                        len,
+                        scale,
+                        sc,
+                        o,
+                    ),
+                }
+            }
+        });
+    }
+}
+
+/// `out[r] += b` for every row of `out` (rows of `b.len()`).
+fn add_bias(out: &mut [f32], b: Option<&[f32]>) {
+    if let Some(b) = b {
+        for row in out.chunks_exact_mut(b.len()) {
+            ca::add_assign(row, b);
+        }
+    }
+}
