@@ -44,6 +44,18 @@ pub enum BenchCmd {
 
 #[derive(Args, Debug)]
 pub struct BenchTrainArgs {
+    /// The layout: gpt2 (the peers' reference GPT) or llama (RMSNorm, rotary, GQA, SwiGLU, as
+    /// scripts/train_torch.py --arch llama).
+    #[arg(long, default_value = "gpt2", value_parser = ["gpt2", "llama"])]
+    arch: String,
+    /// Llama: key/value heads (default: half the query heads).
+    #[arg(long)]
+    n_kv_head: Option<usize>,
+    /// Llama: SwiGLU width.
+    #[arg(long, default_value_t = 704)]
+    n_inner: usize,
+    #[arg(long, default_value_t = 10000.0)]
+    rope_theta: f64,
     #[arg(long, default_value_t = 4096)]
     vocab_size: usize,
     #[arg(long, default_value_t = 4)]
@@ -97,6 +109,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchCmd::Quant(a) => cmd_bench_quant::run(a),
         BenchCmd::Train(a) => {
             let opts = BenchTrainOptions {
+                arch: a.arch,
+                n_kv_head: a.n_kv_head,
+                n_inner: a.n_inner,
+                rope_theta: a.rope_theta,
                 vocab_size: a.vocab_size,
                 n_layer: a.n_layer,
                 n_head: a.n_head,

@@ -132,15 +132,54 @@ fn mlp_gelu_and_swiglu() {
     let g = var(&mut rng, &[12, 8], 0.5);
     let u = var(&mut rng, &[12, 8], 0.5);
     let dn = var(&mut rng, &[8, 12], 0.5);
-    check("mlp swiglu", &[&x, &g, &u, &dn], 30, &|| {
-        let m = Mlp::Gated {
-            gate: Linear::new(g.as_tensor().clone(), None),
-            up: Linear::new(u.as_tensor().clone(), None),
-            down: Linear::new(dn.as_tensor().clone(), None),
-            act: tessera::models::Activation::Silu,
-        };
-        project(&m.forward(x.as_tensor()).unwrap(), 7)
-    });
+    let (gb, ub) = (var(&mut rng, &[12], 0.5), var(&mut rng, &[12], 0.5));
+    for act in [
+        tessera::models::Activation::Silu,
+        tessera::models::Activation::GeluTanh,
+    ] {
+        for bias in [false, true] {
+            let lin = |w: &Var, b: &Var| {
+                Linear::new(w.as_tensor().clone(), bias.then(|| b.as_tensor().clone()))
+            };
+            let m = || Mlp::Gated {
+                gate: lin(&g, &gb),
+                up: lin(&u, &ub),
+                down: Linear::new(dn.as_tensor().clone(), None),
+                act,
+            };
+            let mut vars = vec![&x, &g, &u, &dn];
+            if bias {
+                vars.extend([&gb, &ub]);
+            }
+            let name = format!("gated mlp {act:?} bias={bias}");
+            // The fused op (stacked weight, one product, gating with its backward) against the
+            // composition of engine ops.
+            agree(
+                &name,
+                &vars,
+                1e-12,
+                &|| m().forward(x.as_tensor()).unwrap(),
+                &|| {
+                    let m = m();
+                    let Mlp::Gated { gate, up, down, .. } = &m else {
+                        unreachable!()
+                    };
+                    let gx = tessera::nn::mlp::activate(
+                        &gate.forward_reference(x.as_tensor()).unwrap(),
+                        act,
+                    )
+                    .unwrap();
+                    down.forward_reference(
+                        &(gx * up.forward_reference(x.as_tensor()).unwrap()).unwrap(),
+                    )
+                    .unwrap()
+                },
+            );
+            check(&name, &vars, 30, &|| {
+                project(&m().forward(x.as_tensor()).unwrap(), 7)
+            });
+        }
+    }
 }
 
 #[test]
@@ -569,6 +608,69 @@ fn fused_causal_attention_gradcheck() {
     }
 }
 
+/// The Llama path of `Attention::forward` (separate q/k/v weights and biases, rotary positions:
+/// one fused op on the concatenated projection) against `forward_reference` (rotary tables as
+/// tensors, batched products): outputs and gradients, f64, MHA/GQA/MQA, one and several query
+/// blocks; and finite differences.
+#[test]
+fn fused_rotary_attention_matches_reference() {
+    for (h, hkv, t, bias) in [(4, 4, 5, false), (4, 2, 37, true), (6, 1, 70, false)] {
+        let (b, d, c) = (2, 6, 16);
+        let mut rng = Rng::new(301 + t as u64);
+        let x = var(&mut rng, &[b, t, c], 1.0);
+        let wq = var(&mut rng, &[h * d, c], 0.3);
+        let wk = var(&mut rng, &[hkv * d, c], 0.3);
+        let wv = var(&mut rng, &[hkv * d, c], 0.3);
+        let bq = var(&mut rng, &[h * d], 0.3);
+        let bk = var(&mut rng, &[hkv * d], 0.3);
+        let bv = var(&mut rng, &[hkv * d], 0.3);
+        let o = var(&mut rng, &[c, h * d], 0.3);
+        let rope = Rotary::new(d, 128, 10000.0, DType::F64, &Device::Cpu).unwrap();
+        let lin = |w: &Var, b: &Var| {
+            Linear::new(w.as_tensor().clone(), bias.then(|| b.as_tensor().clone()))
+        };
+        let attn = || Attention {
+            qkv: QkvProj::Split {
+                q: lin(&wq, &bq),
+                k: lin(&wk, &bk),
+                v: lin(&wv, &bv),
+            },
+            out: Linear::new(o.as_tensor().clone(), None),
+            num_heads: h,
+            num_kv_heads: hkv,
+            head_dim: d,
+        };
+        let mut vars = vec![&x, &wq, &wk, &wv, &o];
+        if bias {
+            vars.extend([&bq, &bk, &bv]);
+        }
+        let name = format!("rotary attention h={h} hkv={hkv} t={t} bias={bias}");
+        agree(
+            &name,
+            &vars,
+            1e-10,
+            &|| {
+                attn()
+                    .forward(x.as_tensor(), Some(&rope), &mut None)
+                    .unwrap()
+            },
+            &|| {
+                attn()
+                    .forward_reference(x.as_tensor(), Some(&rope), &mut None)
+                    .unwrap()
+            },
+        );
+        check(&name, &vars, 12, &|| {
+            project(
+                &attn()
+                    .forward(x.as_tensor(), Some(&rope), &mut None)
+                    .unwrap(),
+                302,
+            )
+        });
+    }
+}
+
 /// The fused causal attention path of `Attention::forward` against `forward_reference` (split
 /// heads, batched products, softmax kernel): outputs and gradients of x and every weight, f64,
 /// multi-head and grouped-query, short and multi-block sequences; then f32 at the benchmark's
@@ -819,6 +921,7 @@ fn fused_projected_attention_matches_two_ops() {
                         h,
                         hkv,
                         d,
+                        None,
                     )
                     .unwrap()
                 };

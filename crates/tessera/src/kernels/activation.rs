@@ -75,6 +75,23 @@ impl Activation {
         }
     }
 
+    /// `act(x Wgᵀ + bg) ⊙ (x Wuᵀ + bu)` as one fused op with its backward (stacked `w` =
+    /// [Wg; Wu], `b` = [bg; bu]); CPU f32/f64 only (the caller checks [`super::applicable`]).
+    pub fn gated_linear_tensor(
+        self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        use super::linear::linear_gated;
+        match self {
+            Activation::GeluTanh => linear_gated::<GeluTanh>(x, w, b),
+            Activation::Gelu => linear_gated::<GeluErf>(x, w, b),
+            Activation::Silu => linear_gated::<Silu>(x, w, b),
+            Activation::Relu => linear_gated::<Relu>(x, w, b),
+        }
+    }
+
     /// `act(x)` as a tensor op: the fused kernel with its backward on the CPU in f32/f64, the
     /// engine's own op elsewhere.
     pub fn apply_tensor(self, x: &Tensor) -> candle_core::Result<Tensor> {

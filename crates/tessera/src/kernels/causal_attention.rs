@@ -11,6 +11,9 @@
 //!   forward:  y = P v
 //!   backward (P recomputed): dP = dy vᵀ,  dS = scale · P ⊙ (dP - rowsum(dP ⊙ P)),
 //!             dq = dS k,  dk = dSᵀ q,  dv = Pᵀ dy
+//! With rotary positions (Llama), q and k are rotated right after the projection (the kept qkv is
+//! the rotated one) and the gradients of the rotated q and k are rotated back before the
+//! projection's backward: the rotation is orthogonal, so its backward is the rotation by −θ.
 //! The reference is the composition of engine ops in `nn::Attention::forward_reference`.
 
 use super::matmul::{gemm, SendPtr, View};
@@ -353,6 +356,39 @@ pub fn causal_attention(
     qkv.contiguous()?.apply_op1(op)
 }
 
+/// Rotary tables (T, D/2) as the tensor path builds them (angles in f32, then converted).
+fn rope_tables<F: Float>(t: usize, d: usize, theta: f64) -> (Vec<F>, Vec<F>) {
+    let freqs = super::rotary::inv_freqs(d, theta);
+    let (mut cos, mut sin) = (Vec::with_capacity(t * d / 2), Vec::with_capacity(t * d / 2));
+    for p in 0..t {
+        for &f in &freqs {
+            let a = p as f32 * f;
+            cos.push(F::from_f64(a.cos() as f64));
+            sin.push(F::from_f64(a.sin() as f64));
+        }
+    }
+    (cos, sin)
+}
+
+/// Rotate the q and k heads of every qkv row (row `r` at position `r mod T`) in place, by +θ or,
+/// for gradients (`back`), by −θ. Half-split pairs (i, i + D/2), as `kernels::rotary`.
+fn rotate_qk<F: Float>(qkv: &mut [F], t: usize, hd: Heads, (cos, sin): (&[F], &[F]), back: bool) {
+    let (w, d) = (hd.width(), hd.d);
+    let half = d / 2;
+    super::par_rows(qkv, w, |r, row| {
+        let pos = r % t;
+        let (c, s) = (&cos[pos * half..][..half], &sin[pos * half..][..half]);
+        for head in row[..(hd.h + hd.hkv) * d].chunks_exact_mut(d) {
+            let (a, b) = head.split_at_mut(half);
+            for i in 0..half {
+                let (x0, x1, si) = (a[i], b[i], if back { -s[i] } else { s[i] });
+                a[i] = x0 * c[i] - x1 * si;
+                b[i] = x1 * c[i] + x0 * si;
+            }
+        }
+    });
+}
+
 /// The projection qkv = x M (+ b) and the causal attention on it as one op: x (B, T, C) ->
 /// (B, T, H D). The forward keeps qkv for the backward, which forms dqkv with the attention
 /// backward and then `[dx | dW | db]` with the linear backward (qkv and its gradient never go
@@ -361,6 +397,8 @@ struct ProjectedAttention {
     heads: Heads,
     scale: f64,
     transposed: bool,
+    /// Rotary base θ, when q and k are rotated.
+    rope: Option<f64>,
     /// qkv from the forward pass (`Vec<F>`, the float type erased).
     qkv: std::sync::Mutex<Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>>,
 }
@@ -370,6 +408,7 @@ struct ProjectedAttentionGrad {
     heads: Heads,
     scale: f64,
     transposed: bool,
+    rope: Option<f64>,
     bias: bool,
     qkv: std::sync::Arc<dyn std::any::Any + Send + Sync>,
 }
@@ -402,7 +441,11 @@ impl ProjectedAttention {
         bt: (usize, usize),
         d: super::linear::Dims,
     ) -> CpuStorage {
-        let qkv = super::linear::forward_vec(x, w, bias, d);
+        let mut qkv = super::linear::forward_vec(x, w, bias, d);
+        if let Some(theta) = self.rope {
+            let (cos, sin) = rope_tables::<F>(bt.1, self.heads.d, theta);
+            rotate_qk(&mut qkv, bt.1, self.heads, (&cos, &sin), false);
+        }
         let y = forward::<F>(&qkv, bt, self.heads, self.scale);
         if let Ok(mut keep) = self.qkv.lock() {
             *keep = Some(std::sync::Arc::new(qkv));
@@ -425,6 +468,7 @@ impl ProjectedAttention {
             heads: self.heads,
             scale: self.scale,
             transposed: self.transposed,
+            rope: self.rope,
             bias: b.is_some(),
             qkv,
         };
@@ -534,7 +578,11 @@ impl CustomOp3 for ProjectedAttentionGrad {
                 .ok_or_else(|| {
                     candle_core::Error::Msg("projected attention: saved qkv mismatch".into())
                 })?;
-            let dqkv = backward::<F>(qkv, slice(s3, l3)?, (b, t), self.heads, self.scale);
+            let mut dqkv = backward::<F>(qkv, slice(s3, l3)?, (b, t), self.heads, self.scale);
+            if let Some(theta) = self.rope {
+                let (cos, sin) = rope_tables::<F>(t, self.heads.d, theta);
+                rotate_qk(&mut dqkv, t, self.heads, (&cos, &sin), true);
+            }
             Ok(super::linear::backward::<F>(
                 slice(s1, l1)?,
                 slice(s2, l2)?,
@@ -548,7 +596,8 @@ impl CustomOp3 for ProjectedAttentionGrad {
 
 /// `causal_attention(x M + b)` for x (B, T, C) as one op (fused on the CPU, f32 / f64): the
 /// projection to qkv (B, T, (H + 2 Hkv) D) and the attention, without qkv or its gradient as a
-/// tensor. The weight is (out, in) (`M = Wᵀ`), or (in, out) when `transposed`.
+/// tensor. The weight is (out, in) (`M = Wᵀ`), or (in, out) when `transposed`. With `rope`
+/// (the base θ), q and k are rotated at positions `0..T` (Hugging Face's half-split layout).
 #[allow(clippy::too_many_arguments)]
 pub fn projected_causal_attention(
     x: &Tensor,
@@ -558,7 +607,11 @@ pub fn projected_causal_attention(
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    rope: Option<f64>,
 ) -> Result<Tensor> {
+    if rope.is_some() && !head_dim.is_multiple_of(2) {
+        candle_core::bail!("rotary positions need an even head size, got {head_dim}");
+    }
     let op = ProjectedAttention {
         heads: Heads {
             h: heads,
@@ -567,6 +620,7 @@ pub fn projected_causal_attention(
         },
         scale: 1.0 / (head_dim as f64).sqrt(),
         transposed,
+        rope,
         qkv: std::sync::Mutex::new(None),
     };
     let x = x.contiguous()?;

@@ -601,3 +601,283 @@ pub fn linear_gelu_erf(
 ) -> Result<Tensor> {
     linear_act::<super::gelu_erf::GeluErf>(x, w, b, transposed)
 }
+
+/// The gated MLP's first half as one op: `act(x Mg + bg) ⊙ (x Mu + bu)` for the stacked weight
+/// W = [Wg; Wu] (2I, in) (Llama's `gate_proj` over `up_proj`), x (..., in) -> (..., I). Forward:
+/// one product z = x Wᵀ (+ b) of width 2I, then y = act(z_g) ⊙ z_u, keeping z. Backward:
+/// dz_g = dy ⊙ z_u ⊙ act'(z_g), dz_u = dy ⊙ act(z_g), then the linear backward on dz (one
+/// `[dx | dW | db]` buffer). The reference is `activate(gate(x)) * up(x)` from engine ops.
+struct LinearGatedOp<A: UnaryFn> {
+    pre: Saved,
+    _act: std::marker::PhantomData<A>,
+}
+
+/// Checked dims of a gated op: the stacked weight's rows must be even.
+fn gated_dims(x: &Layout, w: &Layout) -> Result<Dims> {
+    let d = Dims::of(x, w, false)?;
+    if !d.out.is_multiple_of(2) {
+        candle_core::bail!("gated linear: the stacked weight has an odd number of rows");
+    }
+    Ok(d)
+}
+
+/// One row of [`gate_rows`].
+#[inline(always)]
+fn gate_row<F: Erf, A: UnaryFn>(yr: &mut [F], zr: &[F]) {
+    let (g, u) = zr.split_at(yr.len());
+    for ((o, &gv), &uv) in yr.iter_mut().zip(g).zip(u) {
+        *o = A::f(gv) * uv;
+    }
+}
+
+/// One row of [`gate_grad_rows`].
+#[inline(always)]
+fn gate_grad_row<F: Erf, A: UnaryFn>(dzr: &mut [F], zr: &[F], dyr: &[F]) {
+    let i = dyr.len();
+    let (dg, du) = dzr.split_at_mut(i);
+    let (g, u) = zr.split_at(i);
+    for j in 0..i {
+        dg[j] = dyr[j] * u[j] * A::df(g[j]);
+        du[j] = dyr[j] * A::f(g[j]);
+    }
+}
+
+/// [`gate_row`] built for AVX-512 (bit-identical results, see [`super::avx512`]).
+///
+/// # Safety
+/// The CPU must support the enabled features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+unsafe fn gate_row_avx512<F: Erf, A: UnaryFn>(yr: &mut [F], zr: &[F]) {
+    gate_row::<F, A>(yr, zr)
+}
+
+/// [`gate_grad_row`] built for AVX-512.
+///
+/// # Safety
+/// The CPU must support the enabled features.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+unsafe fn gate_grad_row_avx512<F: Erf, A: UnaryFn>(dzr: &mut [F], zr: &[F], dyr: &[F]) {
+    gate_grad_row::<F, A>(dzr, zr, dyr)
+}
+
+/// `y[r, j] = f(z[r, j]) · z[r, I + j]` for rows of z of width 2I.
+fn gate_rows<F: Erf, A: UnaryFn>(z: &[F], i: usize) -> Vec<F> {
+    use rayon::prelude::*;
+    let n = z.len() / (2 * i).max(1);
+    let mut y = vec![F::zero(); n * i];
+    let row = |(yr, zr): (&mut [F], &[F])| {
+        #[cfg(target_arch = "x86_64")]
+        if super::avx512() {
+            // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+            unsafe { gate_row_avx512::<F, A>(yr, zr) };
+            return;
+        }
+        gate_row::<F, A>(yr, zr)
+    };
+    if z.len() >= 1 << 15 {
+        y.par_chunks_mut(i.max(1))
+            .zip(z.par_chunks(2 * i.max(1)))
+            .for_each(row);
+    } else {
+        y.chunks_mut(i.max(1))
+            .zip(z.chunks(2 * i.max(1)))
+            .for_each(row);
+    }
+    y
+}
+
+/// dz (n, 2I) from dy (n, I) and the kept z (see [`LinearGatedOp`]).
+fn gate_grad_rows<F: Erf, A: UnaryFn>(z: &[F], dy: &[F], i: usize) -> Vec<F> {
+    use rayon::prelude::*;
+    let mut dz = vec![F::zero(); z.len()];
+    let row = |((dzr, zr), dyr): ((&mut [F], &[F]), &[F])| {
+        #[cfg(target_arch = "x86_64")]
+        if super::avx512() {
+            // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+            unsafe { gate_grad_row_avx512::<F, A>(dzr, zr, dyr) };
+            return;
+        }
+        gate_grad_row::<F, A>(dzr, zr, dyr)
+    };
+    let w = 2 * i.max(1);
+    if z.len() >= 1 << 15 {
+        dz.par_chunks_mut(w)
+            .zip(z.par_chunks(w))
+            .zip(dy.par_chunks(i.max(1)))
+            .for_each(row);
+    } else {
+        dz.chunks_mut(w)
+            .zip(z.chunks(w))
+            .zip(dy.chunks(i.max(1)))
+            .for_each(row);
+    }
+    dz
+}
+
+impl<A: UnaryFn> LinearGatedOp<A> {
+    fn fwd<F: Erf>(&self, x: &[F], w: &[F], b: Option<&[F]>, d: Dims) -> CpuStorage {
+        let z = forward_vec(x, w, b, d);
+        let y = gate_rows::<F, A>(&z, d.out / 2);
+        if let Ok(mut keep) = self.pre.lock() {
+            *keep = Some(std::sync::Arc::new(z));
+        }
+        F::to_cpu_storage_owned(y)
+    }
+
+    fn out_shape(d: &Dims, x: &Layout) -> Shape {
+        let mut s = x.shape().dims().to_vec();
+        if let Some(l) = s.last_mut() {
+            *l = d.out / 2;
+        }
+        Shape::from(s)
+    }
+
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let pre = match self.pre.lock().ok().and_then(|p| p.clone()) {
+            Some(p) => p,
+            None => candle_core::bail!("gated linear: backward without a forward"),
+        };
+        let grad = LinearGatedGrad::<A> {
+            bias: b.is_some(),
+            pre,
+            _act: std::marker::PhantomData,
+        };
+        let all = x.apply_op3_no_bwd(w, &dy.contiguous()?, &grad)?; // [dx | dW | db]
+        split_grads(&all, x, w, b)
+    }
+}
+
+impl<A: UnaryFn> CustomOp2 for LinearGatedOp<A> {
+    fn name(&self) -> &'static str {
+        "fused-linear-gated"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = gated_dims(l1, l2)?;
+        float_dispatch!(s1, "fused-linear-gated", |F| Ok((
+            self.fwd::<F>(slice(s1, l1)?, slice(s2, l2)?, None, d),
+            Self::out_shape(&d, l1)
+        )))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.grads(x, w, None, dy)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl<A: UnaryFn> CustomOp3 for LinearGatedOp<A> {
+    fn name(&self) -> &'static str {
+        "fused-linear-gated"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = gated_dims(l1, l2)?;
+        if l3.shape().elem_count() != d.out {
+            candle_core::bail!("gated linear: bias does not match the stacked weight");
+        }
+        float_dispatch!(s1, "fused-linear-gated", |F| Ok((
+            self.fwd::<F>(slice(s1, l1)?, slice(s2, l2)?, Some(slice(s3, l3)?), d),
+            Self::out_shape(&d, l1)
+        )))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.grads(x, w, Some(b), dy)?;
+        Ok((Some(dx), Some(dw), db))
+    }
+}
+
+struct LinearGatedGrad<A: UnaryFn> {
+    bias: bool,
+    pre: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    _act: std::marker::PhantomData<A>,
+}
+
+impl<A: UnaryFn> CustomOp3 for LinearGatedGrad<A> {
+    fn name(&self) -> &'static str {
+        "fused-linear-gated-grad"
+    }
+
+    /// Output: `[dx (N·in) | dW (2I·in) | db (2I, with a bias)]` as one flat vector.
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = gated_dims(l1, l2)?;
+        if l3.shape().elem_count() != d.n * d.out / 2 {
+            candle_core::bail!("gated linear grad: output gradient has the wrong size");
+        }
+        let bias = self.bias;
+        float_dispatch!(s1, self.name(), |F| {
+            let z = self
+                .pre
+                .downcast_ref::<Vec<F>>()
+                .filter(|z| z.len() == d.n * d.out)
+                .ok_or_else(|| {
+                    candle_core::Error::Msg("gated linear: saved input mismatch".into())
+                })?;
+            let dz = gate_grad_rows::<F, A>(z, slice(s3, l3)?, d.out / 2);
+            Ok(backward::<F>(slice(s1, l1)?, slice(s2, l2)?, &dz, d, bias))
+        })
+    }
+}
+
+/// `act(x Wgᵀ + bg) ⊙ (x Wuᵀ + bu)` for the stacked `w` = [Wg; Wu] (2I, in) and `b` = [bg; bu],
+/// fused on the CPU (f32 / f64): the first half of a gated (SwiGLU) MLP.
+pub(crate) fn linear_gated<A: UnaryFn>(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    let op = LinearGatedOp::<A> {
+        pre: Saved::default(),
+        _act: std::marker::PhantomData,
+    };
+    match b {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
+    }
+}

@@ -166,10 +166,37 @@ impl Attention {
         rope: Option<&Rotary>,
         drop: &mut Option<&mut Dropout<'_>>,
     ) -> Result<Tensor> {
+        let no_dropout = drop.as_ref().is_none_or(|d| d.p <= 0.0);
+        let fusable = no_dropout && crate::kernels::applicable(x) && x.rank() == 3;
+        if let (QkvProj::Split { q, k, v }, true) = (&self.qkv, fusable) {
+            if let (Some((wq, false)), Some((wk, false)), Some((wv, false))) =
+                (q.fusable(x), k.fusable(x), v.fusable(x))
+            {
+                // One (q + 2 kv, C) projection from the three (a copy of the weights per call,
+                // small next to the activations), rotary and attention as one op.
+                let w = Tensor::cat(&[wq, wk, wv], 0)?;
+                let b = match (q.bias(), k.bias(), v.bias()) {
+                    (Some(bq), Some(bk), Some(bv)) => Some(Tensor::cat(&[bq, bk, bv], 0)?),
+                    _ => None,
+                };
+                if b.is_some() || q.bias().is_none() {
+                    let y = crate::kernels::causal_attention::projected_causal_attention(
+                        x,
+                        &w,
+                        b.as_ref(),
+                        false,
+                        self.num_heads,
+                        self.num_kv_heads,
+                        self.head_dim,
+                        rope.map(Rotary::theta),
+                    )?; // (B, T, H D)
+                    return self.out.forward(&y);
+                }
+            }
+        }
         if let QkvProj::Fused(l) = &self.qkv {
-            let no_dropout = drop.as_ref().is_none_or(|d| d.p <= 0.0);
-            if rope.is_none() && no_dropout && crate::kernels::applicable(x) {
-                if let (Some((w, transposed)), 3) = (l.fusable(x), x.rank()) {
+            if rope.is_none() && fusable {
+                if let Some((w, transposed)) = l.fusable(x) {
                     // Projection and attention as one op: qkv stays inside it.
                     let y = crate::kernels::causal_attention::projected_causal_attention(
                         x,
@@ -179,6 +206,7 @@ impl Attention {
                         self.num_heads,
                         self.num_kv_heads,
                         self.head_dim,
+                        None,
                     )?; // (B, T, H D)
                     return self.out.forward(&y);
                 }

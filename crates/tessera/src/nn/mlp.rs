@@ -38,6 +38,18 @@ impl Mlp {
                 down,
                 act,
             } => {
+                if let (Some((wg, false)), Some((wu, false))) = (gate.fusable(x), up.fusable(x)) {
+                    // One product of the stacked (2I, C) weight and the gating as one op.
+                    let w = Tensor::cat(&[wg, wu], 0)?;
+                    let b = match (gate.bias(), up.bias()) {
+                        (Some(bg), Some(bu)) => Some(Tensor::cat(&[bg, bu], 0)?),
+                        _ => None,
+                    };
+                    if b.is_some() || gate.bias().is_none() {
+                        let g = act.gated_linear_tensor(x, &w, b.as_ref())?; // (B, T, I)
+                        return down.forward(&g);
+                    }
+                }
                 let g = activate(&gate.forward(x)?, *act)?; // (B, T, I)
                 down.forward(&(g * up.forward(x)?)?)
             }

@@ -9,6 +9,8 @@ pub struct Rotary {
     cos: Tensor,
     /// (P, D/2)
     sin: Tensor,
+    /// The base θ (the fused attention kernel builds its own tables from it).
+    theta: f64,
 }
 
 impl Rotary {
@@ -45,7 +47,7 @@ impl Rotary {
         }
         let cos = Tensor::from_vec(cos, (max_pos, half), device)?.to_dtype(dtype)?;
         let sin = Tensor::from_vec(sin, (max_pos, half), device)?.to_dtype(dtype)?;
-        Ok(Rotary { cos, sin })
+        Ok(Rotary { cos, sin, theta })
     }
 
     /// Rotate `x` (B, H, T, D) at positions `0..T`.
@@ -59,6 +61,11 @@ impl Rotary {
         let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
         let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?; // (B, H, T, D)
         x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+    }
+
+    /// The base θ.
+    pub fn theta(&self) -> f64 {
+        self.theta
     }
 
     /// Number of positions the tables cover.

@@ -1,4 +1,6 @@
-//! Training throughput benchmark on the reference model of the peers' `train_gpt_torch.py`.
+//! Training throughput benchmark on the reference model of the peers' `train_gpt_torch.py` (GPT-2
+//! layout), or its Llama variant in `scripts/train_torch.py --arch llama` (RMSNorm, rotary,
+//! grouped-query attention, SwiGLU, no biases, tied head).
 
 use super::optim::AdamW;
 use crate::models::{ModelConfig, ParamStore, Transformer};
@@ -10,6 +12,13 @@ use std::time::Instant;
 /// The benchmark's settings (same names and defaults as the PyTorch script).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchTrainOptions {
+    /// `gpt2` or `llama`.
+    pub arch: String,
+    /// Llama: key/value heads (`None`: half the query heads, at least 1).
+    pub n_kv_head: Option<usize>,
+    /// Llama: the SwiGLU width.
+    pub n_inner: usize,
+    pub rope_theta: f64,
     pub vocab_size: usize,
     pub n_layer: usize,
     pub n_head: usize,
@@ -31,6 +40,10 @@ pub struct BenchTrainOptions {
 impl Default for BenchTrainOptions {
     fn default() -> Self {
         BenchTrainOptions {
+            arch: "gpt2".into(),
+            n_kv_head: None,
+            n_inner: 704,
+            rope_theta: 10000.0,
             vocab_size: 4096,
             n_layer: 4,
             n_head: 4,
@@ -61,13 +74,35 @@ pub struct BenchTrainResult {
     pub steps: usize,
 }
 
-/// Train the GPT of `opts` on uniformly random ids; time `steps` steps after `warmup` untimed ones.
+/// The model `opts` describes.
+pub fn bench_config(opts: &BenchTrainOptions) -> Result<ModelConfig> {
+    match opts.arch.as_str() {
+        "gpt2" => {
+            let mut cfg = ModelConfig::from_hf_json(&serde_json::json!({
+                "model_type": "gpt2", "vocab_size": opts.vocab_size, "n_embd": opts.n_embd,
+                "n_layer": opts.n_layer, "n_head": opts.n_head, "n_positions": opts.block_size,
+                "resid_pdrop": opts.dropout,
+            }))?;
+            cfg.bias = opts.bias;
+            Ok(cfg)
+        }
+        "llama" => ModelConfig::from_hf_json(&serde_json::json!({
+            "model_type": "llama", "vocab_size": opts.vocab_size, "hidden_size": opts.n_embd,
+            "num_hidden_layers": opts.n_layer, "num_attention_heads": opts.n_head,
+            "num_key_value_heads": opts.n_kv_head.unwrap_or((opts.n_head / 2).max(1)),
+            "intermediate_size": opts.n_inner, "max_position_embeddings": opts.block_size,
+            "rms_norm_eps": 1e-5, "rope_theta": opts.rope_theta, "tie_word_embeddings": true,
+            "attention_dropout": opts.dropout,
+        })),
+        other => Err(crate::Error::Config(format!(
+            "unknown architecture '{other}' (expected gpt2 or llama)"
+        ))),
+    }
+}
+
+/// Train the model of `opts` on uniformly random ids; time `steps` steps after `warmup` untimed ones.
 pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
-    let mut cfg = ModelConfig::from_hf_json(&serde_json::json!({
-        "model_type": "gpt2", "vocab_size": opts.vocab_size, "n_embd": opts.n_embd, "n_layer": opts.n_layer,
-        "n_head": opts.n_head, "n_positions": opts.block_size, "resid_pdrop": opts.dropout,
-    }))?;
-    cfg.bias = opts.bias;
+    let cfg = bench_config(opts)?;
     let device = Device::Cpu;
     let mut rng = Rng::new(opts.seed);
     let params = ParamStore::init(&cfg, &mut rng, DType::F32, &device)?;
