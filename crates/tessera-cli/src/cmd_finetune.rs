@@ -219,6 +219,7 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
             bar.println(s)
         }
     };
+    let out_dir = a.out.clone();
     let mut on_event = |e: Event<'_>| match e {
         Event::Scratch {
             vocab_size,
@@ -300,18 +301,23 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
                 eprintln!("step {step}/{total} {msg}");
             }
         }
-        Event::Epoch(r) => say(
-            &bar,
-            format!(
-                "epoch {}: train loss {:.4} | dev loss {:.4} | dev {} | {:.1} train ex/s{}",
-                r.epoch,
-                r.train_loss,
-                r.dev_loss,
-                r.dev,
-                r.train_examples_per_s,
-                if r.best { " | best, saved" } else { "" }
-            ),
-        ),
+        Event::Epoch(r) => {
+            say(
+                &bar,
+                format!(
+                    "epoch {}: train loss {:.4} | dev loss {:.4} | dev {} | {:.1} train ex/s{}",
+                    r.epoch,
+                    r.train_loss,
+                    r.dev_loss,
+                    r.dev,
+                    r.train_examples_per_s,
+                    if r.best { " | best, saved" } else { "" }
+                ),
+            );
+            if let Err(e) = crate::plot::loss_png(&out_dir) {
+                say(&bar, format!("loss.png: {e:#}"));
+            }
+        }
     };
     let reports = finetune(&dir, &data, &opts, &a.out, Some(&stop), &mut on_event)?;
     bar.finish_and_clear();

@@ -8,9 +8,8 @@ use std::time::Duration;
 use tessera::models::ModelConfig;
 use tessera::tokenizer::Tokenizer;
 use tessera::train::data::{split_text, TokenData};
-use tessera::train::trainer::{
-    run as run_training, Ended, Observer, RunOptions, StepStats, Trainer,
-};
+use tessera::train::trainer::{run as run_training, Ended, Observer, RunOptions, Trainer};
+use tessera::train::StepStats;
 use tessera::train::{LmEval, TrainConfig};
 
 /// Configs built into the program, usable by name.
@@ -87,20 +86,23 @@ pub fn load_config(spec: &str) -> Result<(ModelConfig, TrainConfig)> {
 struct Bar {
     bar: ProgressBar,
     log_every: usize,
+    max_steps: usize,
+    /// Redraw `loss.png` here after each evaluation.
+    plot: Option<PathBuf>,
 }
 
 impl Observer for Bar {
-    fn on_step(&mut self, t: &Trainer, s: &StepStats) {
+    fn on_step(&mut self, s: &StepStats) {
         self.bar.set_position(s.step as u64);
         let msg = format!(
             "loss {:.4} | lr {:.2e} | {:.0} tok/s",
             s.loss,
             s.lr,
-            s.tokens as f64 / s.seconds
+            s.items as f64 / s.seconds
         );
         self.bar.set_message(msg.clone());
         if self.bar.is_hidden() && (s.step.is_multiple_of(self.log_every) || s.step == 1) {
-            eprintln!("step {}/{} {msg}", s.step, t.cfg.max_steps);
+            eprintln!("step {}/{} {msg}", s.step, self.max_steps);
         }
     }
     fn on_eval(&mut self, step: usize, e: &LmEval) {
@@ -108,6 +110,11 @@ impl Observer for Bar {
             "step {step}: val loss {:.4} | ppl {:.2} | {:.4} nats/char | {:.4} bits/char",
             e.loss, e.perplexity, e.nats_per_char, e.bits_per_char
         ));
+        if let Some(dir) = &self.plot {
+            if let Err(e) = crate::plot::loss_png(dir) {
+                self.bar.println(format!("loss.png: {e:#}"));
+            }
+        }
     }
     fn on_checkpoint(&mut self, step: usize, dir: &Path) {
         self.bar
@@ -211,17 +218,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut obs = Bar {
         bar,
         log_every: (trainer.cfg.max_steps / 20).max(1),
+        max_steps: trainer.cfg.max_steps,
+        plot: (!a.no_plot).then(|| a.out.clone()),
     };
     let opts = RunOptions {
         out_dir: a.out.clone(),
         max_time: a.max_time.map(|m| Duration::from_secs_f64(m * 60.0)),
         stop: &stop,
-        plot: !a.no_plot,
     };
     let (ended, e) = run_training(&mut trainer, &opts, &mut obs)?;
     obs.bar.finish_and_clear();
     let how = match ended {
-        Ended::Finished => "finished",
+        Ended::Finished | Ended::EarlyStop => "finished",
         Ended::TimeLimit => "stopped at the time limit",
         Ended::Interrupted => "interrupted",
     };

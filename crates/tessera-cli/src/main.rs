@@ -17,6 +17,7 @@ mod cmd_tokenizer;
 mod cmd_train;
 mod cmd_word2vec;
 mod eval_metrics;
+mod plot;
 mod runtime;
 
 use clap::{Parser, Subcommand};

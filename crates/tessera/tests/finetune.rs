@@ -112,10 +112,28 @@ fn classifier_learns_saves_and_reloads() {
         "model.safetensors",
         "tokenizer.json",
         "metrics.jsonl",
-        "loss.png",
     ] {
         assert!(out.join(f).exists(), "{f}");
     }
+    // metrics.jsonl: one line per step, then per epoch an evaluation line agreeing with the
+    // report (its step, and whether it was the best so far).
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let evals: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("eval").is_some()).collect();
+    assert_eq!(evals.len(), reports.len());
+    let mut best_so_far = f64::NEG_INFINITY;
+    for (e, r) in evals.iter().zip(&reports) {
+        assert_eq!(e["step"], r.step);
+        assert_eq!(e["eval"]["step"], r.step);
+        assert_eq!(e["eval"]["best"], r.best);
+        assert_eq!(r.best, r.score > best_so_far);
+        best_so_far = best_so_far.max(r.score);
+    }
+    let steps = lines.iter().filter(|l| l.get("loss").is_some()).count();
+    assert_eq!(steps, reports.last().unwrap().step);
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["architectures"][0], "BertForSequenceClassification");

@@ -13,13 +13,16 @@ use super::pretrain::{pretrain_mlm, MlmOptions, MlmTokens};
 use super::scratch::{is_scratch_config, scratch_encoder, ScratchTokenizer};
 use super::tag::encode_words;
 use crate::models::encoder::{EncoderDropout, Packed};
-use crate::train::optim::{global_norm, AdamW};
+use crate::train::data::epoch_batches;
+use crate::train::optim::AdamW;
+use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState};
+use crate::train::Schedule;
 use crate::util::rng::Rng;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// Fine-tuning settings (defaults follow the usual BERT recipe).
@@ -277,37 +280,6 @@ fn training_texts(data: &TaskData) -> Vec<String> {
     }
 }
 
-/// One epoch's batches of example indices: a seeded shuffle cut into batches, or, when
-/// `group`, shuffled groups of 50 batches each sorted by length, then the batches shuffled.
-pub(crate) fn epoch_batches(
-    lens: &[usize],
-    batch: usize,
-    group: bool,
-    rng: &mut Rng,
-) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lens.len()).collect();
-    rng.shuffle(&mut order);
-    if !group {
-        return order.chunks(batch).map(<[usize]>::to_vec).collect();
-    }
-    let mut batches: Vec<Vec<usize>> = Vec::new();
-    for mega in order.chunks(batch * 50) {
-        let mut m = mega.to_vec();
-        m.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
-        batches.extend(m.chunks(batch).map(<[usize]>::to_vec));
-    }
-    rng.shuffle(&mut batches);
-    batches
-}
-
-/// Linear warmup over `warmup` steps, then linear decay to 0 at `total`.
-pub fn linear_lr(step: usize, lr: f64, warmup: usize, total: usize) -> f64 {
-    if step < warmup {
-        return lr * (step + 1) as f64 / warmup as f64;
-    }
-    lr * (total.saturating_sub(step) as f64 / total.saturating_sub(warmup).max(1) as f64)
-}
-
 /// A packed batch, the packed rows of its labelled tokens (token head) and their targets.
 fn batch_tensors(
     ex: &[&Example],
@@ -541,8 +513,7 @@ pub fn finetune(
     let warmup = (total as f64 * opts.warmup_ratio).round() as usize;
     let mut opt = AdamW::new(&params, 0.9, 0.999, 1e-8, opts.weight_decay)?;
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = String::new();
-    let (mut train_pts, mut dev_pts) = (Vec::new(), Vec::new());
+    crate::util::fs::write_atomic(&metrics_path, b"")?;
     on_event(Event::Start {
         total_steps: total,
         train: train.len(),
@@ -553,7 +524,6 @@ pub fn finetune(
         Some(p) => (p, p),
         None => (cfg.hidden_dropout, cfg.attention_dropout),
     };
-    let train_lens: Vec<usize> = train.iter().map(|e| e.ids.len()).collect();
     if opts.mlm_epochs > 0 {
         let mut seqs: Vec<Vec<u32>> = train.iter().map(|e| e.ids.clone()).collect();
         for t in &mlm_extra {
@@ -572,118 +542,226 @@ pub fn finetune(
             group_by_length: opts.group_by_length,
         };
         let tokens = mlm_tokens(&model.tokenizer)?;
-        let losses = pretrain_mlm(
-            &cfg, &params, &seqs, &tokens, &mlm, &mut rng, interrupt, on_event,
-        )?;
-        for (i, l) in losses.iter().enumerate() {
-            metrics.push_str(&json!({"mlm_epoch": i + 1, "mlm_loss": l}).to_string());
-            metrics.push('\n');
-        }
-    }
-    let mut reports = Vec::new();
-    let (mut step, mut best, mut since_best) = (0usize, f64::NEG_INFINITY, 0usize);
-    'epochs: for epoch in 1..=opts.epochs {
-        let order = epoch_batches(&train_lens, opts.batch_size, opts.group_by_length, &mut rng);
-        let t0 = Instant::now();
-        let (mut loss_sum, mut seen, mut batches) = (0.0, 0usize, 0usize);
-        for chunk in &order {
-            if step >= total || interrupt.is_some_and(|f| f.load(Ordering::SeqCst)) {
-                break;
-            }
-            let ex: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
-            let (packed, rows, y) = batch_tensors(&ex, kind, &device)?;
-            let mut drop = EncoderDropout {
-                hidden: hidden_p,
-                attention: attn_p,
-                rng: &mut rng,
-            };
-            let logits = model.logits_packed(&packed, rows.as_ref(), Some(&mut drop))?;
-            let loss = crate::nn::loss::cross_entropy(&logits, &y)?;
-            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let store = loss.backward()?;
-            let mut grads = Vec::with_capacity(params.vars.len());
-            for (s, v) in params.specs.iter().zip(&params.vars) {
-                grads.push(match store.get(v.as_tensor()) {
-                    Some(g) => g.clone(),
-                    None => {
-                        return Err(Error::Input(format!(
-                            "parameter '{}' received no gradient",
-                            s.name
-                        )))
-                    }
-                });
-            }
-            let norm = global_norm(&grads)?;
-            if !norm.is_finite() {
-                return Err(Error::Input(format!(
-                    "gradient norm is {norm} at step {}: lower the learning rate",
-                    step + 1
-                )));
-            }
-            if opts.grad_clip > 0.0 && norm > opts.grad_clip {
-                let s = opts.grad_clip / (norm + 1e-6);
-                grads = grads
-                    .into_iter()
-                    .map(|g| g * s)
-                    .collect::<candle_core::Result<_>>()?;
-            }
-            let lr = linear_lr(step, opts.lr, warmup, total);
-            opt.step(&params, &grads, lr)?;
-            step += 1;
-            loss_sum += lv;
-            batches += 1;
-            seen += chunk.len();
-            train_pts.push((step as f64, lv));
-            metrics.push_str(
-                &json!({"step": step, "epoch": epoch, "loss": lv, "lr": lr, "grad_norm": norm})
-                    .to_string(),
-            );
-            metrics.push('\n');
-            on_event(Event::Step {
-                step,
-                total,
-                loss: lv,
-                lr,
-            });
-        }
-        if batches == 0 {
-            break;
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let (dev_loss, score, dev_report) = evaluate(&model, kind, &dev, data)?;
-        dev_pts.push((step as f64, dev_loss));
-        let is_best = score > best;
-        if is_best {
-            best = score;
-            since_best = 0;
-            model.save(out, &params)?;
-        } else {
-            since_best += 1;
-        }
-        let r = EpochReport {
-            epoch,
-            step,
-            train_loss: loss_sum / batches as f64,
-            dev_loss,
-            score,
-            dev: dev_report,
-            best: is_best,
-            train_examples_per_s: seen as f64 / secs,
+        let mut events = MlmEvents {
+            total: seqs.len().div_ceil(opts.batch_size) * opts.mlm_epochs,
+            on_event: &mut *on_event,
         };
-        metrics.push_str(&json!({"eval": r}).to_string());
-        metrics.push('\n');
-        crate::util::fs::write_atomic(&metrics_path, metrics.as_bytes())?;
-        crate::train::plot::loss_curve(&out.join("loss.png"), &train_pts, &dev_pts)?;
-        on_event(Event::Epoch(&r));
-        reports.push(r);
-        let stopped = interrupt.is_some_and(|f| f.load(Ordering::SeqCst));
-        if stopped || step >= total || (opts.patience > 0 && since_best >= opts.patience) {
-            break 'epochs;
+        let losses = pretrain_mlm(
+            &cfg,
+            &params,
+            &seqs,
+            &tokens,
+            &mlm,
+            &mut rng,
+            interrupt,
+            &mut events,
+        )?;
+        let mut lines = String::new();
+        for (i, l) in losses.iter().enumerate() {
+            lines.push_str(&json!({"mlm_epoch": i + 1, "mlm_loss": l}).to_string());
+            lines.push('\n');
         }
+        crate::util::fs::write_atomic(&metrics_path, lines.as_bytes())?;
     }
+    let mut objective = TaskObjective {
+        model: &model,
+        params: &params,
+        kind,
+        train: &train,
+        dev: &dev,
+        data,
+        batch_size: opts.batch_size,
+        group_by_length: opts.group_by_length,
+        dropout: (hidden_p, attn_p),
+        order: Vec::new(),
+        next: 0,
+        epoch: 0,
+        epoch_start: Instant::now(),
+        loss_sum: 0.0,
+        batches: 0,
+        seen: 0,
+        out,
+        reports: Vec::new(),
+        on_event,
+        total,
+    };
+    let plan = Plan {
+        schedule: Schedule::Linear {
+            lr: opts.lr,
+            warmup,
+            total,
+        },
+        max_steps: total,
+        epochs: opts.epochs,
+        grad_accum: 1,
+        grad_clip: opts.grad_clip,
+        eval: EvalAt::Epochs,
+        patience: opts.patience,
+        max_time: None,
+        stop: interrupt,
+        metrics: Some(metrics_path),
+    };
+    crate::train::run::run(
+        &mut objective,
+        &mut opt,
+        &mut rng,
+        &mut RunState::default(),
+        &plan,
+        &mut (),
+    )?;
+    let reports = std::mem::take(&mut objective.reports);
     crate::util::fs::write_atomic(
         &out.join("finetune_options.json"),
         serde_json::to_string_pretty(opts)?.as_bytes(),
     )?;
     Ok(reports)
+}
+
+/// Classification or NER fine-tuning as an [`Objective`] of the one loop: epochs of shuffled
+/// (or length-grouped) packed batches, cross-entropy on the labels, dropout from the run's
+/// generator; evaluation on the dev set after each epoch, whose best model is saved.
+struct TaskObjective<'a> {
+    model: &'a Classifier,
+    params: &'a crate::models::ParamStore,
+    kind: HeadKind,
+    train: &'a [Example],
+    dev: &'a [Example],
+    data: &'a TaskData,
+    batch_size: usize,
+    group_by_length: bool,
+    /// (hidden, attention) dropout.
+    dropout: (f32, f32),
+    /// This epoch's batches of example indices, and the next one to take.
+    order: Vec<Vec<usize>>,
+    next: usize,
+    epoch: usize,
+    epoch_start: Instant,
+    loss_sum: f64,
+    batches: usize,
+    seen: usize,
+    out: &'a Path,
+    reports: Vec<EpochReport>,
+    on_event: &'a mut dyn FnMut(Event<'_>),
+    total: usize,
+}
+
+impl Objective for TaskObjective<'_> {
+    fn params(&self) -> &crate::models::ParamStore {
+        self.params
+    }
+
+    fn items_name(&self) -> &'static str {
+        "examples"
+    }
+
+    fn start_epoch(&mut self, epoch: usize, rng: &mut Rng) -> Result<()> {
+        let lens: Vec<usize> = self.train.iter().map(|e| e.ids.len()).collect();
+        self.order = epoch_batches(&lens, self.batch_size, self.group_by_length, rng);
+        (self.next, self.epoch, self.epoch_start) = (0, epoch, Instant::now());
+        (self.loss_sum, self.batches, self.seen) = (0.0, 0, 0);
+        Ok(())
+    }
+
+    fn next_micro(&mut self, rng: &mut Rng) -> Result<Option<Micro>> {
+        let Some(chunk) = self.order.get(self.next) else {
+            return Ok(None);
+        };
+        self.next += 1;
+        let ex: Vec<&Example> = chunk.iter().map(|&i| &self.train[i]).collect();
+        let (packed, rows, y) = batch_tensors(&ex, self.kind, self.model.bert.device())?;
+        let mut drop = EncoderDropout {
+            hidden: self.dropout.0,
+            attention: self.dropout.1,
+            rng,
+        };
+        let logits = self
+            .model
+            .logits_packed(&packed, rows.as_ref(), Some(&mut drop))?;
+        let loss = crate::nn::loss::cross_entropy(&logits, &y)?;
+        self.loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        self.batches += 1;
+        self.seen += chunk.len();
+        Ok(Some(Micro {
+            loss,
+            items: chunk.len(),
+        }))
+    }
+
+    fn on_step(
+        &mut self,
+        s: &crate::train::StepStats,
+        _opt: &AdamW,
+        _rng: &Rng,
+        _elapsed: f64,
+    ) -> Result<()> {
+        (self.on_event)(Event::Step {
+            step: s.step,
+            total: self.total,
+            loss: s.loss,
+            lr: s.lr,
+        });
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<Option<Evaluation>> {
+        if self.batches == 0 {
+            return Ok(None);
+        }
+        let (dev_loss, score, dev) = evaluate(self.model, self.kind, self.dev, self.data)?;
+        let r = EpochReport {
+            epoch: self.epoch,
+            step: 0,
+            train_loss: self.loss_sum / self.batches as f64,
+            dev_loss,
+            score,
+            dev,
+            best: false,
+            train_examples_per_s: self.seen as f64
+                / self.epoch_start.elapsed().as_secs_f64().max(1e-9),
+        };
+        self.reports.push(r);
+        Ok(Some(Evaluation {
+            loss: dev_loss,
+            score: Some(score),
+            log: Value::Null, // written in on_eval, once step and best are known
+        }))
+    }
+
+    fn on_eval(&mut self, step: usize, e: &mut Evaluation, best: bool) -> Result<()> {
+        if best {
+            self.model.save(self.out, self.params)?;
+        }
+        if let Some(r) = self.reports.last_mut() {
+            r.step = step;
+            r.best = best;
+            e.log = json!({ "eval": r });
+            (self.on_event)(Event::Epoch(r));
+        }
+        Ok(())
+    }
+}
+
+/// MLM pretraining's progress as fine-tuning [`Event`]s.
+struct MlmEvents<'a> {
+    total: usize,
+    on_event: &'a mut dyn FnMut(Event<'_>),
+}
+
+impl crate::train::run::Observer for MlmEvents<'_> {
+    fn on_step(&mut self, s: &crate::train::StepStats) {
+        (self.on_event)(Event::Pretrain {
+            step: s.step,
+            total: self.total,
+            loss: s.loss,
+            lr: s.lr,
+        });
+    }
+
+    fn on_epoch(&mut self, epoch: usize, loss: f64, items_per_s: f64) {
+        (self.on_event)(Event::PretrainEpoch {
+            epoch,
+            loss,
+            examples_per_s: items_per_s,
+        });
+    }
 }

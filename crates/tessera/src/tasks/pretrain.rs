@@ -5,18 +5,19 @@
 //! encoder's weights carry over. For small data trained from scratch this is what lifts a
 //! transformer above a bag-of-n-grams baseline.
 
-use super::finetune::{epoch_batches, linear_lr, Event};
 use crate::models::encoder::{Bert, BertConfig, EncoderDropout, Packed};
 use crate::models::params::{Init, ParamSpec};
 use crate::models::ParamStore;
 use crate::nn::{Linear, Norm};
-use crate::train::optim::{global_norm, AdamW};
+use crate::train::data::epoch_batches;
+use crate::train::optim::AdamW;
+use crate::train::run::{EvalAt, Micro, Objective, Observer, Plan, RunState};
+use crate::train::Schedule;
 use crate::util::rng::Rng;
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
 
 /// Settings of [`pretrain_mlm`].
 #[derive(Clone, Debug)]
@@ -130,8 +131,9 @@ fn mask_sequence(
 }
 
 /// Pretrain the encoder whose weights are the `bert.*` entries of `params` (updated in place)
-/// with masked language modelling on `seqs` (token ids with `[CLS]` … `[SEP]`). Returns the
-/// mean training loss of each finished epoch.
+/// with masked language modelling on `seqs` (token ids with `[CLS]` … `[SEP]`), with the one
+/// training loop. Returns the mean training loss of each finished epoch; `obs` sees every step
+/// and epoch.
 #[allow(clippy::too_many_arguments)]
 pub fn pretrain_mlm(
     cfg: &BertConfig,
@@ -141,7 +143,7 @@ pub fn pretrain_mlm(
     opts: &MlmOptions,
     rng: &mut Rng,
     interrupt: Option<&AtomicBool>,
-    on_event: &mut dyn FnMut(Event<'_>),
+    obs: &mut dyn Observer,
 ) -> Result<Vec<f64>> {
     if opts.epochs == 0 || opts.batch_size == 0 || opts.lr.is_nan() || opts.lr <= 0.0 {
         return Err(Error::Input(
@@ -204,93 +206,144 @@ pub fn pretrain_mlm(
     let total = seqs.len().div_ceil(opts.batch_size) * opts.epochs;
     let warmup = (total as f64 * opts.warmup_ratio).round() as usize;
     let mut opt = AdamW::new(&store, 0.9, 0.999, 1e-8, opts.weight_decay)?;
-    let mut losses = Vec::new();
-    let mut step = 0usize;
-    for epoch in 1..=opts.epochs {
-        let t0 = Instant::now();
-        let (mut loss_sum, mut batches, mut seen) = (0.0, 0usize, 0usize);
-        for chunk in epoch_batches(&lens, opts.batch_size, opts.group_by_length, rng) {
-            if interrupt.is_some_and(|f| f.load(Ordering::SeqCst)) {
-                break;
-            }
-            let mut masked = Vec::with_capacity(chunk.len());
-            let mut targets = Vec::new();
-            for &i in &chunk {
-                let (m, t) = mask_sequence(seqs[i], tokens, cfg.vocab_size, opts.mask_prob, rng);
-                masked.push(m);
-                targets.push(t);
-            }
-            let refs: Vec<&[u32]> = masked.iter().map(Vec::as_slice).collect();
-            let packed = Packed::new(&refs, &device)?;
-            let (mut rows, mut y) = (Vec::new(), Vec::new());
-            for (b, ts) in targets.iter().enumerate() {
-                for &(i, id) in ts {
-                    rows.push(packed.row(b, i) as u32);
-                    y.push(id);
-                }
-            }
-            let mut drop = EncoderDropout {
-                hidden: opts.hidden_dropout,
-                attention: opts.attention_dropout,
-                rng: &mut *rng,
-            };
-            let h = bert.forward_packed(&packed, Some(&mut drop))?; // (N, C)
-            let h = h.index_select(&Tensor::new(rows.as_slice(), &device)?, 0)?; // (R, C)
-            let x = crate::nn::mlp::activate(&transform.forward(&h)?, cfg.activation)?;
-            let logits = decoder.forward(&norm.forward(&x)?)?; // (N, V)
-            let loss =
-                crate::nn::loss::cross_entropy(&logits, &Tensor::new(y.as_slice(), &device)?)?;
-            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let grads_store = loss.backward()?;
-            let mut grads = Vec::with_capacity(store.vars.len());
-            for v in &store.vars {
-                grads.push(match grads_store.get(v.as_tensor()) {
-                    Some(g) => g.clone(),
-                    None => v.as_tensor().zeros_like()?,
-                });
-            }
-            let gnorm = global_norm(&grads)?;
-            if !gnorm.is_finite() {
-                return Err(Error::Input(format!(
-                    "MLM pretraining: gradient norm is {gnorm} at step {}: lower the learning rate",
-                    step + 1
-                )));
-            }
-            if opts.grad_clip > 0.0 && gnorm > opts.grad_clip {
-                let s = opts.grad_clip / (gnorm + 1e-6);
-                grads = grads
-                    .into_iter()
-                    .map(|g| g * s)
-                    .collect::<candle_core::Result<_>>()?;
-            }
-            let lr = linear_lr(step, opts.lr, warmup, total);
-            opt.step(&store, &grads, lr)?;
-            step += 1;
-            loss_sum += lv;
-            batches += 1;
-            seen += chunk.len();
-            on_event(Event::Pretrain {
-                step,
-                total,
-                loss: lv,
-                lr,
-            });
-        }
-        if batches == 0 {
-            break;
-        }
-        let loss = loss_sum / batches as f64;
-        losses.push(loss);
-        on_event(Event::PretrainEpoch {
-            epoch,
-            loss,
-            examples_per_s: seen as f64 / t0.elapsed().as_secs_f64(),
-        });
-        if interrupt.is_some_and(|f| f.load(Ordering::SeqCst)) {
-            break;
-        }
+    let mut obj = MlmObjective {
+        store: &store,
+        bert: &bert,
+        transform: &transform,
+        norm: &norm,
+        decoder: &decoder,
+        cfg,
+        seqs: &seqs,
+        lens,
+        tokens,
+        opts,
+        order: Vec::new(),
+        next: 0,
+        device,
+    };
+    let plan = Plan {
+        schedule: Schedule::Linear {
+            lr: opts.lr,
+            warmup,
+            total,
+        },
+        max_steps: total,
+        epochs: opts.epochs,
+        grad_accum: 1,
+        grad_clip: opts.grad_clip,
+        eval: EvalAt::Never,
+        patience: 0,
+        max_time: None,
+        stop: interrupt,
+        metrics: None,
+    };
+    let mut losses = EpochLosses {
+        losses: Vec::new(),
+        inner: obs,
+    };
+    crate::train::run::run(
+        &mut obj,
+        &mut opt,
+        rng,
+        &mut RunState::default(),
+        &plan,
+        &mut losses,
+    )?;
+    Ok(losses.losses)
+}
+
+/// Collects each epoch's mean loss on the way to the caller's observer.
+struct EpochLosses<'a> {
+    losses: Vec<f64>,
+    inner: &'a mut dyn Observer,
+}
+
+impl Observer for EpochLosses<'_> {
+    fn on_step(&mut self, s: &crate::train::StepStats) {
+        self.inner.on_step(s);
     }
-    Ok(losses)
+    fn on_epoch(&mut self, epoch: usize, loss: f64, items_per_s: f64) {
+        self.losses.push(loss);
+        self.inner.on_epoch(epoch, loss, items_per_s);
+    }
+}
+
+/// Masked language modelling as an [`Objective`] of the one loop.
+struct MlmObjective<'a> {
+    store: &'a ParamStore,
+    bert: &'a Bert,
+    transform: &'a Linear,
+    norm: &'a Norm,
+    decoder: &'a Linear,
+    cfg: &'a BertConfig,
+    seqs: &'a [&'a Vec<u32>],
+    lens: Vec<usize>,
+    tokens: &'a MlmTokens,
+    opts: &'a MlmOptions,
+    order: Vec<Vec<usize>>,
+    next: usize,
+    device: Device,
+}
+
+impl Objective for MlmObjective<'_> {
+    fn params(&self) -> &ParamStore {
+        self.store
+    }
+
+    fn items_name(&self) -> &'static str {
+        "examples"
+    }
+
+    fn start_epoch(&mut self, _epoch: usize, rng: &mut Rng) -> Result<()> {
+        let o = self.opts;
+        self.order = epoch_batches(&self.lens, o.batch_size, o.group_by_length, rng);
+        self.next = 0;
+        Ok(())
+    }
+
+    fn next_micro(&mut self, rng: &mut Rng) -> Result<Option<Micro>> {
+        let Some(chunk) = self.order.get(self.next) else {
+            return Ok(None);
+        };
+        self.next += 1;
+        let (cfg, opts, device) = (self.cfg, self.opts, &self.device);
+        let mut masked = Vec::with_capacity(chunk.len());
+        let mut targets = Vec::new();
+        for &i in chunk {
+            let (m, t) = mask_sequence(
+                self.seqs[i],
+                self.tokens,
+                cfg.vocab_size,
+                opts.mask_prob,
+                rng,
+            );
+            masked.push(m);
+            targets.push(t);
+        }
+        let refs: Vec<&[u32]> = masked.iter().map(Vec::as_slice).collect();
+        let packed = Packed::new(&refs, device)?;
+        let (mut rows, mut y) = (Vec::new(), Vec::new());
+        for (b, ts) in targets.iter().enumerate() {
+            for &(i, id) in ts {
+                rows.push(packed.row(b, i) as u32);
+                y.push(id);
+            }
+        }
+        let mut drop = EncoderDropout {
+            hidden: opts.hidden_dropout,
+            attention: opts.attention_dropout,
+            rng,
+        };
+        let h = self.bert.forward_packed(&packed, Some(&mut drop))?; // (N, C)
+        let h = h.index_select(&Tensor::new(rows.as_slice(), device)?, 0)?; // (R, C)
+        let x = crate::nn::mlp::activate(&self.transform.forward(&h)?, cfg.activation)?;
+        let logits = self.decoder.forward(&self.norm.forward(&x)?)?; // (R, V)
+        let loss = crate::nn::loss::cross_entropy(&logits, &Tensor::new(y.as_slice(), device)?)?;
+        Ok(Some(Micro {
+            loss,
+            items: chunk.len(),
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! grouped-query attention, SwiGLU, no biases, tied head).
 
 use super::optim::AdamW;
+use super::run::{EvalAt, Micro, Objective, Observer, Plan, RunState};
+use super::schedule::Schedule;
 use crate::models::{ModelConfig, ParamStore, Transformer};
 use crate::util::rng::Rng;
 use crate::Result;
@@ -100,7 +102,8 @@ pub fn bench_config(opts: &BenchTrainOptions) -> Result<ModelConfig> {
     }
 }
 
-/// Train the model of `opts` on uniformly random ids; time `steps` steps after `warmup` untimed ones.
+/// Train the model of `opts` on uniformly random ids with the one training loop; time `steps`
+/// steps after `warmup` untimed ones.
 pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
     let cfg = bench_config(opts)?;
     let device = Device::Cpu;
@@ -108,67 +111,96 @@ pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
     let params = ParamStore::init(&cfg, &mut rng, DType::F32, &device)?;
     let model = Transformer::from_params(&cfg, &params)?;
     let mut opt = AdamW::new(&params, opts.beta1, opts.beta2, 1e-8, opts.weight_decay)?;
-    let (b, t) = (opts.batch_size, opts.block_size);
-    let mut last_loss = f64::NAN;
-    let mut step = |rng: &mut Rng| -> Result<f64> {
-        let ids: Vec<u32> = (0..b * (t + 1))
-            .map(|_| rng.below(opts.vocab_size) as u32)
-            .collect();
-        let all = Tensor::from_vec(ids, (b, t + 1), &device)?;
-        let x = all.narrow(1, 0, t)?.contiguous()?;
-        let y = all.narrow(1, 1, t)?.contiguous()?;
-        let mut drop_rng = rng.fork();
-        let mut d = crate::nn::Dropout {
-            p: opts.dropout,
-            rng: &mut drop_rng,
-        };
-        let loss = model.loss(
-            &x,
-            &y,
-            if opts.dropout > 0.0 {
-                Some(&mut d)
-            } else {
-                None
-            },
-        )?;
-        let grads = loss.backward()?;
-        let mut gs: Vec<Tensor> = params
-            .vars
-            .iter()
-            .map(|v| {
-                grads
-                    .get(v.as_tensor())
-                    .cloned()
-                    .ok_or_else(|| crate::Error::Input("missing gradient".into()))
-            })
-            .collect::<Result<_>>()?;
-        if opts.grad_clip > 0.0 {
-            let n = super::optim::global_norm(&gs)?;
-            if n > opts.grad_clip {
-                gs = gs
-                    .into_iter()
-                    .map(|g| g * (opts.grad_clip / n))
-                    .collect::<candle_core::Result<_>>()?;
-            }
-        }
-        opt.step(&params, &gs, opts.lr)?;
-        Ok(loss.to_scalar::<f32>()? as f64)
+    let mut obj = RandomTokens {
+        model: &model,
+        params: &params,
+        opts,
+        device,
     };
-    for _ in 0..opts.warmup {
-        step(&mut rng)?;
-    }
-    let start = Instant::now();
-    for _ in 0..opts.steps {
-        last_loss = step(&mut rng)?;
-    }
-    let wall = start.elapsed().as_secs_f64();
+    let plan = Plan {
+        schedule: Schedule::Constant { lr: opts.lr },
+        max_steps: opts.warmup + opts.steps,
+        epochs: usize::MAX,
+        grad_accum: 1,
+        grad_clip: opts.grad_clip,
+        eval: EvalAt::Never,
+        patience: 0,
+        max_time: None,
+        stop: None,
+        metrics: None,
+    };
+    let mut clock = Clock {
+        warmup: opts.warmup,
+        start: Instant::now(),
+        last_loss: f64::NAN,
+    };
+    super::run::run(
+        &mut obj,
+        &mut opt,
+        &mut rng,
+        &mut RunState::default(),
+        &plan,
+        &mut clock,
+    )?;
+    let wall = clock.start.elapsed().as_secs_f64();
+    let (b, t) = (opts.batch_size, opts.block_size);
     Ok(BenchTrainResult {
         params: params.num_params(),
         tokens_per_s: (b * t * opts.steps) as f64 / wall,
         ms_per_step: 1000.0 * wall / opts.steps.max(1) as f64,
-        final_loss: last_loss,
+        final_loss: clock.last_loss,
         steps: opts.steps,
     })
+}
+
+/// Batches of uniformly random ids (and targets), as the peers' script trains on.
+struct RandomTokens<'a> {
+    model: &'a Transformer,
+    params: &'a ParamStore,
+    opts: &'a BenchTrainOptions,
+    device: Device,
+}
+
+impl Objective for RandomTokens<'_> {
+    fn params(&self) -> &ParamStore {
+        self.params
+    }
+
+    fn next_micro(&mut self, rng: &mut Rng) -> Result<Option<Micro>> {
+        let (b, t, o) = (self.opts.batch_size, self.opts.block_size, self.opts);
+        let ids: Vec<u32> = (0..b * (t + 1))
+            .map(|_| rng.below(o.vocab_size) as u32)
+            .collect();
+        let all = Tensor::from_vec(ids, (b, t + 1), &self.device)?;
+        let x = all.narrow(1, 0, t)?.contiguous()?;
+        let y = all.narrow(1, 1, t)?.contiguous()?;
+        let mut drop_rng = rng.fork();
+        let mut d = crate::nn::Dropout {
+            p: o.dropout,
+            rng: &mut drop_rng,
+        };
+        let drop = if o.dropout > 0.0 { Some(&mut d) } else { None };
+        Ok(Some(Micro {
+            loss: self.model.loss(&x, &y, drop)?,
+            items: b * t,
+        }))
+    }
+}
+
+/// Starts the clock after the warm-up steps; keeps the last loss.
+struct Clock {
+    warmup: usize,
+    start: Instant,
+    last_loss: f64,
+}
+
+impl Observer for Clock {
+    fn on_step(&mut self, s: &super::StepStats) {
+        if s.step == self.warmup {
+            self.start = Instant::now();
+        }
+        self.last_loss = s.loss;
+    }
 }
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.

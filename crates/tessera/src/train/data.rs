@@ -173,6 +173,24 @@ impl Batcher {
     }
 }
 
+/// One epoch's batches of example indices: a seeded shuffle cut into batches, or, when
+/// `group`, shuffled groups of 50 batches each sorted by length, then the batches shuffled.
+pub fn epoch_batches(lens: &[usize], batch: usize, group: bool, rng: &mut Rng) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    rng.shuffle(&mut order);
+    if !group {
+        return order.chunks(batch).map(<[usize]>::to_vec).collect();
+    }
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for mega in order.chunks(batch * 50) {
+        let mut m = mega.to_vec();
+        m.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+        batches.extend(m.chunks(batch).map(<[usize]>::to_vec));
+    }
+    rng.shuffle(&mut batches);
+    batches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

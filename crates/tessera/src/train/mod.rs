@@ -6,7 +6,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod optim;
-pub mod plot;
+pub mod run;
 pub mod schedule;
 pub mod trainer;
 
@@ -14,4 +14,6 @@ pub use config::TrainConfig;
 pub use data::{Batcher, TokenData};
 pub use eval::{evaluate_tokens, LmEval};
 pub use optim::AdamW;
-pub use trainer::{StepStats, Trainer};
+pub use run::{Ended, Evaluation, Objective, StepStats};
+pub use schedule::Schedule;
+pub use trainer::Trainer;

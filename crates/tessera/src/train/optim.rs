@@ -55,8 +55,13 @@ impl AdamW {
 
     /// One update of every parameter from its gradient (`grads[i]` matches `params.vars[i]`).
     pub fn step(&mut self, params: &ParamStore, grads: &[Tensor], lr: f64) -> Result<()> {
+        self.update(&params.vars, grads, lr)
+    }
+
+    /// [`AdamW::step`] on the variables themselves (in the order the optimizer was made for).
+    pub fn update(&mut self, vars: &[Var], grads: &[Tensor], lr: f64) -> Result<()> {
         self.step += 1;
-        for (i, (var, grad)) in params.vars.iter().zip(grads).enumerate() {
+        for (i, (var, grad)) in vars.iter().zip(grads).enumerate() {
             let wd = if self.decay[i] {
                 self.weight_decay
             } else {

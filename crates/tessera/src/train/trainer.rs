@@ -1,38 +1,24 @@
-//! The training loop: batches, forward, backward, clipping, AdamW, evaluation, checkpoints, logs.
+//! Language-model training from scratch (`tessera train`): the run in memory (model, data,
+//! optimizer, position), its checkpoints, and its objective for the one loop
+//! ([`super::run`]).
 
 use super::checkpoint::{self, TrainerState, STATE_VERSION};
 use super::data::{Batcher, TokenData};
 use super::eval::{evaluate_tokens, LmEval};
-use super::optim::{global_norm, AdamW};
-use super::schedule::lr_at;
+use super::optim::AdamW;
+use super::run::{optimizer_step, EvalAt, Evaluation, Micro, Objective, Plan, RunState};
+pub use super::run::{Ended, StepStats};
+use super::schedule::Schedule;
 use super::TrainConfig;
 use crate::models::{ModelConfig, ParamStore, Transformer};
 use crate::nn::Dropout;
 use crate::tokenizer::Tokenizer;
 use crate::util::rng::Rng;
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor};
-use std::io::Write;
+use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
-
-/// What one optimizer step did.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct StepStats {
-    /// Steps completed after this one.
-    pub step: usize,
-    /// Mean training loss over the step's micro-batches (nats/token).
-    pub loss: f64,
-    /// Learning rate used.
-    pub lr: f64,
-    /// Gradient norm before clipping.
-    pub grad_norm: f64,
-    /// Tokens in the step.
-    pub tokens: usize,
-    /// Seconds the step took.
-    pub seconds: f64,
-}
 
 /// A training run in memory.
 pub struct Trainer {
@@ -146,93 +132,50 @@ impl Trainer {
     /// One optimizer step (with gradient accumulation over `grad_accum` micro-batches).
     pub fn train_step(&mut self) -> Result<StepStats> {
         let start = Instant::now();
-        let lr = lr_at(
-            self.step,
-            self.cfg.lr,
-            self.cfg.min_lr,
-            self.cfg.warmup_steps,
-            self.cfg.max_steps,
-        );
-        let accum = self.cfg.grad_accum;
-        let mut grads: Vec<Option<Tensor>> = vec![None; self.params.vars.len()];
-        let mut loss_sum = 0.0;
-        for _ in 0..accum {
-            let (x, y) =
-                self.batcher
-                    .next_batch(&self.data.train, self.cfg.batch_size, &self.device)?;
-            let p = self.model_cfg.dropout;
-            let loss = if p > 0.0 {
-                let mut d = Dropout {
-                    p,
-                    rng: &mut self.rng,
-                };
-                self.model.loss(&x, &y, Some(&mut d))?
-            } else {
-                self.model.loss(&x, &y, None)?
-            };
-            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            let scaled = if accum > 1 {
-                (loss / accum as f64)?
-            } else {
-                loss
-            };
-            let store = scaled.backward()?;
-            for (i, var) in self.params.vars.iter().enumerate() {
-                let g = store.get(var.as_tensor()).ok_or_else(|| {
-                    Error::Input(format!(
-                        "parameter '{}' received no gradient",
-                        self.params.specs[i].name
-                    ))
-                })?;
-                grads[i] = Some(match grads[i].take() {
-                    None => g.clone(),
-                    Some(acc) => (acc + g)?,
-                });
-            }
-        }
-        let mut grads: Vec<Tensor> = grads
-            .into_iter()
-            .map(|g| g.expect("filled above"))
-            .collect();
-        let norm = global_norm(&grads)?;
-        if !norm.is_finite() {
-            return Err(Error::Input(format!(
-                "gradient norm is {norm} at step {}: training diverged (lower the learning rate)",
-                self.step + 1
-            )));
-        }
-        if self.cfg.grad_clip > 0.0 && norm > self.cfg.grad_clip {
-            let s = self.cfg.grad_clip / (norm + 1e-6);
-            grads = grads
-                .into_iter()
-                .map(|g| g * s)
-                .collect::<candle_core::Result<_>>()?;
-        }
-        self.opt.step(&self.params, &grads, lr)?;
+        let lr = self.schedule().lr(self.step);
+        let Trainer {
+            model,
+            params,
+            opt,
+            cfg,
+            model_cfg,
+            data,
+            batcher,
+            rng,
+            device,
+            ..
+        } = self;
+        let (loss, grad_norm, tokens) =
+            optimizer_step(params, opt, cfg.grad_accum, cfg.grad_clip, lr, || {
+                lm_micro(model, model_cfg, cfg, data, batcher, device, rng)
+            })?
+            .ok_or_else(|| Error::Input("no training data".into()))?;
         self.step += 1;
-        let tokens = self.cfg.tokens_per_step();
         self.tokens_seen += tokens as u64;
         Ok(StepStats {
             step: self.step,
-            loss: loss_sum / accum as f64,
+            epoch: 1,
+            loss,
             lr,
-            grad_norm: norm,
-            tokens,
+            grad_norm,
+            items: tokens,
             seconds: start.elapsed().as_secs_f64(),
         })
     }
 
     /// Validation loss, perplexity and bits per character (all validation text unless `eval_batches` limits it).
     pub fn evaluate(&self) -> Result<LmEval> {
-        let max_windows = self.cfg.eval_batches * self.cfg.batch_size;
-        evaluate_tokens(
-            &self.model,
-            &self.data.val,
-            self.data.val_chars,
-            self.cfg.block_size,
-            self.cfg.batch_size,
-            max_windows,
-        )
+        evaluate_lm(&self.model, &self.cfg, &self.data)
+    }
+
+    /// The learning-rate schedule of the run.
+    pub fn schedule(&self) -> Schedule {
+        Schedule::Cosine {
+            lr: self.cfg.lr,
+            min_lr: self.cfg.min_lr,
+            warmup: self.cfg.warmup_steps,
+            total: self.cfg.max_steps,
+        }
     }
 
     /// The state saved beside the weights.
@@ -265,36 +208,153 @@ impl Trainer {
 
 /// Receives progress from [`run`].
 pub trait Observer {
-    fn on_step(&mut self, _trainer: &Trainer, _s: &StepStats) {}
+    fn on_step(&mut self, _s: &StepStats) {}
     fn on_eval(&mut self, _step: usize, _e: &LmEval) {}
     fn on_checkpoint(&mut self, _step: usize, _dir: &Path) {}
 }
 
-/// How a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Ended {
-    /// The schedule's `max_steps` were done.
-    Finished,
-    /// `--max-time` ran out.
-    TimeLimit,
-    /// Interrupted (Ctrl-C); a checkpoint was written.
-    Interrupted,
-}
-
 /// Where a run writes and when it stops.
 pub struct RunOptions<'a> {
-    /// Run directory: `checkpoint/`, `metrics.jsonl`, `loss.png`.
+    /// Run directory: `checkpoint/`, `metrics.jsonl`.
     pub out_dir: PathBuf,
     /// Stop (with a checkpoint) after this much wall time.
     pub max_time: Option<Duration>,
     /// Set from a signal handler to stop after the current step.
     pub stop: &'a AtomicBool,
-    /// Draw `loss.png`.
-    pub plot: bool,
 }
 
-/// Train until the schedule ends, time runs out or `stop` is set; evaluate, log and checkpoint on the way.
+/// Language modelling as an [`Objective`] of the one loop: next-token cross-entropy on batches
+/// of the token stream (dropout from the run's generator), validation loss, perplexity and bits
+/// per character, and resumable checkpoints.
+struct LmObjective<'t> {
+    model: &'t Transformer,
+    params: &'t ParamStore,
+    cfg: &'t TrainConfig,
+    model_cfg: &'t ModelConfig,
+    data: &'t TokenData,
+    batcher: &'t mut Batcher,
+    tokenizer: &'t Tokenizer,
+    tokens_seen: &'t mut u64,
+    elapsed_before: f64,
+    device: &'t Device,
+    checkpoint: PathBuf,
+    obs: &'t mut dyn Observer,
+    last_eval: Option<LmEval>,
+    saved_at: Option<usize>,
+}
+
+fn lm_micro(
+    model: &Transformer,
+    model_cfg: &ModelConfig,
+    cfg: &TrainConfig,
+    data: &TokenData,
+    batcher: &mut Batcher,
+    device: &Device,
+    rng: &mut Rng,
+) -> Result<Option<Micro>> {
+    let (x, y) = batcher.next_batch(&data.train, cfg.batch_size, device)?;
+    let p = model_cfg.dropout;
+    let loss = if p > 0.0 {
+        let mut d = Dropout { p, rng };
+        model.loss(&x, &y, Some(&mut d))?
+    } else {
+        model.loss(&x, &y, None)?
+    };
+    Ok(Some(Micro {
+        loss,
+        items: cfg.batch_size * cfg.block_size,
+    }))
+}
+
+impl Objective for LmObjective<'_> {
+    fn params(&self) -> &ParamStore {
+        self.params
+    }
+
+    fn items_name(&self) -> &'static str {
+        "tokens"
+    }
+
+    fn next_micro(&mut self, rng: &mut Rng) -> Result<Option<Micro>> {
+        lm_micro(
+            self.model,
+            self.model_cfg,
+            self.cfg,
+            self.data,
+            self.batcher,
+            self.device,
+            rng,
+        )
+    }
+
+    fn evaluate(&mut self) -> Result<Option<Evaluation>> {
+        let e = evaluate_lm(self.model, self.cfg, self.data)?;
+        let log = serde_json::json!({"val_loss": e.loss, "val_ppl": e.perplexity,
+            "val_nats_per_char": e.nats_per_char, "val_bits_per_char": e.bits_per_char});
+        let ev = Evaluation {
+            loss: e.loss,
+            score: None,
+            log,
+        };
+        self.last_eval = Some(e);
+        Ok(Some(ev))
+    }
+
+    fn on_eval(&mut self, step: usize, _e: &mut Evaluation, _best: bool) -> Result<()> {
+        if let Some(e) = &self.last_eval {
+            self.obs.on_eval(step, e);
+        }
+        Ok(())
+    }
+
+    fn on_step(&mut self, s: &StepStats, opt: &AdamW, rng: &Rng, elapsed: f64) -> Result<()> {
+        *self.tokens_seen += s.items as u64;
+        self.obs.on_step(s);
+        let every = self.cfg.checkpoint_every;
+        if (every > 0 && s.step.is_multiple_of(every)) || s.step == self.cfg.max_steps {
+            let state = TrainerState {
+                version: STATE_VERSION,
+                step: s.step,
+                adam_step: opt.step,
+                rng: rng.clone(),
+                batcher: self.batcher.state.clone(),
+                train_config: self.cfg.clone(),
+                tokens_seen: *self.tokens_seen,
+                elapsed_s: self.elapsed_before + elapsed,
+            };
+            checkpoint::save(
+                &self.checkpoint,
+                self.model_cfg,
+                self.params,
+                self.tokenizer,
+                &opt.m,
+                &opt.v,
+                &state,
+            )?;
+            self.obs.on_checkpoint(s.step, &self.checkpoint);
+            self.saved_at = Some(s.step);
+        }
+        Ok(())
+    }
+}
+
+/// The validation loss of `model` on `data` (at most `eval_batches` batches of windows).
+fn evaluate_lm(model: &Transformer, cfg: &TrainConfig, data: &TokenData) -> Result<LmEval> {
+    let max_windows = cfg.eval_batches * cfg.batch_size;
+    evaluate_tokens(
+        model,
+        &data.val,
+        data.val_chars,
+        cfg.block_size,
+        cfg.batch_size,
+        max_windows,
+    )
+}
+
+/// Train until the schedule ends, time runs out or `stop` is set, with the one loop
+/// ([`super::run::run`]): evaluate every `eval_every` steps and at the end, log to
+/// `metrics.jsonl`, checkpoint every `checkpoint_every` steps and at the end (also when stopped
+/// early). Returns how it ended and the last evaluation.
 pub fn run(
     t: &mut Trainer,
     opts: &RunOptions<'_>,
@@ -302,89 +362,73 @@ pub fn run(
 ) -> Result<(Ended, LmEval)> {
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let ckpt_dir = out.join("checkpoint");
     let metrics_path = out.join("metrics.jsonl");
     // Keep only log lines up to the step we start from (a killed run may have logged further).
-    let (mut train_pts, mut val_pts) = trim_metrics(&metrics_path, t.step)?;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| Error::io(&metrics_path, e))?;
-    let mut write_log = |v: serde_json::Value| -> Result<()> {
-        writeln!(log, "{v}").map_err(|e| Error::io(&metrics_path, e))
+    trim_metrics(&metrics_path, t.step)?;
+    let plan = Plan {
+        schedule: t.schedule(),
+        max_steps: t.cfg.max_steps,
+        epochs: usize::MAX,
+        grad_accum: t.cfg.grad_accum,
+        grad_clip: t.cfg.grad_clip,
+        eval: EvalAt::Steps(t.cfg.eval_every),
+        patience: 0,
+        max_time: opts.max_time,
+        stop: Some(opts.stop),
+        metrics: Some(metrics_path),
     };
-    let start = Instant::now();
-    let mut ended = Ended::Finished;
-    let mut last_eval: Option<(usize, LmEval)> = None;
-    while t.step < t.cfg.max_steps {
-        if opts.stop.load(Ordering::SeqCst) {
-            ended = Ended::Interrupted;
-            break;
-        }
-        if opts.max_time.is_some_and(|m| start.elapsed() >= m) {
-            ended = Ended::TimeLimit;
-            break;
-        }
-        let s = t.train_step()?;
-        write_log(
-            serde_json::json!({"step": s.step, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm,
-            "tokens_per_s": s.tokens as f64 / s.seconds, "elapsed_s": t.elapsed_before + start.elapsed().as_secs_f64()}),
-        )?;
-        train_pts.push((s.step as f64, s.loss));
-        obs.on_step(t, &s);
-        let at_end = t.step == t.cfg.max_steps;
-        if (t.cfg.eval_every > 0 && t.step.is_multiple_of(t.cfg.eval_every)) || at_end {
-            let e = t.evaluate()?;
-            write_eval(&mut write_log, t.step, &e)?;
-            val_pts.push((t.step as f64, e.loss));
-            obs.on_eval(t.step, &e);
-            last_eval = Some((t.step, e));
-            if opts.plot {
-                super::plot::loss_curve(&out.join("loss.png"), &train_pts, &val_pts)?;
-            }
-        }
-        if (t.cfg.checkpoint_every > 0 && t.step.is_multiple_of(t.cfg.checkpoint_every)) || at_end {
-            t.save(&ckpt_dir, start.elapsed().as_secs_f64())?;
-            obs.on_checkpoint(t.step, &ckpt_dir);
-        }
+    let mut state = RunState::at_step(t.step);
+    let checkpoint = out.join("checkpoint");
+    let Trainer {
+        model,
+        params,
+        opt,
+        cfg,
+        model_cfg,
+        data,
+        batcher,
+        tokenizer,
+        rng,
+        tokens_seen,
+        elapsed_before,
+        device,
+        ..
+    } = t;
+    let mut o = LmObjective {
+        model,
+        params,
+        cfg,
+        model_cfg,
+        data,
+        batcher,
+        tokenizer,
+        tokens_seen,
+        elapsed_before: *elapsed_before,
+        device,
+        checkpoint: checkpoint.clone(),
+        obs,
+        last_eval: None,
+        saved_at: None,
+    };
+    let ended = super::run::run(&mut o, opt, rng, &mut state, &plan, &mut ())?;
+    let (last, saved_at) = (o.last_eval.take(), o.saved_at);
+    t.step = state.step;
+    if saved_at != Some(t.step) {
+        // Stopped between checkpoints: keep what was trained.
+        t.save(&checkpoint, 0.0)?;
+        obs.on_checkpoint(t.step, &checkpoint);
     }
-    let e = match last_eval {
-        Some((s, e)) if s == t.step => e,
-        _ => {
-            let e = t.evaluate()?;
-            write_eval(&mut write_log, t.step, &e)?;
-            val_pts.push((t.step as f64, e.loss));
-            obs.on_eval(t.step, &e);
-            if opts.plot {
-                super::plot::loss_curve(&out.join("loss.png"), &train_pts, &val_pts)?;
-            }
-            t.save(&ckpt_dir, start.elapsed().as_secs_f64())?;
-            obs.on_checkpoint(t.step, &ckpt_dir);
-            e
-        }
+    let e = match last {
+        Some(e) => e,
+        None => t.evaluate()?,
     };
     Ok((ended, e))
 }
 
-fn write_eval(
-    write_log: &mut dyn FnMut(serde_json::Value) -> Result<()>,
-    step: usize,
-    e: &LmEval,
-) -> Result<()> {
-    write_log(
-        serde_json::json!({"step": step, "val_loss": e.loss, "val_ppl": e.perplexity,
-        "val_nats_per_char": e.nats_per_char, "val_bits_per_char": e.bits_per_char}),
-    )
-}
-
-type Points = Vec<(f64, f64)>;
-
-/// Drop log lines past `step`; return the (step, loss) points kept for the plot.
-fn trim_metrics(path: &Path, step: usize) -> Result<(Points, Points)> {
-    let (mut train, mut val) = (Vec::new(), Vec::new());
+/// Drop log lines past `step` (a killed run may have logged further than its checkpoint).
+fn trim_metrics(path: &Path, step: usize) -> Result<()> {
     if !path.exists() {
-        return Ok((train, val));
+        return Ok(());
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut kept = String::new();
@@ -392,19 +436,11 @@ fn trim_metrics(path: &Path, step: usize) -> Result<(Points, Points)> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        let s = v["step"].as_u64().unwrap_or(u64::MAX) as usize;
-        if s > step {
+        if v["step"].as_u64().unwrap_or(u64::MAX) as usize > step {
             continue;
-        }
-        if let Some(l) = v["loss"].as_f64() {
-            train.push((s as f64, l));
-        }
-        if let Some(l) = v["val_loss"].as_f64() {
-            val.push((s as f64, l));
         }
         kept.push_str(line);
         kept.push('\n');
     }
-    crate::util::fs::write_atomic(path, kept.as_bytes())?;
-    Ok((train, val))
+    crate::util::fs::write_atomic(path, kept.as_bytes())
 }

@@ -1,10 +1,11 @@
-//! Loss curves as PNG.
+//! Loss curves as PNG, drawn from a run's `metrics.jsonl` (the training engine writes the log;
+//! drawing it is the program's business).
 
-use crate::{Error, Result};
+use anyhow::{Context, Result};
 use plotters::prelude::*;
 use std::path::Path;
 
-static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -14,13 +15,39 @@ fn register_font() {
     });
 }
 
-/// Draw training loss (`train`, (step, loss)) and validation loss (`val`) to a PNG at `path`, atomically.
-pub fn loss_curve(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> Result<()> {
+/// Draw `loss.png` in `run_dir` from its `metrics.jsonl`: the training loss of every step, and
+/// the held-out loss of every evaluation (`val_loss` of language modelling, `eval.dev_loss` of
+/// fine-tuning). Written beside its place and renamed in.
+pub fn loss_png(run_dir: &Path) -> Result<()> {
+    let log = run_dir.join("metrics.jsonl");
+    let text =
+        std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(step) = v["step"].as_f64() else {
+            continue;
+        };
+        if let Some(l) = v["loss"].as_f64() {
+            train.push((step, l));
+        }
+        if let Some(l) = v["val_loss"].as_f64().or(v["eval"]["dev_loss"].as_f64()) {
+            val.push((step, l));
+        }
+    }
+    let path = run_dir.join("loss.png");
     register_font();
-    let tmp = path.with_file_name(format!(".loss-tmp-{}.png", std::process::id()));
-    draw(&tmp, train, val)
-        .map_err(|e| Error::Input(format!("plotting {}: {e}", path.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let tmp = tempfile::Builder::new()
+        .prefix(".loss-")
+        .suffix(".png")
+        .tempfile_in(run_dir)?;
+    draw(tmp.path(), &train, &val)
+        .map_err(|e| anyhow::anyhow!("plotting {}: {e}", path.display()))?;
+    tmp.persist(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 fn draw(
