@@ -1,4 +1,5 @@
-//! The decoder-only Transformer: embedding (+ positions), N pre-norm blocks, final norm, LM head.
+//! The decoder-only Transformer: embedding (+ positions), N pre-norm [`Block`]s with causal
+//! self-attention, final norm, LM head.
 //!
 //! ```text
 //! x = wte[ids] (+ wpe[pos])
@@ -6,41 +7,18 @@
 //! logits = norm_f(x) @ head^T
 //! ```
 
+use super::block::{Block, BlockDropout, NormPlacement};
 use super::config::{ModelConfig, NormKind, PositionKind};
 use super::params::{
     conv1d_layout, fetch, load_safetensors, names, param_specs, safetensors_bytes, ParamStore,
 };
 use crate::nn::attention::QkvProj;
 use crate::nn::dropout::{self, Dropout};
-use crate::nn::{Attention, Linear, Mlp, Norm, Rotary};
+use crate::nn::{Attention, Linear, Mixing, Mlp, Norm, Rotary};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
-
-/// One pre-norm block.
-#[derive(Clone, Debug)]
-pub struct Block {
-    pub norm1: Norm,
-    pub attn: Attention,
-    pub norm2: Norm,
-    pub mlp: Mlp,
-}
-
-impl Block {
-    /// (B, T, C) -> (B, T, C)
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        rope: Option<&Rotary>,
-        drop: &mut Option<&mut Dropout<'_>>,
-    ) -> candle_core::Result<Tensor> {
-        let a = self.attn.forward(&self.norm1.forward(x)?, rope, drop)?;
-        let x = (x + dropout::maybe(a, drop)?)?;
-        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
-        x + dropout::maybe(m, drop)?
-    }
-}
 
 /// A decoder-only Transformer language model.
 #[derive(Clone, Debug)]
@@ -135,6 +113,7 @@ impl Transformer {
                 }
             };
             blocks.push(Block {
+                placement: NormPlacement::Pre,
                 norm1: norm(name("ln1"))?,
                 attn: Attention {
                     qkv,
@@ -143,6 +122,7 @@ impl Transformer {
                     num_kv_heads: cfg.num_kv_heads,
                     head_dim: cfg.head_dim,
                 },
+                cross: None,
                 norm2: norm(name("ln2"))?,
                 mlp,
             });
@@ -235,8 +215,17 @@ impl Transformer {
             x = x.broadcast_add(&wpe.narrow(0, 0, t)?)?; // + (T, C)
         }
         x = dropout::maybe(x, &mut drop)?;
+        // Decoders drop attention weights and residual branches at one rate.
+        let mut drop = drop.map(|d| BlockDropout {
+            hidden: d.p,
+            attention: d.p,
+            rng: &mut *d.rng,
+        });
+        let mixing = Mixing::Causal {
+            rope: self.rope.as_ref(),
+        };
         for block in &self.blocks {
-            x = block.forward(&x, self.rope.as_ref(), &mut drop)?;
+            x = block.forward(&x, &mixing, None, drop.as_mut())?;
         }
         Ok(self.norm_f.forward(&x)?)
     }

@@ -6,15 +6,16 @@
 //! for each block:  x = LN1(x + attn(x, mask));  x = LN2(x + mlp(x))
 //! ```
 //!
-//! Built from the same layers as the decoder ([`Attention`], [`Mlp`], [`Norm`], [`Linear`]);
+//! Built from the same [`Block`] as the decoder (post-norm, bidirectional [`Mixing`]);
 //! tensor names are the Hugging Face `BertModel` names, optionally under a prefix (`bert.` in
 //! `BertForSequenceClassification` / `BertForTokenClassification` checkpoints).
 
+pub use super::block::BlockDropout;
+use super::block::{Block, NormPlacement};
 use super::config::Activation;
 use super::params::{fetch, Init, ParamSpec};
 use crate::nn::attention::{padding_mask, QkvProj};
-use crate::nn::dropout::{self, Dropout};
-use crate::nn::{Attention, Linear, Mlp, Norm};
+use crate::nn::{Attention, Linear, Mixing, Mlp, Norm};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Map, Value};
@@ -289,43 +290,6 @@ pub fn bert_param_specs(cfg: &BertConfig, prefix: &str, pooler: bool) -> Vec<Par
     out
 }
 
-/// One post-norm encoder block.
-#[derive(Clone, Debug)]
-pub struct EncoderBlock {
-    pub attn: Attention,
-    pub norm1: Norm,
-    pub mlp: Mlp,
-    pub norm2: Norm,
-}
-
-impl EncoderBlock {
-    /// x (B, T, C), additive key mask (B, 1, 1, T) -> (B, T, C).
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        mask: Option<&Tensor>,
-        attn_drop: &mut Option<&mut Dropout<'_>>,
-        hidden_drop: &mut Option<&mut Dropout<'_>>,
-    ) -> candle_core::Result<Tensor> {
-        let a = self.attn.forward_bidirectional(x, mask, attn_drop)?;
-        let x = self
-            .norm1
-            .forward(&(x + dropout::maybe(a, hidden_drop)?)?)?;
-        let m = self.mlp.forward(&x)?;
-        self.norm2.forward(&(x + dropout::maybe(m, hidden_drop)?)?)
-    }
-}
-
-/// Dropout for the encoder while training: one generator, two rates.
-pub struct EncoderDropout<'a> {
-    /// Embeddings and residual branches.
-    pub hidden: f32,
-    /// Attention weights.
-    pub attention: f32,
-    /// Where the masks come from.
-    pub rng: &'a mut crate::util::rng::Rng,
-}
-
 /// A BERT encoder (with its pooler when the checkpoint has one).
 #[derive(Clone, Debug)]
 pub struct Bert {
@@ -337,7 +301,7 @@ pub struct Bert {
     /// (types, C)
     token_type: Tensor,
     emb_norm: Norm,
-    blocks: Vec<EncoderBlock>,
+    blocks: Vec<Block>,
     /// `pooler.dense` (C -> C), applied with tanh to the first token.
     pub pooler: Option<Linear>,
 }
@@ -389,7 +353,8 @@ impl Bert {
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
             let p = format!("{prefix}encoder.layer.{l}");
-            blocks.push(EncoderBlock {
+            blocks.push(Block {
+                placement: NormPlacement::Post,
                 attn: Attention {
                     qkv: QkvProj::Split {
                         q: linear(format!("{p}.attention.self.query"))?,
@@ -402,6 +367,7 @@ impl Bert {
                     head_dim,
                 },
                 norm1: norm(format!("{p}.attention.output.LayerNorm"))?,
+                cross: None,
                 mlp: Mlp::Plain {
                     fc: linear(format!("{p}.intermediate.dense"))?,
                     proj: linear(format!("{p}.output.dense"))?,
@@ -451,7 +417,7 @@ impl Bert {
         ids: &Tensor,
         attention_mask: Option<&Tensor>,
         token_types: Option<&Tensor>,
-        drop: Option<&mut EncoderDropout<'_>>,
+        drop: Option<&mut BlockDropout<'_>>,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if t > self.cfg.max_position_embeddings {
@@ -483,33 +449,15 @@ impl Bert {
             Some(m) => Some(padding_mask(m)?.to_dtype(x.dtype())?), // (B, 1, 1, T)
             None => None,
         };
-        match drop {
-            None => {
-                for block in &self.blocks {
-                    x = block.forward(&x, mask.as_ref(), &mut None, &mut None)?;
-                }
-            }
-            Some(d) => {
-                let mut hd = Dropout {
-                    p: d.hidden,
-                    rng: &mut *d.rng,
-                };
-                x = hd.apply(&x)?;
-                for block in &self.blocks {
-                    // Attention and hidden dropout draw from one generator, in a fixed order.
-                    let ad = &mut Dropout {
-                        p: d.attention,
-                        rng: &mut *hd.rng,
-                    };
-                    let a = block
-                        .attn
-                        .forward_bidirectional(&x, mask.as_ref(), &mut Some(ad))?;
-                    let a = hd.apply(&a)?;
-                    let y = block.norm1.forward(&(x + a)?)?;
-                    let m = hd.apply(&block.mlp.forward(&y)?)?;
-                    x = block.norm2.forward(&(y + m)?)?;
-                }
-            }
+        let mut drop = drop;
+        if let Some(d) = drop.as_deref_mut() {
+            x = d.hidden(&x)?;
+        }
+        let mixing = Mixing::Bidirectional {
+            mask: mask.as_ref(),
+        };
+        for block in &self.blocks {
+            x = block.forward(&x, &mixing, None, drop.as_deref_mut())?;
         }
         Ok(x)
     }
@@ -521,7 +469,7 @@ impl Bert {
     pub fn forward_packed(
         &self,
         packed: &Packed,
-        drop: Option<&mut EncoderDropout<'_>>,
+        drop: Option<&mut BlockDropout<'_>>,
     ) -> Result<Tensor> {
         if packed.max_len > self.cfg.max_position_embeddings {
             return Err(Error::Input(format!(
@@ -546,58 +494,13 @@ impl Bert {
         x = self.emb_norm.forward(&x)?;
         let mut drop = drop;
         if let Some(d) = drop.as_deref_mut() {
-            x = Dropout {
-                p: d.hidden,
-                rng: &mut *d.rng,
-            }
-            .apply(&x)?;
+            x = d.hidden(&x)?;
         }
+        let mixing = Mixing::Packed {
+            offsets: packed.offsets.clone(),
+        };
         for block in &self.blocks {
-            let attn = &block.attn;
-            let qkv = match &attn.qkv {
-                QkvProj::Fused(l) => l.forward(&x)?,
-                QkvProj::Split { q, k, v } => {
-                    // One product for q, k and v: the three weights side by side.
-                    let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
-                    let b = match (q.bias(), k.bias(), v.bias()) {
-                        (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)?),
-                        _ => None,
-                    };
-                    match b {
-                        Some(b) => Linear::new(w, Some(b)).forward(&x)?,
-                        None => Tensor::cat(&[q.forward(&x)?, k.forward(&x)?, v.forward(&x)?], 1)?,
-                    }
-                }
-            }; // (N, 3 C)
-            let dropout = match drop.as_deref_mut() {
-                Some(d) if d.attention > 0.0 => Some((d.attention as f64, d.rng.next_u64())),
-                _ => None,
-            };
-            let a = crate::kernels::encoder_attention::packed_attention(
-                &qkv,
-                packed.offsets.clone(),
-                attn.num_heads,
-                attn.head_dim,
-                dropout,
-            )?;
-            let mut a = attn.out.forward(&a)?;
-            if let Some(d) = drop.as_deref_mut() {
-                a = Dropout {
-                    p: d.hidden,
-                    rng: &mut *d.rng,
-                }
-                .apply(&a)?;
-            }
-            let y = block.norm1.forward(&(x + a)?)?;
-            let mut m = block.mlp.forward(&y)?;
-            if let Some(d) = drop.as_deref_mut() {
-                m = Dropout {
-                    p: d.hidden,
-                    rng: &mut *d.rng,
-                }
-                .apply(&m)?;
-            }
-            x = block.norm2.forward(&(y + m)?)?;
+            x = block.forward(&x, &mixing, None, drop.as_deref_mut())?;
         }
         Ok(x)
     }

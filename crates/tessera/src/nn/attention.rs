@@ -1,11 +1,26 @@
-//! Multi-head self-attention as tensor ops (training and batched scoring): causal (decoders, with
-//! grouped-query heads) or bidirectional with an additive padding mask (encoders). Incremental
+//! Multi-head attention as tensor ops (training and batched scoring): causal self-attention
+//! (decoders, with grouped-query heads), bidirectional with an additive padding mask or over packed
+//! sequences (encoders), and cross-attention to an encoder's output (encoder-decoders). Incremental
 //! decoding with a key/value cache is the inference backend's ([`crate::infer`]).
 
 use super::dropout::{self, Dropout};
 use super::loss::softmax;
 use super::{Linear, Rotary};
+use crate::util::rng::Rng;
 use candle_core::{Result, Tensor};
+use std::sync::Arc;
+
+/// Which positions a block's self-attention lets each position see.
+#[derive(Clone, Debug)]
+pub enum Mixing<'a> {
+    /// Itself and the positions before it (decoders), with rotary positions or none.
+    Causal { rope: Option<&'a Rotary> },
+    /// Every unmasked position (encoders): an additive key mask (B, 1, 1, T) or none.
+    Bidirectional { mask: Option<&'a Tensor> },
+    /// Every position of its own sequence, for sequences packed end to end without padding:
+    /// sequence i is rows `offsets[i]..offsets[i + 1]` of (N, C) (encoders, no padding work).
+    Packed { offsets: Arc<[usize]> },
+}
 
 /// How queries, keys and values are projected.
 #[derive(Clone, Debug)]
@@ -93,12 +108,13 @@ pub fn reference_masked_softmax(
 }
 
 impl Attention {
-    /// Queries (B, H, T, D), keys and values (B, Hkv, T, D) of x (B, T, C).
-    fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    /// Queries (B, H, T, D) of x (B, T, C), keys and values (B, Hkv, S, D) of `kv` (B, S, C)
+    /// (x itself for self-attention).
+    fn project(&self, x: &Tensor, kv: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, t, _c) = x.dims3()?;
         let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let (q, k, v) = match &self.qkv {
-            QkvProj::Fused(l) => {
+        let (q, k, v) = match (&self.qkv, kv) {
+            (QkvProj::Fused(l), None) => {
                 let qkv = l.forward(x)?; // (B, T, (H + 2 Hkv) D)
                 (
                     qkv.narrow(2, 0, h * d)?,
@@ -106,12 +122,123 @@ impl Attention {
                     qkv.narrow(2, (h + hkv) * d, hkv * d)?,
                 )
             }
-            QkvProj::Split { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
+            (QkvProj::Fused(_), Some(_)) => {
+                return Err(candle_core::Error::Msg(
+                    "cross-attention needs separate q and k/v projections".into(),
+                ))
+            }
+            (QkvProj::Split { q, k, v }, kv) => {
+                let src = kv.unwrap_or(x);
+                (q.forward(x)?, k.forward(src)?, v.forward(src)?)
+            }
         };
+        let s = k.dim(1)?;
         let q = q.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?; // (B, H, T, D)
-        let k = k.reshape((b, t, hkv, d))?.transpose(1, 2)?.contiguous()?; // (B, Hkv, T, D)
-        let v = v.reshape((b, t, hkv, d))?.transpose(1, 2)?.contiguous()?; // (B, Hkv, T, D)
+        let k = k.reshape((b, s, hkv, d))?.transpose(1, 2)?.contiguous()?; // (B, Hkv, S, D)
+        let v = v.reshape((b, s, hkv, d))?.transpose(1, 2)?.contiguous()?; // (B, Hkv, S, D)
         Ok((q, k, v))
+    }
+
+    /// The block's self-attention as `mixing` says: x (B, T, C), or (N, C) for packed sequences
+    /// -> the same shape. `drop` = (attention-weight dropout rate, generator) while training.
+    pub fn mix(
+        &self,
+        x: &Tensor,
+        mixing: &Mixing<'_>,
+        drop: Option<(f32, &mut Rng)>,
+    ) -> Result<Tensor> {
+        match mixing {
+            Mixing::Causal { rope } => {
+                let mut d = drop.map(|(p, rng)| Dropout { p, rng });
+                self.forward(x, *rope, &mut d.as_mut())
+            }
+            Mixing::Bidirectional { mask } => {
+                let mut d = drop.map(|(p, rng)| Dropout { p, rng });
+                self.forward_bidirectional(x, *mask, &mut d.as_mut())
+            }
+            Mixing::Packed { offsets } => self.forward_packed(x, offsets.clone(), drop),
+        }
+    }
+
+    /// Bidirectional self-attention over sequences packed end to end without padding: x (N, C)
+    /// where sequence i is rows `offsets[i]..offsets[i + 1]` -> (N, C). One fused op
+    /// ([`crate::kernels::encoder_attention::packed_attention`]); its dropout mask comes from a
+    /// seed drawn from the generator.
+    pub fn forward_packed(
+        &self,
+        x: &Tensor,
+        offsets: Arc<[usize]>,
+        drop: Option<(f32, &mut Rng)>,
+    ) -> Result<Tensor> {
+        let qkv = match &self.qkv {
+            QkvProj::Fused(l) => l.forward(x)?,
+            QkvProj::Split { q, k, v } => {
+                // One product for q, k and v: the three weights side by side.
+                let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+                match (q.bias(), k.bias(), v.bias()) {
+                    (Some(a), Some(b), Some(c)) => {
+                        Linear::new(w, Some(Tensor::cat(&[a, b, c], 0)?)).forward(x)?
+                    }
+                    _ => Tensor::cat(&[q.forward(x)?, k.forward(x)?, v.forward(x)?], 1)?,
+                }
+            }
+        }; // (N, 3 C)
+        let dropout = match drop {
+            Some((p, rng)) if p > 0.0 => Some((p as f64, rng.next_u64())),
+            _ => None,
+        };
+        let a = crate::kernels::encoder_attention::packed_attention(
+            &qkv,
+            offsets,
+            self.num_heads,
+            self.head_dim,
+            dropout,
+        )?;
+        self.out.forward(&a)
+    }
+
+    /// Cross-attention (the encoder-decoder slot): queries from x (B, T, C), keys and values from
+    /// `memory` (B, S, C) with an additive key mask (B, 1, 1, S) from [`padding_mask`] (or none);
+    /// every query sees every unmasked memory position -> (B, T, C).
+    pub fn forward_cross(
+        &self,
+        x: &Tensor,
+        memory: &Tensor,
+        mask: Option<&Tensor>,
+        drop: &mut Option<&mut Dropout<'_>>,
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.project(x, Some(memory))?;
+        self.attend(q, k, v, mask, drop)
+    }
+
+    /// Softmax attention of projected heads: q (B, H, T, D), k and v (B, Hkv, S, D), additive key
+    /// mask (B, 1, 1, S) or none -> output projection of the merged heads (B, T, C).
+    fn attend(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Option<&Tensor>,
+        drop: &mut Option<&mut Dropout<'_>>,
+    ) -> Result<Tensor> {
+        let (b, h, t, d) = q.dims4()?;
+        let k = repeat_kv(k, h / self.num_kv_heads)?; // (B, H, S, D)
+        let v = repeat_kv(v, h / self.num_kv_heads)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = q.matmul(&k.t()?)?; // (B, H, T, S)
+        let att = if crate::kernels::applicable(&scores) {
+            let masked = match mask {
+                Some(m) => (scores * scale)?.broadcast_add(&m.to_dtype(q.dtype())?)?,
+                None => (scores * scale)?,
+            };
+            crate::kernels::softmax::scaled_softmax(&masked, 1.0, false)?
+        } else {
+            reference_masked_softmax(&scores, scale, mask)?
+        };
+        let att = dropout::maybe(att, drop)?;
+        let y = att.matmul(&v)?; // (B, H, T, D)
+        let y = y.transpose(1, 2)?.reshape((b, t, h * d))?; // (B, T, H D)
+        self.out.forward(&y)
     }
 
     /// Bidirectional self-attention (every query sees every unmasked key): x (B, T, C) and an
@@ -123,35 +250,22 @@ impl Attention {
         drop: &mut Option<&mut Dropout<'_>>,
     ) -> Result<Tensor> {
         let (b, t, _c) = x.dims3()?;
-        let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let (q, k, v) = self.project(x)?;
-        let k = repeat_kv(k, h / hkv)?; // (B, H, T, D)
-        let v = repeat_kv(v, h / hkv)?;
-        let scale = 1.0 / (d as f64).sqrt();
+        let (h, d) = (self.num_heads, self.head_dim);
+        let (q, k, v) = self.project(x, None)?;
         if drop.is_none() && t <= FUSED_MAX_T && crate::kernels::applicable(&q) {
+            let k = repeat_kv(k, h / self.num_kv_heads)?; // (B, H, T, D)
+            let v = repeat_kv(v, h / self.num_kv_heads)?;
             let m = match mask {
                 Some(m) => Some(m.reshape((b, t))?), // (B, T)
                 None => None,
             };
+            let scale = 1.0 / (d as f64).sqrt();
             let y =
                 crate::kernels::encoder_attention::masked_attention(&q, &k, &v, m.as_ref(), scale)?; // (B, H, T, D)
             let y = y.transpose(1, 2)?.reshape((b, t, h * d))?; // (B, T, H D)
             return self.out.forward(&y);
         }
-        let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
-        let att = if crate::kernels::applicable(&scores) {
-            let masked = match mask {
-                Some(m) => (scores * scale)?.broadcast_add(&m.to_dtype(x.dtype())?)?,
-                None => (scores * scale)?,
-            };
-            crate::kernels::softmax::scaled_softmax(&masked, 1.0, false)?
-        } else {
-            reference_masked_softmax(&scores, scale, mask)?
-        };
-        let att = dropout::maybe(att, drop)?;
-        let y = att.matmul(&v)?; // (B, H, T, D)
-        let y = y.transpose(1, 2)?.reshape((b, t, h * d))?; // (B, T, H D)
-        self.out.forward(&y)
+        self.attend(q, k, v, mask, drop)
     }
 
     /// Causal self-attention: x (B, T, C) -> (B, T, C).
@@ -233,7 +347,7 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _c) = x.dims3()?;
         let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let (q, k, v) = self.project(x)?;
+        let (q, k, v) = self.project(x, None)?;
         let (q, k) = match rope {
             Some(r) => (r.apply(&q)?, r.apply(&k)?),
             None => (q, k),

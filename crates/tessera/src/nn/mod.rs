@@ -11,7 +11,7 @@ pub mod mlp;
 pub mod norm;
 pub mod position;
 
-pub use attention::Attention;
+pub use attention::{Attention, Mixing};
 pub use dropout::Dropout;
 pub use linear::Linear;
 pub use mlp::Mlp;

@@ -9,7 +9,7 @@
 
 use super::{encoder_tokenizer, Truncation};
 use crate::models::encoder::{
-    bert_param_specs, detect_prefix, load_float_tensors, Bert, BertConfig, EncoderDropout, Packed,
+    bert_param_specs, detect_prefix, load_float_tensors, Bert, BertConfig, BlockDropout, Packed,
 };
 use crate::models::params::{safetensors_bytes, Init, ParamSpec};
 use crate::models::ParamStore;
@@ -354,7 +354,7 @@ impl Classifier {
         &self,
         ids: &Tensor,
         mask: &Tensor,
-        mut drop: Option<&mut EncoderDropout<'_>>,
+        mut drop: Option<&mut BlockDropout<'_>>,
     ) -> Result<Tensor> {
         let h = self
             .bert
@@ -381,7 +381,7 @@ impl Classifier {
         &self,
         packed: &Packed,
         rows: Option<&Tensor>,
-        mut drop: Option<&mut EncoderDropout<'_>>,
+        mut drop: Option<&mut BlockDropout<'_>>,
     ) -> Result<Tensor> {
         let h = self.bert.forward_packed(packed, drop.as_deref_mut())?; // (N, C)
         let x = match (self.kind, rows) {

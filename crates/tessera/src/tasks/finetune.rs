@@ -12,7 +12,7 @@ use super::data::{check_known, label_set, Labelled, Tagged};
 use super::pretrain::{pretrain_mlm, MlmOptions, MlmTokens};
 use super::scratch::{is_scratch_config, scratch_encoder, ScratchTokenizer};
 use super::tag::encode_words;
-use crate::models::encoder::{EncoderDropout, Packed};
+use crate::models::encoder::{BlockDropout, Packed};
 use crate::train::data::epoch_batches;
 use crate::train::optim::AdamW;
 use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState};
@@ -669,7 +669,7 @@ impl Objective for TaskObjective<'_> {
         self.next += 1;
         let ex: Vec<&Example> = chunk.iter().map(|&i| &self.train[i]).collect();
         let (packed, rows, y) = batch_tensors(&ex, self.kind, self.model.bert.device())?;
-        let mut drop = EncoderDropout {
+        let mut drop = BlockDropout {
             hidden: self.dropout.0,
             attention: self.dropout.1,
             rng,

@@ -5,7 +5,7 @@
 //! encoder's weights carry over. For small data trained from scratch this is what lifts a
 //! transformer above a bag-of-n-grams baseline.
 
-use crate::models::encoder::{Bert, BertConfig, EncoderDropout, Packed};
+use crate::models::encoder::{Bert, BertConfig, BlockDropout, Packed};
 use crate::models::params::{Init, ParamSpec};
 use crate::models::ParamStore;
 use crate::nn::{Linear, Norm};
@@ -329,7 +329,7 @@ impl Objective for MlmObjective<'_> {
                 y.push(id);
             }
         }
-        let mut drop = EncoderDropout {
+        let mut drop = BlockDropout {
             hidden: opts.hidden_dropout,
             attention: opts.attention_dropout,
             rng,
