@@ -5,7 +5,8 @@
 # intrinsics, inline assembly) are not what runs; their parity tests against the portable
 # kernels run natively in the normal suite.
 #   - tessera-pool: HotPool's job hand-off, panics carried to the caller, SharedMut;
-#   - word2vec's Hogwild matrices (threads updating the same rows through relaxed atomics);
+#   - tessera-word2vec: the Hogwild matrices (threads updating the same rows through relaxed
+#     atomics);
 #   - util::fs (atomic writes from many threads);
 #   - the portable quantized dot products and (de)quantizers, the f16 KV-cache attention
 #     kernels, fast exp.
@@ -17,6 +18,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/miri}"
 # report against the perturbed reference.
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation -Zmiri-deterministic-floats}"
 cargo +nightly miri test -p tessera-pool
+cargo +nightly miri test -p tessera-word2vec --lib -- hogwild
 cargo +nightly miri test -p tessera --lib -- \
-  hogwild util::fs kernels::quant::dot_scalar kernels::quant::formats kernels::quant::quantize \
+  util::fs kernels::quant::dot_scalar kernels::quant::formats kernels::quant::quantize \
   kernels::fast_exp infer::ops

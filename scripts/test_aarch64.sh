@@ -34,21 +34,23 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $SYSROOT"
 JOBS="${JOBS:-1}"
 
 # The tests that exercise the kernels: the quant unit tests (each NEON function against the
-# portable one, directly), the f16 attention kernels, and the product tests of tests/quant.rs
-# (every available level against the scalar one).
+# portable one, directly), the f16 attention kernels, the product tests of tests/quant.rs
+# (every available level against the scalar one), and tessera-word2vec's Hogwild row kernels.
 run() {
-    nice cargo test --release --target "$TARGET" -p tessera -j "$JOBS" "$@"
+    nice cargo test --release --target "$TARGET" -j "$JOBS" "$@"
 }
 build() {
-    run --lib --no-run
-    run --test quant --no-run
+    run -p tessera --lib --no-run
+    run -p tessera --test quant --no-run
+    run -p tessera-word2vec --lib --no-run
 }
 
 build
 for cpu in max cortex-a53; do
     echo "=== QEMU_CPU=$cpu ==="
     export QEMU_CPU=$cpu
-    run --lib -- kernels::quant infer::ops word2vec::hogwild "${@}"
-    run --test quant -- "${@}"
+    run -p tessera --lib -- kernels::quant infer::ops "${@}"
+    run -p tessera --test quant -- "${@}"
+    run -p tessera-word2vec --lib -- hogwild "${@}"
 done
 echo "aarch64 kernel tests passed on qemu (max, cortex-a53)"

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::PathBuf;
-use tessera::tasks::word2vec::{train, Corpus, Event, Neighbour, Options, WordVectors};
+use tessera_word2vec::{train, Corpus, Event, Neighbour, Options, WordVectors};
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]

@@ -11,7 +11,6 @@ pub mod npy;
 pub mod pretrain;
 pub mod scratch;
 pub mod tag;
-pub mod word2vec;
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};

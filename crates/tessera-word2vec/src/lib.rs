@@ -10,7 +10,7 @@
 //!   words by cosine and analogies.
 //!
 //! ```no_run
-//! use tessera::tasks::word2vec::{train, Corpus, Options};
+//! use tessera_word2vec::{train, Corpus, Options};
 //! let corpus = Corpus::from_files(&["austen.txt"], 5)?;
 //! let (vectors, epochs) = train(&corpus, &Options::default(), None, &mut |_| {})?;
 //! println!("loss {:.3} → {:.3}", epochs[0].probe_loss, epochs.last().unwrap().probe_loss);
@@ -20,6 +20,9 @@
 //! vectors.save("vectors.txt".as_ref())?;
 //! # Ok::<(), tessera::Error>(())
 //! ```
+
+// Every `unsafe` block states why it is sound (clippy checks it in CI, with `-D warnings`).
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod corpus;
 mod hogwild;
@@ -31,7 +34,7 @@ pub use corpus::{tokenize, Corpus, NegativeTable, Vocab};
 pub use sgns::train;
 pub use vectors::{Neighbour, WordVectors};
 
-use crate::{Error, Result};
+use tessera::{Error, Result};
 
 /// Training settings; the defaults are word2vec's (`-cbow 0 -size 100 -window 5 -negative 5
 /// -sample 1e-3 -alpha 0.025 -min-count 5 -iter 5`).
@@ -167,7 +170,7 @@ mod tests {
 
     /// A tiny corpus with two clear groups of interchangeable words.
     fn toy() -> Corpus {
-        let mut rng = crate::util::rng::Rng::new(5);
+        let mut rng = tessera::util::rng::Rng::new(5);
         let groups = [["cat", "dog", "cow"], ["red", "blue", "green"]];
         let frames = [["the", "small", "ran"], ["a", "bright", "colour"]];
         let mut text = String::new();

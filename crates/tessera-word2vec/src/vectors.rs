@@ -4,10 +4,10 @@
 //! and GloVe-converted files use: a header line `N D` (number of words, dimensions), then one
 //! line per word, `word v1 v2 ... vD`, fields separated by spaces.
 
-use crate::{Error, Result};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use tessera::{Error, Result};
 
 /// A word's neighbour: the word and its cosine similarity.
 #[derive(Clone, Debug, PartialEq)]
@@ -180,7 +180,7 @@ impl WordVectors {
 
     /// Write the vectors in word2vec text format (atomically: a complete file or none).
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::util::fs::write_atomic(path, self.to_text().as_bytes())
+        tessera::util::fs::write_atomic(path, self.to_text().as_bytes())
     }
 
     /// Read a word2vec text-format file; errors name the file and line.

@@ -1,10 +1,10 @@
 //! Text to training data: tokenization, the vocabulary, frequent-word subsampling and the
 //! negative-sampling distribution.
 
-use crate::util::rng::Rng;
-use crate::{Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
+use tessera::util::rng::Rng;
+use tessera::{Error, Result};
 
 /// Longest sentence, in vocabulary words, that training sees at once (word2vec's
 /// `MAX_SENTENCE_LENGTH`); longer paragraphs are cut into pieces of this length.
@@ -115,7 +115,7 @@ impl Corpus {
         let mut b = Builder::default();
         for p in paths {
             let p = p.as_ref();
-            let text = crate::error::read_text(p)?;
+            let text = tessera::error::read_text(p)?;
             if b.add_text(&text) == 0 {
                 return Err(Error::Input(format!(
                     "{}: no words in the file",

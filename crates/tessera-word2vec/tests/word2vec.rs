@@ -10,7 +10,7 @@
 //! and dukes of the histories.)
 
 use std::io::Read;
-use tessera::tasks::word2vec::{train, Corpus, Event, Options, WordVectors};
+use tessera_word2vec::{train, Corpus, Event, Options, WordVectors};
 
 const K: usize = 10;
 /// How many answers of the analogy are searched for `queen`.

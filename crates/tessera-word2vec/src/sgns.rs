@@ -17,10 +17,10 @@ use super::hogwild::{Kernels, SharedMatrix};
 use super::objective::{Probe, SigmoidTable};
 use super::vectors::WordVectors;
 use super::{EpochReport, Event, Options};
-use crate::util::rng::Rng;
-use crate::{Error, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tessera::util::rng::Rng;
+use tessera::{Error, Result};
 
 /// Words a thread reads between updates of the shared counters (and the learning rate).
 const SYNC_WORDS: u64 = 10_000;

@@ -3,7 +3,7 @@
 
 use super::corpus::{Corpus, NegativeTable};
 use super::Options;
-use crate::util::rng::Rng;
+use tessera::util::rng::Rng;
 
 /// Pairs in the fixed sample whose loss is measured after each epoch.
 const PROBE_PAIRS: usize = 20_000;

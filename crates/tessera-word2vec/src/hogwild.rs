@@ -23,8 +23,8 @@
 //! the dot product, no fused multiply-add), so results do not depend on which one runs, and one
 //! thread gives the same vectors as plain slices would.
 
-use crate::{Error, Result};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use tessera::{Error, Result};
 
 /// A (rows, dim) `f32` matrix shared by the Hogwild! threads (see the module documentation).
 pub(super) struct SharedMatrix {
@@ -486,7 +486,7 @@ mod tests {
             let e0: Vec<f32> = (0..n).map(|i| (i as f32 * 0.05).sin() * 0.1).collect();
             let g = 0.0173f32;
             // Plain slices: the training loop's arithmetic before the shared cells.
-            let want_dot = super::super::objective::dot(&a, &b);
+            let want_dot = crate::objective::dot(&a, &b);
             let mut want_e = e0.clone();
             let mut want_u = b.clone();
             for ((e, u), &x) in want_e.iter_mut().zip(want_u.iter_mut()).zip(&a) {
