@@ -43,7 +43,7 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
         bail!("--n must be in 1..={} and --reps at least 1", all.len());
     }
     let sents: Vec<&str> = all[..a.n].iter().map(String::as_str).collect();
-    let dir = tessera::tasks::resolve_model(&a.model)?;
+    let dir = tessera::hub::resolve(&a.model)?;
     let emb = Embedder::load(&dir, &Device::Cpu)?;
     emb.embed(&sents[..sents.len().min(64)], a.batch)?; // warm-up
     let tokens: usize = emb.encode_ids(&sents)?.iter().map(Vec::len).sum();

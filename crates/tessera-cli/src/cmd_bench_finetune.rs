@@ -43,7 +43,7 @@ pub fn run(a: BenchFinetuneArgs) -> Result<()> {
     if a.steps == 0 || a.batch == 0 {
         bail!("--steps and --batch must be at least 1");
     }
-    let dir = tessera::tasks::resolve_model(&a.model)?;
+    let dir = tessera::hub::resolve(&a.model)?;
     // A few examples stand in as the dev set: the evaluation after the last step is not timed.
     let need = (a.warmup + a.steps) * a.batch;
     let data = match a.task {

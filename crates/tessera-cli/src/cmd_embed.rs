@@ -43,7 +43,7 @@ pub struct SimilarArgs {
 }
 
 fn load(spec: &str) -> Result<Embedder> {
-    let dir = tessera::tasks::resolve_model(spec)?;
+    let dir = tessera::hub::resolve(spec)?;
     Embedder::load(&dir, &Device::Cpu).with_context(|| format!("loading model {spec}"))
 }
 

@@ -172,7 +172,7 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
         }
     };
     check_out(&a.out)?;
-    let dir = tessera::tasks::resolve_model(&a.model)?;
+    let dir = tessera::hub::resolve(&a.model)?;
     let scratch = tessera::tasks::scratch::is_scratch_config(&dir);
     let base = if scratch {
         FinetuneOptions::scratch()

@@ -164,25 +164,31 @@ impl Hub {
         &self.cache
     }
 
-    /// Resolve `spec` (a path, or a known model name) to a local file or directory, fetching a
-    /// known model when it is missing. A name resolving to a GGUF model gives the `.gguf` file;
+    /// Resolve `spec` (a path, a known model name, or the name of a model directory already in the
+    /// cache) to a local file or directory, fetching a known model when it is missing. A name resolving to a GGUF model gives the `.gguf` file;
     /// other models give their directory.
     pub fn resolve(&self, spec: &str) -> Result<PathBuf> {
         let p = PathBuf::from(spec);
         if p.exists() {
             return Ok(p);
         }
-        match known(spec) {
-            Some(m) => Ok(self.pull(m)?.path),
-            None => Err(Error::Input(format!(
-                "{spec}: no such file or directory, and not a known model name (known: {})",
-                KNOWN_MODELS
-                    .iter()
-                    .map(|m| m.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+        if let Some(m) = known(spec) {
+            return Ok(self.pull(m)?.path);
         }
+        // A model of that name already in the cache (put there by hand or by `tessera pull` of
+        // an older release).
+        let cached = self.cache.join(spec);
+        if !spec.is_empty() && !spec.contains(['/', '\\']) && spec != ".." && cached.is_dir() {
+            return Ok(cached);
+        }
+        Err(Error::Input(format!(
+            "{spec}: no such file or directory, and not a known model name (known: {})",
+            KNOWN_MODELS
+                .iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
     }
 
     /// Where `m` lives in the cache, if it is there completely.
@@ -474,6 +480,28 @@ fn dir_size(p: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// The model directory of `path`: a checkpoint directory itself (it has `config.json`), or a run
+/// directory holding `checkpoint/` (what `tessera train` and `tessera finetune` write).
+pub fn model_dir(path: &Path) -> Result<PathBuf> {
+    if path.join("config.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let inner = path.join("checkpoint");
+    if inner.join("config.json").is_file() {
+        return Ok(inner);
+    }
+    if !path.exists() {
+        return Err(Error::Input(format!(
+            "{}: no such file or directory",
+            path.display()
+        )));
+    }
+    Err(Error::Input(format!(
+        "{}: not a model directory (no config.json, and no checkpoint/config.json)",
+        path.display()
+    )))
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@ mod minilm;
 
 use std::path::Path;
 use tessera::models::encoder::{bert_param_specs, BertConfig};
-use tessera::models::params::{safetensors_bytes, Init};
+use tessera::models::params::Init;
 use tessera::tasks::classify::Classifier;
 use tessera::tasks::data::{Labelled, Tagged};
 use tessera::tasks::finetune::{finetune, FinetuneOptions, TaskData};
 use tessera::tasks::Truncation;
 use tessera::util::rng::Rng;
+use tessera::weights::safetensors::safetensors_bytes;
 use tessera::{Device, Tensor};
 
 /// A 1-layer, 16-wide BERT with random weights and MiniLM's tokenizer, written to `dir`.

@@ -11,10 +11,10 @@
 use candle_core::{Device, Tensor, Var};
 use std::collections::HashMap;
 use std::path::Path;
-use tessera::models::params::load_safetensors;
 use tessera::models::{Block, CrossAttention, Memory, NormPlacement};
 use tessera::nn::attention::{padding_mask, QkvProj};
 use tessera::nn::{Attention, Linear, Mixing, Mlp, Norm};
+use tessera::weights::safetensors::load_safetensors;
 
 const C: usize = 16;
 const HEADS: usize = 4;

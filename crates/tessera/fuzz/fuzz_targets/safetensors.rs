@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tessera::models::params::safetensors_from_bytes;
+use tessera::weights::safetensors::safetensors_from_bytes;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(tensors) =

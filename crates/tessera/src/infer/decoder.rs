@@ -213,10 +213,11 @@ impl Decoder {
         if path.is_file() {
             return Self::from_gguf(&Gguf::open(path)?);
         }
-        let dir = crate::train::checkpoint::resolve_model_dir(path)?;
+        let dir = crate::hub::model_dir(path)?;
         let cfg = ModelConfig::from_file(dir.join("config.json"))?;
         let st = dir.join("model.safetensors");
-        let tensors = crate::models::params::load_safetensors(&st, &candle_core::Device::Cpu)?;
+        let tensors =
+            crate::weights::safetensors::load_safetensors(&st, &candle_core::Device::Cpu)?;
         let mut m = Self::from_tensors(&cfg, &tensors, &st)?;
         m.source = dir;
         Ok(m)

@@ -2,8 +2,9 @@
 //! derivative, [`UnaryFn`]) that the training ops (fused, with backward) and the inference slices
 //! both run.
 
+use super::erf::Erf;
 use super::gelu::GeluTanh;
-use super::gelu_erf::{Erf, GeluErf};
+use super::gelu_erf::GeluErf;
 use super::unary::{apply, UnaryFn};
 use crate::{Error, Result};
 use candle_core::Tensor;

@@ -136,7 +136,7 @@ impl CustomOp3 for MaskedAttention {
             Some(m) => s.broadcast_add(&m.to_dtype(s.dtype())?.reshape((b, 1, 1, t))?)?,
             None => s,
         };
-        let p = crate::nn::loss::softmax(&s)?; // (B, H, T, T)
+        let p = crate::kernels::softmax::scaled_softmax(&s, 1.0, false)?; // (B, H, T, T)
         let dv = p.t()?.matmul(&dy)?; // (B, H, T, D)
         let dp = dy.matmul(&v.t()?)?; // (B, H, T, T)
         let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?; // (B, H, T, 1)

@@ -1,7 +1,7 @@
 //! GELU (tanh approximation, `gelu_new`): the function and its derivative, run by the shared
 //! fused element-wise op of [`super::unary`].
 
-use super::gelu_erf::Erf;
+use super::erf::Erf;
 use super::unary::{apply, UnaryFn};
 use candle_core::{Result, Tensor};
 

@@ -7,7 +7,7 @@
 //! The products read the weight in its stored layout (no transposed copies). The reference is the
 //! composition of engine ops in `nn::Linear::forward_reference`.
 
-use super::gelu_erf::Erf;
+use super::erf::Erf;
 use super::matmul::{filled, gemm, SendPtr, View};
 use super::unary::{map_vec, UnaryFn};
 use super::{float_dispatch, slice, Float};

@@ -9,6 +9,7 @@ pub mod cache_attention;
 pub mod causal_attention;
 pub mod cross_entropy;
 pub mod encoder_attention;
+pub mod erf;
 pub mod fast_exp;
 pub mod gelu;
 pub mod gelu_erf;

@@ -1,7 +1,7 @@
 //! One fused element-wise op with its backward, shared by the activations: forward `y = f(x)` and
 //! backward `dx = f'(x) · dy`, each a single parallel pass over contiguous data.
 
-use super::gelu_erf::Erf;
+use super::erf::Erf;
 use super::{float_dispatch, slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 

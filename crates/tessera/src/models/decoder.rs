@@ -9,12 +9,11 @@
 
 use super::block::{Block, BlockDropout, NormPlacement};
 use super::config::{ModelConfig, NormKind, PositionKind};
-use super::params::{
-    conv1d_layout, fetch, load_safetensors, names, param_specs, safetensors_bytes, ParamStore,
-};
+use super::params::{conv1d_layout, fetch, names, param_specs, ParamStore};
 use crate::nn::attention::QkvProj;
 use crate::nn::dropout::{self, Dropout};
 use crate::nn::{Attention, Linear, Mixing, Mlp, Norm, Rotary};
+use crate::weights::safetensors::{load_safetensors, safetensors_bytes};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;

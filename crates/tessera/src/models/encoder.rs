@@ -545,7 +545,7 @@ pub fn load_float_tensors(
         ));
     }
     let mut out = HashMap::new();
-    for (k, v) in super::params::load_safetensors(&st, device)? {
+    for (k, v) in crate::weights::safetensors::load_safetensors(&st, device)? {
         if v.dtype().is_float() {
             out.insert(k, v.to_dtype(dtype)?);
         }

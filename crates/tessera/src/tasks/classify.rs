@@ -11,10 +11,11 @@ use super::{encoder_tokenizer, Truncation};
 use crate::models::encoder::{
     bert_param_specs, detect_prefix, load_float_tensors, Bert, BertConfig, BlockDropout, Packed,
 };
-use crate::models::params::{safetensors_bytes, Init, ParamSpec};
+use crate::models::params::{Init, ParamSpec};
 use crate::models::ParamStore;
 use crate::nn::{Dropout, Linear};
 use crate::util::rng::Rng;
+use crate::weights::safetensors::safetensors_bytes;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use serde_json::{json, Value};

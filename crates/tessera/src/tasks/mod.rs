@@ -13,28 +13,8 @@ pub mod scratch;
 pub mod tag;
 
 use crate::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokenizers::utils::truncation::{TruncationDirection, TruncationParams, TruncationStrategy};
-
-/// Resolve a model spec to a directory: what [`crate::hub::resolve`] finds, else a model of that
-/// name already in the cache.
-pub fn resolve_model(spec: &str) -> Result<PathBuf> {
-    match crate::hub::resolve(spec) {
-        Ok(p) => Ok(p),
-        Err(e) => {
-            if !spec.contains('/') && !spec.is_empty() {
-                if let Some(p) = crate::hub::cache_dir()
-                    .ok()
-                    .map(|d| d.join(spec))
-                    .filter(|p| p.is_dir())
-                {
-                    return Ok(p);
-                }
-            }
-            Err(e)
-        }
-    }
-}
 
 /// Which tokens of an over-long text a classifier keeps (`[CLS]` and `[SEP]` always stay).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

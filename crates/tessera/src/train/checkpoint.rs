@@ -13,11 +13,11 @@
 
 use super::data::BatcherState;
 use super::TrainConfig;
-use crate::models::params::{load_safetensors, safetensors_bytes};
 use crate::models::{ModelConfig, ParamStore, Transformer};
 use crate::tokenizer::Tokenizer;
 use crate::util::fs::{replace_dir, write_atomic};
 use crate::util::rng::Rng;
+use crate::weights::safetensors::{load_safetensors, safetensors_bytes};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -159,25 +159,4 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
         v,
         state,
     })
-}
-
-/// Resolve a model path: a checkpoint directory itself, or a run directory holding `checkpoint/`.
-pub fn resolve_model_dir(path: &Path) -> Result<PathBuf> {
-    if path.join("config.json").is_file() {
-        return Ok(path.to_path_buf());
-    }
-    let inner = path.join("checkpoint");
-    if inner.join("config.json").is_file() {
-        return Ok(inner);
-    }
-    if !path.exists() {
-        return Err(Error::Input(format!(
-            "{}: no such file or directory",
-            path.display()
-        )));
-    }
-    Err(Error::Input(format!(
-        "{}: not a model directory (no config.json, and no checkpoint/config.json)",
-        path.display()
-    )))
 }

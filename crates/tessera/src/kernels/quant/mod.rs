@@ -27,6 +27,7 @@ pub use matmul::{Parallel, Rayon};
 pub use qmatrix::{matvec_many, QMatrix};
 pub use quantize::{quantize, Acts};
 
+use formats::{QK, QK_K};
 use std::sync::OnceLock;
 
 /// The kernel family a product runs with.
@@ -105,4 +106,58 @@ impl SimdLevel {
 /// "scalar".
 pub fn simd_level() -> &'static str {
     SimdLevel::detect().name()
+}
+
+// The activations' quantizer dispatches to the SIMD modules, which read `Acts`: it lives here,
+// above both, so that `quantize` and the `dot_*` modules do not import each other.
+impl Acts {
+    /// Quantize `x` (n rows of `cols`, `cols` a multiple of `block`) into 32- or 256-blocks.
+    pub fn quantize(&mut self, x: &[f32], n: usize, cols: usize, block: usize) {
+        debug_assert!(cols.is_multiple_of(block) && x.len() == n * cols);
+        let nb = cols / block;
+        self.block = block;
+        self.nb = nb;
+        self.n = n;
+        quantize::resize(&mut self.qs, n * cols, 0);
+        quantize::resize(&mut self.d, n * nb, 0.0);
+        quantize::resize(&mut self.sum, n * nb, 0);
+        if block == QK {
+            quantize::resize(&mut self.s, n * nb, 0.0);
+            self.bsums.clear();
+            let (qs, d, s, sum) = (&mut self.qs, &mut self.d, &mut self.s, &mut self.sum);
+            match SimdLevel::detect() {
+                #[cfg(target_arch = "x86_64")]
+                SimdLevel::Avx512Vnni => dot_avx512::quantize32(x, qs, d, s, sum),
+                #[cfg(target_arch = "x86_64")]
+                SimdLevel::Avx2 => dot_avx2::quantize32(x, qs, d, s, sum),
+                #[cfg(target_arch = "aarch64")]
+                SimdLevel::NeonDot | SimdLevel::Neon => dot_neon::quantize32(x, qs, d, s, sum),
+                _ => quantize::quantize_blocks32(x, qs, d, s, sum),
+            }
+        } else {
+            self.s.clear();
+            quantize::resize(&mut self.bsums, n * nb * 16, 0);
+            for (i, (xb, qb)) in x
+                .chunks_exact(QK_K)
+                .zip(self.qs.chunks_exact_mut(QK_K))
+                .enumerate()
+            {
+                self.d[i] = quantize::quantize_q8k_block(xb, qb);
+                let mut total = 0;
+                for (g, qg) in qb.chunks_exact(16).enumerate() {
+                    let s: i32 = qg.iter().map(|&q| q as i32).sum();
+                    self.bsums[i * 16 + g] = s;
+                    total += s;
+                }
+                self.sum[i] = total;
+            }
+        }
+    }
+
+    /// The quantized values of row `j`.
+    #[inline]
+    pub fn row(&self, j: usize) -> &[i8] {
+        let c = self.nb * self.block;
+        &self.qs[j * c..(j + 1) * c]
+    }
 }

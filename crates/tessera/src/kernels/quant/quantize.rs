@@ -115,7 +115,7 @@ fn pack_nibbles(b: &[f32], bits: u32, q: impl Fn(f32) -> u8, out: &mut Vec<u8>) 
 
 /// Quantize 256 values as Q8_K (scale from the signed value of largest magnitude mapped to -127);
 /// returns the scale `d`.
-fn quantize_q8k_block(b: &[f32], qs: &mut [i8]) -> f32 {
+pub(crate) fn quantize_q8k_block(b: &[f32], qs: &mut [i8]) -> f32 {
     let (mut amax, mut max) = (0f32, 0f32);
     for &v in b {
         if amax < v.abs() {
@@ -156,60 +156,6 @@ pub struct Acts {
     pub sum: Vec<i32>,
     /// (n, nb * 16) integer sums of 16 consecutive qs; 256-blocks only.
     pub bsums: Vec<i32>,
-}
-
-impl Acts {
-    /// Quantize `x` (n rows of `cols`, `cols` a multiple of `block`) into 32- or 256-blocks.
-    pub fn quantize(&mut self, x: &[f32], n: usize, cols: usize, block: usize) {
-        debug_assert!(cols.is_multiple_of(block) && x.len() == n * cols);
-        let nb = cols / block;
-        self.block = block;
-        self.nb = nb;
-        self.n = n;
-        resize(&mut self.qs, n * cols, 0);
-        resize(&mut self.d, n * nb, 0.0);
-        resize(&mut self.sum, n * nb, 0);
-        if block == QK {
-            resize(&mut self.s, n * nb, 0.0);
-            self.bsums.clear();
-            let (qs, d, s, sum) = (&mut self.qs, &mut self.d, &mut self.s, &mut self.sum);
-            match super::SimdLevel::detect() {
-                #[cfg(target_arch = "x86_64")]
-                super::SimdLevel::Avx512Vnni => super::dot_avx512::quantize32(x, qs, d, s, sum),
-                #[cfg(target_arch = "x86_64")]
-                super::SimdLevel::Avx2 => super::dot_avx2::quantize32(x, qs, d, s, sum),
-                #[cfg(target_arch = "aarch64")]
-                super::SimdLevel::NeonDot | super::SimdLevel::Neon => {
-                    super::dot_neon::quantize32(x, qs, d, s, sum)
-                }
-                _ => quantize_blocks32(x, qs, d, s, sum),
-            }
-        } else {
-            self.s.clear();
-            resize(&mut self.bsums, n * nb * 16, 0);
-            for (i, (xb, qb)) in x
-                .chunks_exact(QK_K)
-                .zip(self.qs.chunks_exact_mut(QK_K))
-                .enumerate()
-            {
-                self.d[i] = quantize_q8k_block(xb, qb);
-                let mut total = 0;
-                for (g, qg) in qb.chunks_exact(16).enumerate() {
-                    let s: i32 = qg.iter().map(|&q| q as i32).sum();
-                    self.bsums[i * 16 + g] = s;
-                    total += s;
-                }
-                self.sum[i] = total;
-            }
-        }
-    }
-
-    /// The quantized values of row `j`.
-    #[inline]
-    pub fn row(&self, j: usize) -> &[i8] {
-        let c = self.nb * self.block;
-        &self.qs[j * c..(j + 1) * c]
-    }
 }
 
 /// `v` rounded to the nearest integer, ties to even (valid for |v| < 2^22; GGML's `nearest_int`).
@@ -254,7 +200,7 @@ pub(crate) fn quantize_blocks32(
 }
 
 /// Set `v`'s length to `len` without shrinking its allocation.
-fn resize<T: Clone>(v: &mut Vec<T>, len: usize, fill: T) {
+pub(crate) fn resize<T: Clone>(v: &mut Vec<T>, len: usize, fill: T) {
     if v.len() != len {
         v.resize(len, fill);
     }

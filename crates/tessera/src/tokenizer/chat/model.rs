@@ -57,7 +57,7 @@ impl ModelTokenizer {
         let dir = if path.join("tokenizer.json").is_file() {
             path.to_path_buf()
         } else {
-            crate::train::checkpoint::resolve_model_dir(path)?
+            crate::hub::model_dir(path)?
         };
         let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))?;
         let cfg_path = dir.join("tokenizer_config.json");
