@@ -41,13 +41,14 @@
 use candle_core::backprop::GradStore;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use tessera::models::encoder::{BertConfig, EncoderDropout, Packed};
-use tessera::models::params::{load_safetensors, param_specs, ParamSpec};
+use tessera::models::encoder::{BertConfig, BlockDropout, Packed};
+use tessera::models::params::{param_specs, ParamSpec};
 use tessera::models::{ModelConfig, ParamStore, Transformer};
 use tessera::tasks::classify::{head_param_specs, Classifier, HeadKind};
 use tessera::train::optim::AdamW;
 use tessera::train::run::{optimizer_step, Micro};
 use tessera::util::rng::Rng;
+use tessera::weights::safetensors::load_safetensors;
 use tessera::{Device, Tensor};
 
 const LOSS_TOL: f64 = 5e-6;
@@ -417,7 +418,7 @@ fn bert_sequence_classification_matches_pytorch() {
         let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
         let packed = Packed::new(&refs, &Device::Cpu).unwrap();
         let mut rng = Rng::new(0);
-        let mut drop = EncoderDropout {
+        let mut drop = BlockDropout {
             hidden: 0.0,
             attention: 0.0,
             rng: &mut rng,

@@ -126,6 +126,39 @@ fn get_token_id(obj: &Map<String, Value>, key: &str) -> Option<u32> {
     }
 }
 
+/// Llama's rotary base: top-level `rope_theta` (transformers 4), else `rope_parameters.rope_theta`
+/// (transformers 5 writes it there), else 10000. Scaled variants (`rope_type` other than
+/// `default`, or a `rope_scaling`) are refused rather than silently run unscaled.
+fn rope_theta(obj: &Map<String, Value>) -> Result<f64> {
+    let params = obj.get("rope_parameters").and_then(Value::as_object);
+    for scaling in [
+        obj.get("rope_scaling"),
+        params.and_then(|p| p.get("rope_type")),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let kind = match scaling {
+            Value::Null => continue,
+            Value::Object(o) => o.get("rope_type").or_else(|| o.get("type")),
+            v => Some(v),
+        };
+        match kind.and_then(Value::as_str) {
+            None | Some("default") => {}
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "rotary scaling '{other}' is not supported (only the default rotary embedding)"
+                )))
+            }
+        }
+    }
+    match (obj.get("rope_theta"), params) {
+        (Some(v), _) if !v.is_null() => get_f64(obj, "rope_theta", 10000.0),
+        (_, Some(p)) => get_f64(p, "rope_theta", 10000.0),
+        _ => Ok(10000.0),
+    }
+}
+
 impl ModelConfig {
     /// Parse a Hugging Face `config.json` value (`model_type` `gpt2` or `llama`).
     pub fn from_hf_json(v: &Value) -> Result<Self> {
@@ -201,7 +234,7 @@ impl ModelConfig {
                     norm: NormKind::RmsNorm,
                     norm_eps: get_f64(obj, "rms_norm_eps", 1e-6)?,
                     position: PositionKind::Rotary {
-                        theta: get_f64(obj, "rope_theta", 10000.0)?,
+                        theta: rope_theta(obj)?,
                     },
                     activation: Activation::parse(act)?,
                     gated_mlp: true,
@@ -416,6 +449,30 @@ mod tests {
         assert_eq!(c.num_kv_heads, 2);
         assert_eq!(c.position, PositionKind::Rotary { theta: 500000.0 });
         assert_eq!(ModelConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn rope_theta_from_transformers_5_rope_parameters() {
+        let base = json!({"model_type": "llama", "vocab_size": 100, "hidden_size": 32,
+                          "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+                          "max_position_embeddings": 64});
+        let theta = |v: &Value| match ModelConfig::from_hf_json(v).unwrap().position {
+            PositionKind::Rotary { theta } => theta,
+            p => panic!("{p:?}"),
+        };
+        assert_eq!(theta(&base), 10000.0);
+        let mut v = base.clone();
+        v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 100000.0});
+        assert_eq!(theta(&v), 100000.0);
+        v["rope_theta"] = json!(500000.0);
+        assert_eq!(theta(&v), 500000.0);
+        let mut v = base.clone();
+        v["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0});
+        let e = ModelConfig::from_hf_json(&v).unwrap_err().to_string();
+        assert!(e.contains("rotary scaling 'llama3'"), "{e}");
+        let mut v = base;
+        v["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
+        assert!(ModelConfig::from_hf_json(&v).is_err());
     }
 
     #[test]
