@@ -467,7 +467,8 @@ mod tests {
         v["rope_theta"] = json!(500000.0);
         assert_eq!(theta(&v), 500000.0);
         let mut v = base.clone();
-        v["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0});
+        v["rope_parameters"] =
+            json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0});
         let e = ModelConfig::from_hf_json(&v).unwrap_err().to_string();
         assert!(e.contains("rotary scaling 'llama3'"), "{e}");
         let mut v = base;

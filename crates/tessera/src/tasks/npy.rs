@@ -1,7 +1,13 @@
-//! The NumPy `.npy` format (version 1.0) for a 2-D little-endian f32 matrix.
+//! The NumPy `.npy` format for a 2-D little-endian f32 matrix (the `npyz` crate reads and writes
+//! it; these wrap it in tessera's errors and shapes).
 
 use crate::{Error, Result};
+use npyz::WriterBuilder;
 use std::path::Path;
+
+fn npy_err(e: std::io::Error) -> Error {
+    Error::Input(format!("npy: {e}"))
+}
 
 /// Bytes of an `.npy` file holding `rows` (each of the same length) as `<f4` of shape (N, D).
 pub fn npy_bytes(rows: &[Vec<f32>]) -> Result<Vec<u8>> {
@@ -9,25 +15,17 @@ pub fn npy_bytes(rows: &[Vec<f32>]) -> Result<Vec<u8>> {
     if rows.iter().any(|r| r.len() != d) {
         return Err(Error::Input("npy: rows of different lengths".into()));
     }
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-        rows.len(),
-        d
-    );
-    // magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of 64,
-    // ending in a newline.
-    let unpadded = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + rows.len() * d * 4);
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
+    let mut out = Vec::with_capacity(128 + rows.len() * d * 4);
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(&[rows.len() as u64, d as u64])
+        .writer(&mut out)
+        .begin_nd()
+        .map_err(npy_err)?;
     for r in rows {
-        for x in r {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
+        w.extend(r.iter().copied()).map_err(npy_err)?;
     }
+    w.finish().map_err(npy_err)?;
     Ok(out)
 }
 
@@ -36,40 +34,19 @@ pub fn write_npy(path: &Path, rows: &[Vec<f32>]) -> Result<()> {
     crate::util::fs::write_atomic(path, &npy_bytes(rows)?)
 }
 
-/// Read back a 2-D `<f4` `.npy` file written by [`npy_bytes`]: (rows, shape).
+/// Read a 2-D `<f4` `.npy` file: (values in row-major order, shape).
 pub fn read_npy(bytes: &[u8]) -> Result<(Vec<f32>, (usize, usize))> {
-    let bad = |m: &str| Error::Input(format!("npy: {m}"));
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad("not an .npy file"));
-    }
-    let hl = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(bytes.get(10..10 + hl).ok_or_else(|| bad("short header"))?)
-        .map_err(|_| bad("header is not text"))?;
-    if !header.contains("'<f4'") {
-        return Err(bad("only <f4 is supported"));
-    }
-    let shape = header
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| bad("no shape"))?;
-    let dims: Vec<usize> = shape
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().map_err(|_| bad("bad shape")))
-        .collect::<Result<_>>()?;
-    let (n, d) = match dims.as_slice() {
-        [n, d] => (*n, *d),
-        _ => return Err(bad("only 2-D arrays are supported")),
+    let f = npyz::NpyFile::new(bytes).map_err(npy_err)?;
+    let (n, d) = match f.shape() {
+        [n, d] => (*n as usize, *d as usize),
+        _ => return Err(Error::Input("npy: only 2-D arrays are supported".into())),
     };
-    let data = &bytes[10 + hl..];
-    if data.len() != n * d * 4 {
-        return Err(bad("data length does not match the shape"));
+    if f.order() != npyz::Order::C {
+        return Err(Error::Input(
+            "npy: Fortran-ordered arrays are not supported".into(),
+        ));
     }
-    let v = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let v = f.into_vec::<f32>().map_err(npy_err)?;
     Ok((v, (n, d)))
 }
 
