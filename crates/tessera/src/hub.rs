@@ -113,9 +113,9 @@ pub fn list_cached() -> Result<Vec<CachedModel>> {
 ///
 /// Fetching is safe from any number of threads and processes at once. Each model has a lock file
 /// in the cache (`.NAME.lock`, an exclusive `flock`); the holder downloads into a work directory
-/// of its own (`.fetch-NAME-XXXXXX`, unique per call), writes the marker last and renames the
-/// complete directory into place, so a model directory is either absent or complete under its
-/// final name. Everyone else waits on the lock and then finds the model there. A fetch killed
+/// of its own (`.fetch-NAME-` plus a random suffix, unique per call), writes the marker last and
+/// renames the complete directory into place, so a model directory is either absent or complete
+/// under its final name. Everyone else waits on the lock and then finds the model there. A fetch killed
 /// midway leaves only its work directory (no marker under the final name); the lock dies with the
 /// process, and the next fetch removes the leftovers.
 #[derive(Clone, Debug)]

@@ -12,6 +12,9 @@ use tessera::nn::{Attention, Linear, Mlp, Norm, Rotary};
 use tessera::util::rng::Rng;
 use tessera::{DType, Device, Tensor};
 
+#[path = "common/compare.rs"]
+mod compare;
+use compare::max_abs_diff;
 #[path = "common/gradcheck.rs"]
 mod fd;
 use fd::{check, project, randn, var};
@@ -491,22 +494,6 @@ fn fused_masked_attention() {
         .to_scalar()
         .unwrap();
     assert!(diff < 1e-12, "fused vs reference attention: {diff}");
-}
-
-/// Largest absolute difference of two tensors.
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 /// Outputs and gradients of `fused` and `reference` over the same vars agree to `tol`.

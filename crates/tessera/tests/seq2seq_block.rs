@@ -11,6 +11,10 @@
 use candle_core::{Device, Tensor, Var};
 use std::collections::HashMap;
 use std::path::Path;
+
+#[path = "common/compare.rs"]
+mod compare;
+use compare::{max_abs, max_abs_diff};
 use tessera::models::{Block, CrossAttention, Memory, NormPlacement};
 use tessera::nn::attention::{padding_mask, QkvProj};
 use tessera::nn::{Attention, Linear, Mixing, Mlp, Norm};
@@ -116,40 +120,21 @@ impl Weights {
     }
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn max_abs(a: &Tensor) -> f32 {
-    a.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-#[test]
-fn encoder_decoder_of_blocks_matches_nn_transformer() {
-    let f = fixture();
-    let w = Weights {
+/// The fixture's weights as trainable variables.
+fn weights(f: &HashMap<String, Tensor>) -> Weights {
+    Weights {
         vars: f
             .iter()
             .filter(|(k, _)| k.starts_with("encoder.") || k.starts_with("decoder."))
             .map(|(k, v)| (k.clone(), Var::from_tensor(v).unwrap()))
             .collect(),
-    };
+    }
+}
+
+#[test]
+fn encoder_decoder_of_blocks_matches_nn_transformer() {
+    let f = fixture();
+    let w = weights(&f);
     let enc: Vec<Block> = (0..2).map(|l| w.encoder_block(l)).collect();
     let dec: Vec<Block> = (0..2).map(|l| w.decoder_block(l)).collect();
 
@@ -213,13 +198,7 @@ fn encoder_decoder_of_blocks_matches_nn_transformer() {
 #[test]
 fn cross_attention_slot_and_memory_must_agree() {
     let f = fixture();
-    let w = Weights {
-        vars: f
-            .iter()
-            .filter(|(k, _)| k.starts_with("encoder.") || k.starts_with("decoder."))
-            .map(|(k, v)| (k.clone(), Var::from_tensor(v).unwrap()))
-            .collect(),
-    };
+    let w = weights(&f);
     let tgt = &f["input.tgt"];
     let causal = Mixing::Causal { rope: None };
     let e = w
