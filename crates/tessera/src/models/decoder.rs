@@ -11,7 +11,7 @@ use super::block::{Block, BlockDropout, NormPlacement};
 use super::config::{ModelConfig, NormKind, PositionKind};
 use super::params::{conv1d_layout, fetch, names, param_specs, ParamStore};
 use crate::nn::attention::QkvProj;
-use crate::nn::dropout::{self, Dropout};
+use crate::nn::dropout::Dropout;
 use crate::nn::{Attention, Linear, Mixing, Mlp, Norm, Rotary};
 use crate::weights::safetensors::{load_safetensors, safetensors_bytes};
 use crate::{Error, Result};
@@ -193,11 +193,7 @@ impl Transformer {
     }
 
     /// Final hidden states: ids (B, T) u32 -> (B, T, C).
-    pub fn forward_hidden(
-        &self,
-        ids: &Tensor,
-        mut drop: Option<&mut Dropout<'_>>,
-    ) -> Result<Tensor> {
+    pub fn forward_hidden(&self, ids: &Tensor, drop: Option<&mut Dropout<'_>>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if t > self.cfg.max_position_embeddings {
             return Err(Error::Input(format!(
@@ -213,13 +209,15 @@ impl Transformer {
         if let Some(wpe) = &self.wpe {
             x = x.broadcast_add(&wpe.narrow(0, 0, t)?)?; // + (T, C)
         }
-        x = dropout::maybe(x, &mut drop)?;
-        // Decoders drop attention weights and residual branches at one rate.
+        // Decoders drop the embeddings, attention weights and residual branches at one rate.
         let mut drop = drop.map(|d| BlockDropout {
             hidden: d.p,
             attention: d.p,
             rng: &mut *d.rng,
         });
+        if let Some(d) = drop.as_mut() {
+            x = d.hidden(&x)?;
+        }
         let mixing = Mixing::Causal {
             rope: self.rope.as_ref(),
         };
