@@ -5,7 +5,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tessera::models::ModelConfig;
+use tessera::models::TransformerConfig;
 use tessera::tokenizer::Tokenizer;
 use tessera::train::data::{split_text, TokenData};
 use tessera::train::trainer::{run as run_training, Ended, Observer, RunOptions, Trainer};
@@ -68,7 +68,7 @@ pub struct TrainArgs {
 }
 
 /// Read a config by path or built-in name: (model config, training config).
-pub fn load_config(spec: &str) -> Result<(ModelConfig, TrainConfig)> {
+pub fn load_config(spec: &str) -> Result<(TransformerConfig, TrainConfig)> {
     let text = if Path::new(spec).exists() {
         tessera::error::read_text(spec)?
     } else if let Some((_, t)) = BUILTIN_CONFIGS.iter().find(|(n, _)| *n == spec) {
@@ -78,7 +78,7 @@ pub fn load_config(spec: &str) -> Result<(ModelConfig, TrainConfig)> {
     };
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("config {spec}"))?;
-    let m = ModelConfig::from_hf_json(&v).with_context(|| format!("config {spec}"))?;
+    let m = TransformerConfig::from_hf_json(&v).with_context(|| format!("config {spec}"))?;
     let t = TrainConfig::from_config_json(&v).with_context(|| format!("config {spec}"))?;
     Ok((m, t))
 }

@@ -6,8 +6,9 @@
 mod minilm;
 
 use std::path::Path;
-use tessera::models::encoder::{bert_param_specs, BertConfig};
+use tessera::models::encoder::bert_param_specs;
 use tessera::models::params::Init;
+use tessera::models::TransformerConfig;
 use tessera::tasks::classify::Classifier;
 use tessera::tasks::data::{Labelled, Tagged};
 use tessera::tasks::finetune::{finetune, FinetuneOptions, TaskData};
@@ -21,7 +22,7 @@ fn tiny_bert(dir: &Path) {
     let cfg = serde_json::json!({"model_type": "bert", "vocab_size": 30522, "hidden_size": 16,
         "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
         "max_position_embeddings": 64, "hidden_act": "gelu"});
-    let bc = BertConfig::from_hf_json(&cfg).unwrap();
+    let bc = TransformerConfig::from_hf_json(&cfg).unwrap();
     let mut rng = Rng::new(7);
     let tensors: Vec<(String, Tensor)> = bert_param_specs(&bc, "", true)
         .into_iter()

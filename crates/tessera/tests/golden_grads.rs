@@ -41,9 +41,9 @@
 use candle_core::backprop::GradStore;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use tessera::models::encoder::{BertConfig, BlockDropout, Packed};
+use tessera::models::encoder::{BlockDropout, Packed};
 use tessera::models::params::{param_specs, ParamSpec};
-use tessera::models::{ModelConfig, ParamStore, Transformer};
+use tessera::models::{ParamStore, Transformer, TransformerConfig};
 use tessera::tasks::classify::{head_param_specs, Classifier, HeadKind};
 use tessera::train::optim::AdamW;
 use tessera::train::run::{optimizer_step, Micro};
@@ -363,7 +363,7 @@ fn check_arch(
 
 fn check_decoder(arch: &str) {
     let g = Golden::load(arch);
-    let cfg = ModelConfig::from_file(g.dir.join("config.json")).unwrap();
+    let cfg = TransformerConfig::from_file(g.dir.join("config.json")).unwrap();
     assert_eq!(cfg.dropout, 0.0);
     let (x, y) = (g.ids("input.ids"), g.ids("input.targets"));
     check_arch(arch, &g, param_specs(&cfg), &|params| {
@@ -385,8 +385,8 @@ fn llama_matches_pytorch() {
 #[test]
 fn bert_sequence_classification_matches_pytorch() {
     let g = Golden::load("bert");
-    let cfg = BertConfig::from_file(&g.dir.join("config.json")).unwrap();
-    assert_eq!((cfg.hidden_dropout, cfg.attention_dropout), (0.0, 0.0));
+    let cfg = TransformerConfig::from_file(g.dir.join("config.json")).unwrap();
+    assert_eq!((cfg.dropout, cfg.attention_dropout), (0.0, 0.0));
     let n_labels = g.meta_labels();
     // The padded batch torch saw, packed as the fine-tune objective batches it.
     let ids: Vec<Vec<u32>> = g.ids("input.ids").to_vec2().unwrap();

@@ -6,7 +6,7 @@
 //! a wide margin while still catching any wrong formula (those are off by O(1)).
 
 use candle_core::Var;
-use tessera::models::{ModelConfig, ParamStore, Transformer};
+use tessera::models::{ParamStore, Transformer, TransformerConfig};
 use tessera::nn::attention::QkvProj;
 use tessera::nn::{Attention, Linear, Mlp, Norm, Rotary};
 use tessera::util::rng::Rng;
@@ -209,7 +209,7 @@ fn full_model_loss_both_families() {
             "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 12, "max_position_embeddings": 8}),
         ),
     ] {
-        let cfg = ModelConfig::from_hf_json(&cfg).unwrap();
+        let cfg = TransformerConfig::from_hf_json(&cfg).unwrap();
         let mut rng = Rng::new(4);
         let mut params = ParamStore::init(&cfg, &mut rng, DType::F64, &Device::Cpu).unwrap();
         // Perturb norm weights/biases away from 1/0 so their gradients are generic.
@@ -386,9 +386,10 @@ fn bidirectional_attention_with_padding_mask() {
 /// receives the right gradient through a padded batch.
 #[test]
 fn bert_encoder_every_parameter() {
-    use tessera::models::encoder::{bert_param_specs, Bert, BertConfig};
+    use tessera::models::encoder::bert_param_specs;
     use tessera::models::params::Init;
-    let cfg = BertConfig::from_hf_json(&serde_json::json!({"model_type": "bert", "vocab_size": 13,
+    use tessera::models::{Transformer, TransformerConfig};
+    let cfg = TransformerConfig::from_hf_json(&serde_json::json!({"model_type": "bert", "vocab_size": 13,
         "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 12,
         "max_position_embeddings": 8, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu"}))
     .unwrap();
@@ -410,13 +411,14 @@ fn bert_encoder_every_parameter() {
         .zip(&vars)
         .map(|(s, v)| (s.name.clone(), v.as_tensor().clone()))
         .collect();
-    let bert = Bert::from_tensors(&cfg, &map, "", std::path::Path::new("<test>")).unwrap();
+    let bert =
+        Transformer::from_tensors_prefixed(&cfg, &map, "", std::path::Path::new("<test>")).unwrap();
     let ids = Tensor::new(&[[1u32, 5, 7, 2, 12], [3, 3, 9, 0, 0]], &Device::Cpu).unwrap();
     let am = Tensor::new(&[[1u32, 1, 1, 1, 1], [1, 1, 1, 0, 0]], &Device::Cpu).unwrap();
     let types = Tensor::new(&[[0u32, 0, 1, 1, 1], [0, 1, 1, 0, 0]], &Device::Cpu).unwrap();
     let refs: Vec<&Var> = vars.iter().collect();
     check("bert encoder", &refs, 4, &|| {
-        let h = bert.forward(&ids, Some(&am), Some(&types), None).unwrap();
+        let h = bert.encode(&ids, Some(&am), Some(&types), None).unwrap();
         let pooled = bert.pool(&h).unwrap();
         (project(&h, 42) + project(&pooled, 43)).unwrap()
     });

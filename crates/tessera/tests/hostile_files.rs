@@ -5,9 +5,8 @@
 
 use std::path::Path;
 use tessera::infer::Decoder;
-use tessera::models::encoder::BertConfig;
 use tessera::models::gguf_loader::load_gguf_file;
-use tessera::models::{ModelConfig, Transformer};
+use tessera::models::{Transformer, TransformerConfig};
 use tessera::tasks::classify::{Classifier, HeadKind};
 use tessera::util::rng::Rng;
 use tessera::weights::{GgufValue, GgufWriter};
@@ -229,7 +228,7 @@ fn absurd_config_json_sizes_are_errors_naming_the_field() {
         "type_vocab_size",
     ] {
         let dir = hf_dir_with("tests/fixtures/bert/base", serde_json::json!({ key: HUGE }));
-        let e = BertConfig::from_file(&dir.path().join("config.json")).unwrap_err();
+        let e = TransformerConfig::from_file(dir.path().join("config.json")).unwrap_err();
         assert!(e.to_string().contains(key), "{key}: {e}");
         assert!(tessera::tasks::embed::Embedder::load(dir.path(), &Device::Cpu).is_err());
     }
@@ -238,7 +237,7 @@ fn absurd_config_json_sizes_are_errors_naming_the_field() {
 #[test]
 fn sizes_within_the_limits_but_beyond_memory_fail_to_allocate_cleanly() {
     // 2^24 words × 2^16 wide: a 4 TiB embedding, for training from scratch.
-    let cfg = BertConfig::from_hf_json(&serde_json::json!({"model_type": "bert",
+    let cfg = TransformerConfig::from_hf_json(&serde_json::json!({"model_type": "bert",
         "vocab_size": 1 << 24, "hidden_size": 1 << 16, "num_hidden_layers": 1,
         "num_attention_heads": 1 << 8, "intermediate_size": 64}))
     .unwrap();
@@ -246,7 +245,7 @@ fn sizes_within_the_limits_but_beyond_memory_fail_to_allocate_cleanly() {
         .err()
         .expect("a 4 TiB model cannot be allocated");
     assert!(e.to_string().contains("cannot allocate"), "{e}");
-    let cfg = ModelConfig::from_hf_json(&serde_json::json!({"model_type": "llama",
+    let cfg = TransformerConfig::from_hf_json(&serde_json::json!({"model_type": "llama",
         "vocab_size": 1 << 24, "hidden_size": 1 << 16, "num_hidden_layers": 1,
         "num_attention_heads": 1 << 8, "intermediate_size": 64, "max_position_embeddings": 64}))
     .unwrap();

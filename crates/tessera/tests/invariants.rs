@@ -1,7 +1,7 @@
 //! Model and training invariants: causality, KV-cache equivalence, overfitting, save/load, exact resume.
 
 use std::path::PathBuf;
-use tessera::models::{ModelConfig, ParamStore, Transformer};
+use tessera::models::{ParamStore, PositionKind, Transformer, TransformerConfig};
 use tessera::tokenizer::Tokenizer;
 use tessera::train::data::{split_text, TokenData};
 use tessera::train::optim::AdamW;
@@ -9,17 +9,21 @@ use tessera::train::{TrainConfig, Trainer};
 use tessera::util::rng::Rng;
 use tessera::{DType, Device, Tensor};
 
-fn configs() -> Vec<(&'static str, ModelConfig)> {
+fn configs() -> Vec<(&'static str, TransformerConfig)> {
     let gpt2 = serde_json::json!({"model_type": "gpt2", "vocab_size": 50, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64});
     let llama = serde_json::json!({"model_type": "llama", "vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48, "max_position_embeddings": 64});
+    // The GPT-2 layout with a fixed sinusoidal position table instead of a learned one.
+    let mut sinusoidal = TransformerConfig::from_hf_json(&gpt2).unwrap();
+    sinusoidal.position = PositionKind::Sinusoidal;
     vec![
-        ("gpt2", ModelConfig::from_hf_json(&gpt2).unwrap()),
-        ("llama", ModelConfig::from_hf_json(&llama).unwrap()),
+        ("gpt2", TransformerConfig::from_hf_json(&gpt2).unwrap()),
+        ("llama", TransformerConfig::from_hf_json(&llama).unwrap()),
+        ("sinusoidal", sinusoidal),
     ]
 }
 
-fn model(cfg: &ModelConfig, dtype: DType) -> (ParamStore, Transformer) {
+fn model(cfg: &TransformerConfig, dtype: DType) -> (ParamStore, Transformer) {
     let p = ParamStore::init(cfg, &mut Rng::new(12), dtype, &Device::Cpu).unwrap();
     let m = Transformer::from_params(cfg, &p).unwrap();
     (p, m)
@@ -171,7 +175,7 @@ fn weights(t: &Trainer) -> Vec<Vec<f32>> {
 #[test]
 fn save_load_gives_identical_logits() {
     let text = corpus();
-    for name in ["gpt2", "llama"] {
+    for name in ["gpt2", "llama", "sinusoidal"] {
         let mut t = trainer(name, &text);
         t.train_step().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -192,7 +196,7 @@ fn save_load_gives_identical_logits() {
 #[test]
 fn resume_equals_uninterrupted_training() {
     let text = corpus();
-    for name in ["gpt2", "llama"] {
+    for name in ["gpt2", "llama", "sinusoidal"] {
         let mut full = trainer(name, &text);
         let full_losses: Vec<f64> = (0..8).map(|_| full.train_step().unwrap().loss).collect();
 

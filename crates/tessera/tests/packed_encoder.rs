@@ -1,12 +1,13 @@
 //! The packed (unpadded) encoder path: the fused packed attention against finite differences
-//! (with and without attention dropout), and `Bert::forward_packed` against the padded
-//! `Bert::forward` at every real token, forward and gradients.
+//! (with and without attention dropout), and `Transformer::forward_packed` against the padded
+//! `Transformer::forward` at every real token, forward and gradients.
 
 use candle_core::Var;
 use std::sync::Arc;
 use tessera::kernels::encoder_attention::packed_attention;
-use tessera::models::encoder::{bert_param_specs, Bert, BertConfig, Packed};
+use tessera::models::encoder::{bert_param_specs, Packed};
 use tessera::models::params::Init;
+use tessera::models::{Transformer, TransformerConfig};
 use tessera::util::rng::Rng;
 use tessera::{DType, Device, Tensor};
 
@@ -82,8 +83,8 @@ fn packed_attention_dropout_is_seeded() {
     assert!((mean - 1.0).abs() < 0.05, "mean row sum {mean}");
 }
 
-fn tiny_bert(seed: u64) -> (BertConfig, Vec<Var>, Bert) {
-    let cfg = BertConfig::from_hf_json(&serde_json::json!({"model_type": "bert", "vocab_size": 13,
+fn tiny_bert(seed: u64) -> (TransformerConfig, Vec<Var>, Transformer) {
+    let cfg = TransformerConfig::from_hf_json(&serde_json::json!({"model_type": "bert", "vocab_size": 13,
         "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 12,
         "max_position_embeddings": 8, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu"}))
     .unwrap();
@@ -105,7 +106,8 @@ fn tiny_bert(seed: u64) -> (BertConfig, Vec<Var>, Bert) {
         .zip(&vars)
         .map(|(s, v)| (s.name.clone(), v.as_tensor().clone()))
         .collect();
-    let bert = Bert::from_tensors(&cfg, &map, "", std::path::Path::new("<test>")).unwrap();
+    let bert =
+        Transformer::from_tensors_prefixed(&cfg, &map, "", std::path::Path::new("<test>")).unwrap();
     (cfg, vars, bert)
 }
 
@@ -138,14 +140,14 @@ fn packed_forward_equals_padded() {
     // The rows of the padded output that hold real tokens, in packed order.
     let rows = Tensor::new(&[0u32, 1, 2, 3, 4, 5, 6, 7, 10, 11], &Device::Cpu).unwrap();
     let padded_loss = || {
-        let h = bert.forward(&ids, Some(&am), Some(&tt), None).unwrap(); // (3, 5, C)
+        let h = bert.encode(&ids, Some(&am), Some(&tt), None).unwrap(); // (3, 5, C)
         let real = h.reshape((15, 8)).unwrap().index_select(&rows, 0).unwrap();
         let pooled = bert.pool(&h).unwrap();
         let l = (project(&real, 1) + project(&pooled, 2)).unwrap();
         (real, l)
     };
     let packed_loss = || {
-        let h = bert.forward_packed(&packed, None).unwrap(); // (10, C)
+        let h = bert.encode_packed(&packed, None).unwrap(); // (10, C)
         let pooled = bert.pool_packed(&h, &packed).unwrap();
         let l = (project(&h, 1) + project(&pooled, 2)).unwrap();
         (h, l)
@@ -182,7 +184,7 @@ fn packed_forward_equals_padded() {
     }
     // Mean of the real rows of each sequence.
     let means = packed
-        .mean_rows(&bert.forward_packed(&packed, None).unwrap())
+        .mean_rows(&bert.encode_packed(&packed, None).unwrap())
         .unwrap();
     assert_eq!(means.dims(), &[3, 8]);
 }
@@ -197,12 +199,13 @@ fn packed_forward_f32() {
         .zip(&vars)
         .map(|(s, v)| (s.name.clone(), v.as_tensor().to_dtype(DType::F32).unwrap()))
         .collect();
-    let bert32 = Bert::from_tensors(&cfg, &map, "", std::path::Path::new("<test>")).unwrap();
+    let bert32 =
+        Transformer::from_tensors_prefixed(&cfg, &map, "", std::path::Path::new("<test>")).unwrap();
     let seqs: [&[u32]; 2] = [&[1, 2, 3, 4, 5, 6, 7, 8], &[9, 10, 11]];
     let packed = Packed::new(&seqs, &Device::Cpu).unwrap();
-    let a = bert64.forward_packed(&packed, None).unwrap();
+    let a = bert64.encode_packed(&packed, None).unwrap();
     let b = bert32
-        .forward_packed(&packed, None)
+        .encode_packed(&packed, None)
         .unwrap()
         .to_dtype(DType::F64)
         .unwrap();

@@ -1,4 +1,4 @@
-//! The inference backend of every decoder: the Transformer of a [`ModelConfig`] run on plain
+//! The inference backend of every decoder: the Transformer of a [`TransformerConfig`] run on plain
 //! slices, for generation, chat, perplexity and benchmarks.
 //!
 //! ```text
@@ -29,8 +29,8 @@ use crate::kernels::norm::normalize_row;
 use crate::kernels::quant::{matvec_many, QMatrix, QType};
 use crate::kernels::rotary;
 use crate::models::gguf_loader::config_from_gguf;
-use crate::models::params::{conv1d_layout, names};
-use crate::models::{Arch, ModelConfig, NormKind, PositionKind};
+use crate::models::params::names;
+use crate::models::{NormKind, PositionKind, TransformerConfig};
 use crate::util::pool::{HotPool, SharedMut};
 use crate::weights::{ggml_type_name, Gguf};
 use crate::{Error, Result};
@@ -92,9 +92,9 @@ struct Layer {
 /// A decoder ready for inference. See the module documentation.
 pub struct Decoder {
     /// The model's configuration (Hugging Face names).
-    pub cfg: ModelConfig,
+    pub cfg: TransformerConfig,
     embed: QMatrix,
-    /// Learned positions, (P, C) row-major.
+    /// Learned (or sinusoidal) positions, (P, C) row-major.
     positions: Option<Vec<f32>>,
     layers: Vec<Layer>,
     norm: Norm,
@@ -214,7 +214,7 @@ impl Decoder {
             return Self::from_gguf(&Gguf::open(path)?);
         }
         let dir = crate::hub::model_dir(path)?;
-        let cfg = ModelConfig::from_file(dir.join("config.json"))?;
+        let cfg = TransformerConfig::from_file(dir.join("config.json"))?;
         let st = dir.join("model.safetensors");
         let tensors =
             crate::weights::safetensors::load_safetensors(&st, &candle_core::Device::Cpu)?;
@@ -319,13 +319,14 @@ impl Decoder {
     /// names and shapes, as [`Transformer`](crate::models::Transformer) reads them), in f32 with
     /// transformers' arithmetic; `source` names them in errors.
     pub fn from_tensors(
-        cfg: &ModelConfig,
+        cfg: &TransformerConfig,
         tensors: &HashMap<String, Tensor>,
         source: &Path,
     ) -> Result<Self> {
         cfg.validate()?;
-        let n = names(cfg.arch);
-        let conv = conv1d_layout(cfg.arch);
+        cfg.require_decoder("the inference backend")?;
+        let n = names(cfg.arch, "");
+        let conv = n.conv1d;
         let bad = |m: String| Error::checkpoint(source, m);
         // A tensor as f32 values with its shape.
         let get = |name: &str| -> Result<(Vec<f32>, Vec<usize>)> {
@@ -402,7 +403,7 @@ impl Decoder {
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
             let name = |part: &str| (n.layer)(l, part);
-            let (q, k, v) = if cfg.arch == Arch::Gpt2 {
+            let (q, k, v) = if n.fused_qkv {
                 // One (C, q + 2 kv) projection, split into its three row blocks.
                 let p = name("qkv");
                 let w = rows_of(&format!("{p}.weight"), c, qd + 2 * kvd)?;
@@ -454,11 +455,15 @@ impl Decoder {
         };
         let positions = match cfg.position {
             PositionKind::Learned => Some(vector(&n.wpe, cfg.max_position_embeddings * c)?),
+            PositionKind::Sinusoidal => Some(crate::models::transformer::sinusoidal_table(
+                cfg.max_position_embeddings,
+                c,
+            )),
             PositionKind::Rotary { .. } => None,
         };
         let freqs = match cfg.position {
             PositionKind::Rotary { theta } => rotary::inv_freqs(cfg.head_dim, theta),
-            PositionKind::Learned => Vec::new(),
+            PositionKind::Learned | PositionKind::Sinusoidal => Vec::new(),
         };
         Ok(Decoder {
             cfg: cfg.clone(),
@@ -519,7 +524,7 @@ impl Decoder {
             .collect::<Result<Vec<_>>>()?;
         let freqs = match self.cfg.position {
             PositionKind::Rotary { theta } => rotary::inv_freqs(self.cfg.head_dim, theta),
-            PositionKind::Learned => Vec::new(),
+            PositionKind::Learned | PositionKind::Sinusoidal => Vec::new(),
         };
         Ok(Decoder {
             cfg: self.cfg.clone(),

@@ -11,6 +11,7 @@ use candle_core::Tensor;
 
 /// An activation function, with its Hugging Face `config.json` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// GELU, tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
     GeluTanh,

@@ -18,7 +18,8 @@ use crate::{Error, Result};
 use candle_core::Tensor;
 
 /// Where a block normalizes relative to its residual connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NormPlacement {
     /// Normalize each sublayer's input; the residual stream itself is never normalized (GPT-2,
     /// Llama; the model ends with a final norm).

@@ -1,23 +1,34 @@
-//! Model configuration with Hugging Face `config.json` names.
+//! One configuration for every Transformer tessera builds.
 //!
-//! One internal [`ModelConfig`] describes every decoder tessera builds; it is read from and written
-//! to the `config.json` of the matching Hugging Face family (`gpt2` or `llama`), so a saved model
-//! loads in transformers as `GPT2LMHeadModel` or `LlamaForCausalLM`.
+//! [`TransformerConfig`] is the shape of the one model ([`super::Transformer`]): norm placement
+//! and kind, attention visibility, an optional cross-attention slot, positions, MHA/GQA, the MLP,
+//! the head. It is serde-derived (tessera's own dialect, `tessera_config.json`), and it is read
+//! from and written to the `config.json` of the matching Hugging Face family (GPT-2, Llama, BERT):
+//! the raw file is deserialized into [`HfConfig`] (every Hugging Face field name these families
+//! use, all optional) and a family file in [`super::family`] maps it into the one shape. A saved
+//! model loads in transformers as `GPT2LMHeadModel`, `LlamaForCausalLM` or `BertModel`.
 
+use super::block::NormPlacement;
 use crate::{Error, Result};
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// The checkpoint family: decides tensor names and the `config.json` dialect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The checkpoint family: decides tensor names and the `config.json` dialect (not the forward
+/// pass, which the other fields describe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Arch {
     /// GPT-2: learned positions, LayerNorm, GELU MLP, biases, fused QKV stored as Conv1D.
     Gpt2,
     /// Llama: rotary positions, RMSNorm, gated MLP, no biases, grouped-query attention.
     Llama,
+    /// BERT: post-norm encoder, learned positions and token types, embedding LayerNorm.
+    Bert,
 }
 
 /// Normalization kind.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NormKind {
     /// LayerNorm with weight and bias.
     LayerNorm,
@@ -26,19 +37,34 @@ pub enum NormKind {
 }
 
 /// How token positions enter the model.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum PositionKind {
     /// A learned table added to the token embedding.
     Learned,
     /// Rotary embedding of queries and keys (half-split layout, as Hugging Face Llama).
     Rotary { theta: f64 },
+    /// A fixed sine/cosine table added to the token embedding (Vaswani et al.; the half-split
+    /// layout Marian uses: sines in the first C/2 columns, cosines in the last).
+    Sinusoidal,
+}
+
+/// Which keys a query of the self-attention sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionKind {
+    /// Earlier positions and itself (decoders).
+    Causal,
+    /// Every real token of the sequence (encoders; padding masked).
+    Bidirectional,
 }
 
 pub use crate::kernels::activation::Activation;
 
-/// Everything that defines a decoder-only Transformer.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelConfig {
+/// Everything that defines a Transformer: GPT-2, Llama and BERT are values of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerConfig {
     /// Checkpoint family (tensor names, config dialect).
     pub arch: Arch,
     /// V: vocabulary size.
@@ -55,12 +81,25 @@ pub struct ModelConfig {
     pub head_dim: usize,
     /// I: MLP inner width.
     pub intermediate_size: usize,
-    /// Longest sequence the model accepts (size of the learned position table / rotary cache).
+    /// Longest sequence the model accepts (size of the position table / rotary cache).
     pub max_position_embeddings: usize,
-    /// Normalization kind (placement is always pre-norm).
+    /// Token-type (segment) embeddings; 0 = none.
+    #[serde(default)]
+    pub type_vocab_size: usize,
+    /// Normalization kind.
     pub norm: NormKind,
+    /// Where each block normalizes: pre (decoders; a final norm ends the model) or post (BERT).
+    pub norm_placement: NormPlacement,
     /// Epsilon inside the norms.
     pub norm_eps: f64,
+    /// A norm over the summed embeddings (BERT).
+    #[serde(default)]
+    pub embedding_norm: bool,
+    /// Self-attention visibility.
+    pub attention: AttentionKind,
+    /// A cross-attention slot in every block (the decoder of an encoder-decoder).
+    #[serde(default)]
+    pub cross_attention: bool,
     /// Position encoding.
     pub position: PositionKind,
     /// MLP activation.
@@ -71,192 +110,144 @@ pub struct ModelConfig {
     pub bias: bool,
     /// LM head shares the token embedding matrix.
     pub tie_word_embeddings: bool,
-    /// Dropout on embeddings, residual branches and attention weights during training.
+    /// Dropout on embeddings and residual branches while training.
+    #[serde(default)]
     pub dropout: f32,
+    /// Dropout on attention weights while training.
+    #[serde(default)]
+    pub attention_dropout: f32,
     /// Standard deviation of the normal weight init.
     pub initializer_range: f64,
     /// Beginning-of-sequence token id, if any.
+    #[serde(default)]
     pub bos_token_id: Option<u32>,
     /// End-of-sequence token id, if any.
+    #[serde(default)]
     pub eos_token_id: Option<u32>,
+    /// Padding token id, if any.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
 }
 
-fn get_usize(obj: &Map<String, Value>, keys: &[&str]) -> Result<Option<usize>> {
-    for k in keys {
-        match obj.get(*k) {
-            None | Some(Value::Null) => continue,
-            Some(v) => {
-                return v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
-                    Error::Config(format!("'{k}' must be a non-negative integer, got {v}"))
-                })
-            }
+/// A Hugging Face `config.json` as written: every field name the supported families use, all
+/// optional (a family file decides defaults and which are required). Unknown fields are ignored,
+/// as transformers ignores them.
+#[derive(Debug, Default, Deserialize)]
+pub struct HfConfig {
+    pub model_type: Option<String>,
+    pub vocab_size: Option<usize>,
+    pub hidden_size: Option<usize>,
+    pub n_embd: Option<usize>,
+    pub num_hidden_layers: Option<usize>,
+    pub n_layer: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    pub n_head: Option<usize>,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub n_inner: Option<usize>,
+    pub max_position_embeddings: Option<usize>,
+    pub n_positions: Option<usize>,
+    pub type_vocab_size: Option<usize>,
+    pub layer_norm_epsilon: Option<f64>,
+    pub layer_norm_eps: Option<f64>,
+    pub rms_norm_eps: Option<f64>,
+    pub activation_function: Option<String>,
+    pub hidden_act: Option<String>,
+    pub attention_bias: Option<bool>,
+    pub mlp_bias: Option<bool>,
+    pub tie_word_embeddings: Option<bool>,
+    pub resid_pdrop: Option<f64>,
+    pub embd_pdrop: Option<f64>,
+    pub attn_pdrop: Option<f64>,
+    pub attention_dropout: Option<f64>,
+    pub hidden_dropout_prob: Option<f64>,
+    pub attention_probs_dropout_prob: Option<f64>,
+    pub initializer_range: Option<f64>,
+    pub position_embedding_type: Option<String>,
+    pub rope_theta: Option<f64>,
+    pub rope_scaling: Option<Value>,
+    pub rope_parameters: Option<Value>,
+    /// Token ids are read leniently (a number, or a list whose first entry is canonical).
+    pub bos_token_id: Option<Value>,
+    pub eos_token_id: Option<Value>,
+    pub pad_token_id: Option<Value>,
+}
+
+impl HfConfig {
+    /// Deserialize, naming the field in type errors (`'hidden_size' must be a non-negative
+    /// integer (invalid type: string "wide")`).
+    pub fn parse(v: &Value) -> Result<Self> {
+        if !v.is_object() {
+            return Err(Error::Config("config.json must be a JSON object".into()));
+        }
+        serde_path_to_error::deserialize(v).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let (what, expected) = match inner.rsplit_once(", expected ") {
+                Some((what, expected)) => (what.to_string(), expected.to_string()),
+                None => (inner.clone(), String::new()),
+            };
+            let need = match expected.as_str() {
+                "usize" | "u64" | "u32" => "must be a non-negative integer",
+                "f64" | "f32" => "must be a number",
+                "a boolean" => "must be true or false",
+                "a string" => "must be a string",
+                _ => return Error::Config(format!("'{field}': {inner}")),
+            };
+            Error::Config(format!("'{field}' {need} ({what})"))
+        })
+    }
+
+    /// The first of `values` that is set, or an error naming `name`.
+    pub fn need(name: &str, values: &[Option<usize>]) -> Result<usize> {
+        values
+            .iter()
+            .find_map(|v| *v)
+            .ok_or_else(|| Error::Config(format!("missing '{name}'")))
+    }
+
+    /// A token id field: a number, or a list (its first entry); anything else is no id.
+    pub fn token_id(v: &Option<Value>) -> Option<u32> {
+        match v.as_ref()? {
+            Value::Number(n) => n.as_u64().and_then(|x| u32::try_from(x).ok()),
+            Value::Array(a) => a.first()?.as_u64().and_then(|x| u32::try_from(x).ok()),
+            _ => None,
         }
     }
-    Ok(None)
 }
 
-fn need_usize(obj: &Map<String, Value>, keys: &[&str]) -> Result<usize> {
-    get_usize(obj, keys)?.ok_or_else(|| Error::Config(format!("missing '{}'", keys[0])))
-}
-
-fn get_f64(obj: &Map<String, Value>, key: &str, default: f64) -> Result<f64> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| Error::Config(format!("'{key}' must be a number, got {v}"))),
-    }
-}
-
-fn get_bool(obj: &Map<String, Value>, key: &str, default: bool) -> Result<bool> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| Error::Config(format!("'{key}' must be true or false, got {v}"))),
-    }
-}
-
-fn get_token_id(obj: &Map<String, Value>, key: &str) -> Option<u32> {
-    match obj.get(key)? {
-        Value::Number(n) => n.as_u64().map(|x| x as u32),
-        // Some configs list several EOS ids; the first is the canonical one.
-        Value::Array(a) => a.first()?.as_u64().map(|x| x as u32),
-        _ => None,
-    }
-}
-
-/// Llama's rotary base: top-level `rope_theta` (transformers 4), else `rope_parameters.rope_theta`
-/// (transformers 5 writes it there), else 10000. Scaled variants (`rope_type` other than
-/// `default`, or a `rope_scaling`) are refused rather than silently run unscaled.
-fn rope_theta(obj: &Map<String, Value>) -> Result<f64> {
-    let params = obj.get("rope_parameters").and_then(Value::as_object);
-    for scaling in [
-        obj.get("rope_scaling"),
-        params.and_then(|p| p.get("rope_type")),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let kind = match scaling {
-            Value::Null => continue,
-            Value::Object(o) => o.get("rope_type").or_else(|| o.get("type")),
-            v => Some(v),
-        };
-        match kind.and_then(Value::as_str) {
-            None | Some("default") => {}
+impl TransformerConfig {
+    /// Parse a Hugging Face `config.json` value (`model_type` `gpt2`, `llama` or `bert`), or
+    /// tessera's own serialized config (an object with `"arch"` and no `model_type`).
+    pub fn from_hf_json(v: &Value) -> Result<Self> {
+        if v.get("model_type").is_none() && v.get("arch").is_some() {
+            let cfg: TransformerConfig = serde_path_to_error::deserialize(v)
+                .map_err(|e| Error::Config(format!("tessera config: {e}")))?;
+            cfg.validate()?;
+            return Ok(cfg);
+        }
+        let hf = HfConfig::parse(v)?;
+        let cfg = match hf.model_type.as_deref() {
+            Some("gpt2") => super::family::gpt2::config(&hf)?,
+            Some("llama") => super::family::llama::config(&hf)?,
+            Some("bert") => super::family::bert::config(&hf)?,
             Some(other) => {
                 return Err(Error::Config(format!(
-                    "rotary scaling '{other}' is not supported (only the default rotary embedding)"
+                    "unsupported model_type '{other}' (expected \"gpt2\", \"llama\" or \"bert\")"
                 )))
             }
-        }
-    }
-    match (obj.get("rope_theta"), params) {
-        (Some(v), _) if !v.is_null() => get_f64(obj, "rope_theta", 10000.0),
-        (_, Some(p)) => get_f64(p, "rope_theta", 10000.0),
-        _ => Ok(10000.0),
-    }
-}
-
-impl ModelConfig {
-    /// Parse a Hugging Face `config.json` value (`model_type` `gpt2` or `llama`).
-    pub fn from_hf_json(v: &Value) -> Result<Self> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| Error::Config("config.json must be a JSON object".into()))?;
-        let model_type = obj
-            .get("model_type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                Error::Config("missing 'model_type' (expected \"gpt2\" or \"llama\")".into())
-            })?;
-        let cfg = match model_type {
-            "gpt2" => {
-                let hidden = need_usize(obj, &["n_embd", "hidden_size"])?;
-                let heads = need_usize(obj, &["n_head", "num_attention_heads"])?;
-                let act = obj
-                    .get("activation_function")
-                    .and_then(Value::as_str)
-                    .unwrap_or("gelu_new");
-                let pdrop = get_f64(obj, "resid_pdrop", 0.0)? as f32;
-                ModelConfig {
-                    arch: Arch::Gpt2,
-                    vocab_size: need_usize(obj, &["vocab_size"])?,
-                    hidden_size: hidden,
-                    num_layers: need_usize(obj, &["n_layer", "num_hidden_layers"])?,
-                    num_heads: heads,
-                    num_kv_heads: heads,
-                    head_dim: hidden.checked_div(heads).unwrap_or(0),
-                    intermediate_size: get_usize(obj, &["n_inner"])?.unwrap_or(4 * hidden),
-                    max_position_embeddings: need_usize(
-                        obj,
-                        &["n_positions", "max_position_embeddings"],
-                    )?,
-                    norm: NormKind::LayerNorm,
-                    norm_eps: get_f64(obj, "layer_norm_epsilon", 1e-5)?,
-                    position: PositionKind::Learned,
-                    activation: Activation::parse(act)?,
-                    gated_mlp: false,
-                    bias: true,
-                    tie_word_embeddings: get_bool(obj, "tie_word_embeddings", true)?,
-                    dropout: pdrop,
-                    initializer_range: get_f64(obj, "initializer_range", 0.02)?,
-                    bos_token_id: get_token_id(obj, "bos_token_id"),
-                    eos_token_id: get_token_id(obj, "eos_token_id"),
-                }
-            }
-            "llama" => {
-                let hidden = need_usize(obj, &["hidden_size"])?;
-                let heads = need_usize(obj, &["num_attention_heads"])?;
-                let act = obj
-                    .get("hidden_act")
-                    .and_then(Value::as_str)
-                    .unwrap_or("silu");
-                let attn_bias = get_bool(obj, "attention_bias", false)?;
-                let mlp_bias = get_bool(obj, "mlp_bias", false)?;
-                if attn_bias != mlp_bias {
-                    return Err(Error::Config(
-                        "attention_bias and mlp_bias must be equal (mixed biases are not supported)".into(),
-                    ));
-                }
-                ModelConfig {
-                    arch: Arch::Llama,
-                    vocab_size: need_usize(obj, &["vocab_size"])?,
-                    hidden_size: hidden,
-                    num_layers: need_usize(obj, &["num_hidden_layers"])?,
-                    num_heads: heads,
-                    num_kv_heads: get_usize(obj, &["num_key_value_heads"])?.unwrap_or(heads),
-                    head_dim: get_usize(obj, &["head_dim"])?
-                        .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
-                    intermediate_size: need_usize(obj, &["intermediate_size"])?,
-                    max_position_embeddings: need_usize(obj, &["max_position_embeddings"])?,
-                    norm: NormKind::RmsNorm,
-                    norm_eps: get_f64(obj, "rms_norm_eps", 1e-6)?,
-                    position: PositionKind::Rotary {
-                        theta: rope_theta(obj)?,
-                    },
-                    activation: Activation::parse(act)?,
-                    gated_mlp: true,
-                    bias: attn_bias,
-                    tie_word_embeddings: get_bool(obj, "tie_word_embeddings", false)?,
-                    dropout: get_f64(obj, "attention_dropout", 0.0)? as f32,
-                    initializer_range: get_f64(obj, "initializer_range", 0.02)?,
-                    bos_token_id: get_token_id(obj, "bos_token_id"),
-                    eos_token_id: get_token_id(obj, "eos_token_id"),
-                }
-            }
-            other => {
-                return Err(Error::Config(format!(
-                    "unsupported model_type '{other}' (expected \"gpt2\" or \"llama\")"
-                )))
+            None => {
+                return Err(Error::Config(
+                    "missing 'model_type' (expected \"gpt2\", \"llama\" or \"bert\")".into(),
+                ))
             }
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Read and parse a `config.json` file.
+    /// Read and parse a `config.json` file (errors name the file).
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = crate::error::read_text(path)?;
@@ -266,6 +257,76 @@ impl ModelConfig {
             Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
             e => e,
         })
+    }
+
+    /// The Hugging Face `config.json` for this model.
+    pub fn to_hf_json(&self) -> Value {
+        let mut v = match self.arch {
+            Arch::Gpt2 => super::family::gpt2::to_hf(self),
+            Arch::Llama => super::family::llama::to_hf(self),
+            Arch::Bert => super::family::bert::to_hf(self),
+        };
+        let obj = v.as_object_mut().expect("object");
+        obj.insert("torch_dtype".into(), Value::from("float32"));
+        for (k, id) in [
+            ("bos_token_id", self.bos_token_id),
+            ("eos_token_id", self.eos_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ] {
+            if let Some(id) = id {
+                obj.insert(k.into(), Value::from(id));
+            }
+        }
+        v
+    }
+
+    /// The `config.json` a checkpoint of this model carries: its family's Hugging Face dialect
+    /// when that expresses this configuration exactly (transformers loads it), else tessera's own
+    /// dialect (e.g. a GPT-2 layout with sinusoidal positions, which no transformers class has).
+    pub fn to_config_json(&self) -> Value {
+        let hf = self.to_hf_json();
+        match Self::from_hf_json(&hf) {
+            Ok(c) if c == *self => hf,
+            _ => serde_json::to_value(self).expect("a config serializes"),
+        }
+    }
+
+    /// A decoder (causal self-attention, pre-norm): what `generate`, `chat` and LM training run.
+    pub fn is_decoder(&self) -> bool {
+        self.attention == AttentionKind::Causal
+    }
+
+    /// Fail unless this is a decoder-only language model; `what` names the use.
+    pub fn require_decoder(&self, what: &str) -> Result<()> {
+        if !self.is_decoder() {
+            return Err(Error::Config(format!(
+                "{what} needs a decoder (GPT-2 or Llama layout); this is a {:?} encoder",
+                self.arch
+            )));
+        }
+        if self.cross_attention || self.norm_placement != NormPlacement::Pre {
+            return Err(Error::Config(format!(
+                "{what} runs decoder-only pre-norm models; this one has {}",
+                if self.cross_attention {
+                    "a cross-attention slot (the decoder of an encoder-decoder)"
+                } else {
+                    "post-norm blocks"
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fail unless this is an encoder (bidirectional self-attention); `what` names the use.
+    pub fn require_encoder(&self, what: &str) -> Result<()> {
+        if self.attention == AttentionKind::Bidirectional {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "{what} needs an encoder (BERT layout); this is a {:?} decoder",
+                self.arch
+            )))
+        }
     }
 
     /// Check that the numbers fit together.
@@ -288,17 +349,14 @@ impl ModelConfig {
             self.max_position_embeddings,
             lim::MAX_CONTEXT,
         )?;
-        if self.vocab_size == 0 || self.hidden_size == 0 || self.num_layers == 0 {
-            return bad("vocab_size, hidden size and number of layers must be positive".into());
-        }
-        if self.num_heads == 0 || self.num_kv_heads == 0 {
-            return bad("the number of attention heads must be positive".into());
+        if self.type_vocab_size > 0 {
+            check("type_vocab_size", self.type_vocab_size, lim::MAX_TYPE_VOCAB)?;
         }
         if !self.hidden_size.is_multiple_of(self.num_heads)
             && self.head_dim * self.num_heads != self.hidden_size
         {
             return bad(format!(
-                "hidden size {} is not divisible by the number of heads {}",
+                "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_heads
             ));
         }
@@ -308,9 +366,6 @@ impl ModelConfig {
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim == 0 {
-            return bad("head_dim must be positive".into());
-        }
         if matches!(self.position, PositionKind::Rotary { .. }) && !self.head_dim.is_multiple_of(2)
         {
             return bad(format!(
@@ -318,125 +373,72 @@ impl ModelConfig {
                 self.head_dim
             ));
         }
-        if self.intermediate_size == 0 || self.max_position_embeddings == 0 {
-            return bad("intermediate size and max positions must be positive".into());
+        if self.position == PositionKind::Sinusoidal && !self.hidden_size.is_multiple_of(2) {
+            return bad(format!(
+                "sinusoidal positions need an even hidden size, got {}",
+                self.hidden_size
+            ));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        if let PositionKind::Rotary { theta } = self.position {
+            if !(theta.is_finite() && theta > 1.0) {
+                return bad(format!("rope_theta must be a number above 1, got {theta}"));
+            }
         }
-        if self.norm_eps <= 0.0 {
+        for (name, p) in [
+            ("dropout", self.dropout),
+            ("attention dropout", self.attention_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("{name} must be in [0, 1), got {p}"));
+            }
+        }
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
             return bad("norm epsilon must be positive".into());
+        }
+        if self.arch == Arch::Bert && self.attention != AttentionKind::Bidirectional {
+            return bad("the BERT layout is an encoder (bidirectional attention)".into());
+        }
+        if self.arch != Arch::Bert && self.attention != AttentionKind::Causal {
+            return bad(format!(
+                "the {:?} layout is a decoder (causal attention)",
+                self.arch
+            ));
         }
         Ok(())
     }
 
-    /// The Hugging Face `config.json` for this model.
-    pub fn to_hf_json(&self) -> Value {
-        let mut v = match self.arch {
-            Arch::Gpt2 => json!({
-                "architectures": ["GPT2LMHeadModel"],
-                "model_type": "gpt2",
-                "vocab_size": self.vocab_size,
-                "n_embd": self.hidden_size,
-                "n_layer": self.num_layers,
-                "n_head": self.num_heads,
-                "n_inner": self.intermediate_size,
-                "n_positions": self.max_position_embeddings,
-                "n_ctx": self.max_position_embeddings,
-                "activation_function": self.activation.hf_name(),
-                "layer_norm_epsilon": self.norm_eps,
-                "resid_pdrop": self.dropout,
-                "embd_pdrop": self.dropout,
-                "attn_pdrop": self.dropout,
-                "tie_word_embeddings": self.tie_word_embeddings,
-                "initializer_range": self.initializer_range,
-                "scale_attn_weights": true,
-            }),
-            Arch::Llama => {
-                let theta = match self.position {
-                    PositionKind::Rotary { theta } => theta,
-                    PositionKind::Learned => 10000.0,
-                };
-                json!({
-                    "architectures": ["LlamaForCausalLM"],
-                    "model_type": "llama",
-                    "vocab_size": self.vocab_size,
-                    "hidden_size": self.hidden_size,
-                    "num_hidden_layers": self.num_layers,
-                    "num_attention_heads": self.num_heads,
-                    "num_key_value_heads": self.num_kv_heads,
-                    "head_dim": self.head_dim,
-                    "intermediate_size": self.intermediate_size,
-                    "max_position_embeddings": self.max_position_embeddings,
-                    "hidden_act": self.activation.hf_name(),
-                    "rms_norm_eps": self.norm_eps,
-                    "rope_theta": theta,
-                    "attention_bias": self.bias,
-                    "mlp_bias": self.bias,
-                    "attention_dropout": self.dropout,
-                    "tie_word_embeddings": self.tie_word_embeddings,
-                    "initializer_range": self.initializer_range,
-                })
-            }
-        };
-        let obj = v.as_object_mut().expect("object");
-        obj.insert("torch_dtype".into(), json!("float32"));
-        if let Some(b) = self.bos_token_id {
-            obj.insert("bos_token_id".into(), json!(b));
-        }
-        if let Some(e) = self.eos_token_id {
-            obj.insert("eos_token_id".into(), json!(e));
-        }
-        v
-    }
-
-    /// Number of trainable parameters (tied head counted once).
+    /// Number of trainable parameters (tied head counted once; a BERT pooler not counted).
     pub fn num_params(&self) -> usize {
-        let c = self.hidden_size;
-        let q = self.num_heads * self.head_dim;
-        let kv = self.num_kv_heads * self.head_dim;
-        let b = usize::from(self.bias);
-        let norm = if self.norm == NormKind::LayerNorm {
-            2 * c
-        } else {
-            c
-        };
-        let attn = c * (q + 2 * kv) + b * (q + 2 * kv) + q * c + b * c;
-        let mlp = if self.gated_mlp {
-            3 * c * self.intermediate_size + b * (2 * self.intermediate_size + c)
-        } else {
-            2 * c * self.intermediate_size + b * (self.intermediate_size + c)
-        };
-        let pos = if self.position == PositionKind::Learned {
-            self.max_position_embeddings * c
-        } else {
-            0
-        };
-        let head = if self.tie_word_embeddings {
-            0
-        } else {
-            self.vocab_size * c
-        };
-        self.vocab_size * c + pos + self.num_layers * (attn + mlp + 2 * norm) + norm + head
+        super::params::param_specs(self)
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn gpt2_json() -> Value {
         json!({"model_type": "gpt2", "vocab_size": 100, "n_embd": 32, "n_layer": 2, "n_head": 4,
                "n_positions": 64, "activation_function": "gelu_new"})
     }
 
+    fn bert_json() -> Value {
+        json!({"model_type": "bert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "intermediate_size": 64})
+    }
+
     #[test]
     fn gpt2_roundtrip() {
-        let c = ModelConfig::from_hf_json(&gpt2_json()).unwrap();
+        let c = TransformerConfig::from_hf_json(&gpt2_json()).unwrap();
         assert_eq!(c.intermediate_size, 128);
         assert_eq!(c.head_dim, 8);
         assert!(c.tie_word_embeddings);
-        let c2 = ModelConfig::from_hf_json(&c.to_hf_json()).unwrap();
+        assert_eq!(c.norm_placement, NormPlacement::Pre);
+        let c2 = TransformerConfig::from_hf_json(&c.to_hf_json()).unwrap();
         assert_eq!(c, c2);
     }
 
@@ -445,10 +447,61 @@ mod tests {
         let v = json!({"model_type": "llama", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2,
                        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 64,
                        "max_position_embeddings": 64, "rope_theta": 500000.0});
-        let c = ModelConfig::from_hf_json(&v).unwrap();
+        let c = TransformerConfig::from_hf_json(&v).unwrap();
         assert_eq!(c.num_kv_heads, 2);
         assert_eq!(c.position, PositionKind::Rotary { theta: 500000.0 });
-        assert_eq!(ModelConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+        assert_eq!(TransformerConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn bert_is_a_post_norm_bidirectional_configuration() {
+        let c = TransformerConfig::from_hf_json(&bert_json()).unwrap();
+        assert_eq!(c.arch, Arch::Bert);
+        assert_eq!(c.norm_placement, NormPlacement::Post);
+        assert_eq!(c.attention, AttentionKind::Bidirectional);
+        assert_eq!(c.position, PositionKind::Learned);
+        assert!(c.embedding_norm);
+        assert_eq!(
+            (c.type_vocab_size, c.max_position_embeddings, c.pad_token_id),
+            (2, 512, Some(0))
+        );
+        assert_eq!((c.dropout, c.attention_dropout), (0.1, 0.1));
+        assert_eq!(c.norm_eps, 1e-12);
+        assert_eq!(TransformerConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+        assert!(c.require_decoder("generate").is_err());
+        assert!(c.require_encoder("embed").is_ok());
+        let mut v = bert_json();
+        v["position_embedding_type"] = json!("relative_key");
+        let e = TransformerConfig::from_hf_json(&v).unwrap_err().to_string();
+        assert!(e.contains("relative_key"), "{e}");
+    }
+
+    #[test]
+    fn tessera_dialect_roundtrip_and_sinusoidal() {
+        let mut c = TransformerConfig::from_hf_json(&gpt2_json()).unwrap();
+        c.position = PositionKind::Sinusoidal;
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["position"], json!({"kind": "sinusoidal"}));
+        assert_eq!(TransformerConfig::from_hf_json(&v).unwrap(), c);
+        // A checkpoint's config.json keeps it: the GPT-2 dialect cannot say "sinusoidal".
+        assert_eq!(c.to_config_json(), v);
+        let plain = TransformerConfig::from_hf_json(&gpt2_json()).unwrap();
+        assert_eq!(plain.to_config_json()["model_type"], "gpt2");
+        let mut bad = v.clone();
+        bad["wiggle"] = json!(1);
+        let e = TransformerConfig::from_hf_json(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wiggle"), "{e}");
+        c.hidden_size = 33;
+        c.num_heads = 3;
+        c.num_kv_heads = 3;
+        c.head_dim = 11;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("sinusoidal positions need an even hidden size"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -456,7 +509,7 @@ mod tests {
         let base = json!({"model_type": "llama", "vocab_size": 100, "hidden_size": 32,
                           "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
                           "max_position_embeddings": 64});
-        let theta = |v: &Value| match ModelConfig::from_hf_json(v).unwrap().position {
+        let theta = |v: &Value| match TransformerConfig::from_hf_json(v).unwrap().position {
             PositionKind::Rotary { theta } => theta,
             p => panic!("{p:?}"),
         };
@@ -469,36 +522,47 @@ mod tests {
         let mut v = base.clone();
         v["rope_parameters"] =
             json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0});
-        let e = ModelConfig::from_hf_json(&v).unwrap_err().to_string();
+        let e = TransformerConfig::from_hf_json(&v).unwrap_err().to_string();
         assert!(e.contains("rotary scaling 'llama3'"), "{e}");
         let mut v = base;
         v["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
-        assert!(ModelConfig::from_hf_json(&v).is_err());
+        assert!(TransformerConfig::from_hf_json(&v).is_err());
     }
 
     #[test]
     fn bad_configs_are_clear_errors() {
+        let err = |v: &Value| TransformerConfig::from_hf_json(v).unwrap_err().to_string();
         let mut v = gpt2_json();
         v["n_head"] = json!(5);
-        let e = ModelConfig::from_hf_json(&v).unwrap_err().to_string();
-        assert!(e.contains("not divisible"), "{e}");
+        assert!(err(&v).contains("not divisible"), "{}", err(&v));
         let mut v = gpt2_json();
         v["activation_function"] = json!("wiggle");
-        let e = ModelConfig::from_hf_json(&v).unwrap_err().to_string();
-        assert!(e.contains("unknown activation 'wiggle'"), "{e}");
-        let e = ModelConfig::from_hf_json(&json!({"model_type": "bert"}))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("unsupported model_type"), "{e}");
+        assert!(err(&v).contains("unknown activation 'wiggle'"));
+        assert!(err(&json!({"model_type": "t5"})).contains("unsupported model_type"));
+        assert!(err(&json!({"n_embd": 3})).contains("missing 'model_type'"));
         let mut v = gpt2_json();
         v["n_layer"] = json!(-1);
-        assert!(ModelConfig::from_hf_json(&v).is_err());
+        let e = err(&v);
+        assert!(
+            e.contains("'n_layer' must be a non-negative integer"),
+            "{e}"
+        );
+        let mut v = gpt2_json();
+        v["layer_norm_epsilon"] = json!("small");
+        assert!(err(&v).contains("'layer_norm_epsilon' must be a number"));
+        let mut v = gpt2_json();
+        v["tie_word_embeddings"] = json!("yes");
+        assert!(err(&v).contains("'tie_word_embeddings' must be true or false"));
         let mut v = gpt2_json();
         v["resid_pdrop"] = json!(1.5);
-        assert!(ModelConfig::from_hf_json(&v)
-            .unwrap_err()
-            .to_string()
-            .contains("dropout"));
+        assert!(err(&v).contains("dropout"));
+        let mut v = gpt2_json();
+        v.as_object_mut().unwrap().remove("n_embd");
+        assert!(err(&v).contains("missing 'n_embd'"));
+        let mut v = bert_json();
+        v.as_object_mut().unwrap().remove("hidden_size");
+        assert!(err(&v).contains("missing 'hidden_size'"));
+        assert!(err(&json!([1, 2])).contains("must be a JSON object"));
     }
 
     #[test]
@@ -507,8 +571,20 @@ mod tests {
         let v = json!({"model_type": "gpt2", "vocab_size": 50257, "n_embd": 768, "n_layer": 12,
                        "n_head": 12, "n_positions": 1024});
         assert_eq!(
-            ModelConfig::from_hf_json(&v).unwrap().num_params(),
+            TransformerConfig::from_hf_json(&v).unwrap().num_params(),
             124_439_808
+        );
+    }
+
+    #[test]
+    fn param_count_bert_base_shape() {
+        // bert-base-uncased without its pooler: 109,482,240 - 590,592 = 108,891,648.
+        let v = json!({"model_type": "bert", "vocab_size": 30522, "hidden_size": 768,
+                       "num_hidden_layers": 12, "num_attention_heads": 12,
+                       "intermediate_size": 3072});
+        assert_eq!(
+            TransformerConfig::from_hf_json(&v).unwrap().num_params(),
+            108_891_648
         );
     }
 }

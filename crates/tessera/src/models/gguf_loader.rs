@@ -7,8 +7,8 @@
 //! half-split layout (pairs `(i, i + D/2)`), so that permutation is undone here, as transformers'
 //! GGUF loader does.
 
-use super::config::ModelConfig;
-use super::decoder::Transformer;
+use super::config::TransformerConfig;
+use super::transformer::Transformer;
 use crate::kernels::quant::{QMatrix, QType};
 use crate::kernels::rotary;
 use crate::weights::{ggml_type_name, Gguf, TensorView};
@@ -18,7 +18,7 @@ use serde_json::json;
 use std::collections::HashMap;
 
 /// The Hugging Face `config.json` equivalent of a GGUF file's `llama.*` metadata.
-pub fn config_from_gguf(g: &Gguf) -> Result<ModelConfig> {
+pub fn config_from_gguf(g: &Gguf) -> Result<TransformerConfig> {
     let arch = g
         .architecture()?
         .ok_or_else(|| g.error("missing 'general.architecture'"))?;
@@ -87,7 +87,7 @@ pub fn config_from_gguf(g: &Gguf) -> Result<ModelConfig> {
         "bos_token_id": g.get_u64("tokenizer.ggml.bos_token_id")?,
         "eos_token_id": g.get_u64("tokenizer.ggml.eos_token_id")?,
     });
-    ModelConfig::from_hf_json(&v).map_err(|e| g.error(e.to_string()))
+    TransformerConfig::from_hf_json(&v).map_err(|e| g.error(e.to_string()))
 }
 
 /// The Hugging Face name of GGUF tensor `name`, if it is one the Llama model uses.

@@ -1,14 +1,17 @@
-//! Model configurations and the Transformer built from them.
+//! The one Transformer, its configuration, and the checkpoint families that configure it.
 
 pub mod block;
 pub mod config;
-pub mod decoder;
 pub mod encoder;
+pub mod family;
 pub mod gguf_loader;
 pub mod limits;
 pub mod params;
+pub mod transformer;
 
 pub use block::{Block, BlockDropout, CrossAttention, Memory, NormPlacement};
-pub use config::{Activation, Arch, ModelConfig, NormKind, PositionKind};
-pub use decoder::Transformer;
+pub use config::{
+    Activation, Arch, AttentionKind, HfConfig, NormKind, PositionKind, TransformerConfig,
+};
 pub use params::ParamStore;
+pub use transformer::Transformer;

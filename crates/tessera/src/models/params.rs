@@ -1,9 +1,10 @@
 //! Parameter names, shapes and initialization, and the trainable store.
 //!
-//! Names are the Hugging Face checkpoint names of the model's family, so loading and saving is a
+//! Names are the Hugging Face checkpoint names of the model's family ([`super::family`]), so loading and saving is a
 //! name lookup and a saved `model.safetensors` loads in transformers unchanged.
 
-use super::config::{Arch, ModelConfig, NormKind, PositionKind};
+use super::block::NormPlacement;
+use super::config::{NormKind, PositionKind, TransformerConfig};
 use crate::util::rng::Rng;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -57,80 +58,32 @@ pub struct ParamSpec {
     pub decay: bool,
 }
 
-/// Maps (layer index, part) to a tensor-name prefix.
-pub type LayerNamer = Box<dyn Fn(usize, &str) -> String + Send + Sync>;
+pub use super::family::{names, LayerNamer, Names};
 
-/// Tensor names for one family.
-pub struct Names {
-    pub wte: String,
-    pub wpe: String,
-    pub ln_f: String,
-    pub lm_head: String,
-    pub layer: LayerNamer,
+/// Every parameter of the model described by `cfg`, in a fixed order (Hugging Face names of its
+/// family).
+pub fn param_specs(cfg: &TransformerConfig) -> Vec<ParamSpec> {
+    param_specs_with(cfg, "", false)
 }
 
-/// Names of the tensors in `arch`'s checkpoints. Layer parts: ln1, ln2, qkv, q, k, v, o, fc, proj,
-/// gate, up, down.
-pub fn names(arch: Arch) -> Names {
-    match arch {
-        Arch::Gpt2 => Names {
-            wte: "transformer.wte.weight".into(),
-            wpe: "transformer.wpe.weight".into(),
-            ln_f: "transformer.ln_f".into(),
-            lm_head: "lm_head.weight".into(),
-            layer: Box::new(|i, part| {
-                let p = match part {
-                    "ln1" => "ln_1",
-                    "ln2" => "ln_2",
-                    "qkv" => "attn.c_attn",
-                    "o" => "attn.c_proj",
-                    "fc" => "mlp.c_fc",
-                    "proj" => "mlp.c_proj",
-                    // Not used by canonical GPT-2 configs; kept unique for completeness.
-                    other => other,
-                };
-                format!("transformer.h.{i}.{p}")
-            }),
-        },
-        Arch::Llama => Names {
-            wte: "model.embed_tokens.weight".into(),
-            wpe: "model.embed_positions.weight".into(),
-            ln_f: "model.norm".into(),
-            lm_head: "lm_head.weight".into(),
-            layer: Box::new(|i, part| {
-                let p = match part {
-                    "ln1" => "input_layernorm",
-                    "ln2" => "post_attention_layernorm",
-                    "q" => "self_attn.q_proj",
-                    "k" => "self_attn.k_proj",
-                    "v" => "self_attn.v_proj",
-                    "o" => "self_attn.o_proj",
-                    "gate" => "mlp.gate_proj",
-                    "up" => "mlp.up_proj",
-                    "down" => "mlp.down_proj",
-                    "fc" => "mlp.fc",
-                    "proj" => "mlp.proj",
-                    other => other,
-                };
-                format!("model.layers.{i}.{p}")
-            }),
-        },
-    }
-}
-
-/// GPT-2 stores projections as Conv1D (in, out); Llama as Linear (out, in).
-pub fn conv1d_layout(arch: Arch) -> bool {
-    arch == Arch::Gpt2
-}
-
-/// Every parameter of the model described by `cfg`, in a fixed order.
-pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
-    let n = names(cfg.arch);
+/// Every parameter of `cfg`'s model with names under `prefix` (BERT task checkpoints store the
+/// encoder under `bert.`), BERT's pooler included when `pooler`. Per block the order is the
+/// forward pass's: a pre-norm block lists each norm before its sublayer, a post-norm block after.
+/// Initialization: normal(`initializer_range`); a pre-norm decoder scales the projections that
+/// write into the residual stream by 1/sqrt(2 layers) and its position table by 1/2 (GPT-2).
+/// Weight decay only on projection matrices.
+pub fn param_specs_with(cfg: &TransformerConfig, prefix: &str, pooler: bool) -> Vec<ParamSpec> {
+    let n = names(cfg.arch, prefix);
     let (c, v, i_sz) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
     let std = cfg.initializer_range;
+    let pre = cfg.norm_placement == NormPlacement::Pre;
     // GPT-2's scaled init for projections that write into the residual stream.
-    let resid_std = std / (2.0 * cfg.num_layers as f64).sqrt();
-    let conv = conv1d_layout(cfg.arch);
+    let resid_std = if pre {
+        std / (2.0 * cfg.num_layers as f64).sqrt()
+    } else {
+        std
+    };
+    let conv = n.conv1d;
     let mut out = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, init: Init, decay: bool| {
         out.push(ParamSpec {
@@ -142,10 +95,19 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     };
     push(n.wte.clone(), vec![v, c], Init::Normal(std), false);
     if cfg.position == PositionKind::Learned {
+        let s = if pre { std / 2.0 } else { std };
         push(
             n.wpe.clone(),
             vec![cfg.max_position_embeddings, c],
-            Init::Normal(std / 2.0),
+            Init::Normal(s),
+            false,
+        );
+    }
+    if cfg.type_vocab_size > 0 {
+        push(
+            n.wtt.clone(),
+            vec![cfg.type_vocab_size, c],
+            Init::Normal(std),
             false,
         );
     }
@@ -155,6 +117,9 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
             push(format!("{prefix}.bias"), vec![c], Init::Zeros, false);
         }
     };
+    if cfg.embedding_norm {
+        norm(&mut push, n.ln_emb.clone());
+    }
     let q = cfg.num_heads * cfg.head_dim;
     let kv = cfg.num_kv_heads * cfg.head_dim;
     for l in 0..cfg.num_layers {
@@ -175,8 +140,10 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
                 push(format!("{}.bias", name(part)), vec![o], Init::Zeros, false);
             }
         };
-        norm(&mut push, name("ln1"));
-        if cfg.arch == Arch::Gpt2 {
+        if pre {
+            norm(&mut push, name("ln1"));
+        }
+        if n.fused_qkv {
             linear(&mut push, "qkv", c, q + 2 * kv, std);
         } else {
             linear(&mut push, "q", c, q, std);
@@ -184,7 +151,24 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
             linear(&mut push, "v", c, kv, std);
         }
         linear(&mut push, "o", q, c, resid_std);
-        norm(&mut push, name("ln2"));
+        if !pre {
+            norm(&mut push, name("ln1"));
+        }
+        if cfg.cross_attention {
+            if pre {
+                norm(&mut push, name("lnx"));
+            }
+            linear(&mut push, "xq", c, q, std);
+            linear(&mut push, "xk", c, kv, std);
+            linear(&mut push, "xv", c, kv, std);
+            linear(&mut push, "xo", q, c, resid_std);
+            if !pre {
+                norm(&mut push, name("lnx"));
+            }
+        }
+        if pre {
+            norm(&mut push, name("ln2"));
+        }
         if cfg.gated_mlp {
             linear(&mut push, "gate", c, i_sz, std);
             linear(&mut push, "up", c, i_sz, std);
@@ -193,10 +177,24 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
             linear(&mut push, "fc", c, i_sz, std);
             linear(&mut push, "proj", i_sz, c, resid_std);
         }
+        if !pre {
+            norm(&mut push, name("ln2"));
+        }
     }
-    norm(&mut push, n.ln_f.clone());
-    if !cfg.tie_word_embeddings {
+    if pre {
+        norm(&mut push, n.ln_f.clone());
+    }
+    if cfg.is_decoder() && !cfg.tie_word_embeddings {
         push(n.lm_head.clone(), vec![v, c], Init::Normal(std), true);
+    }
+    if pooler {
+        push(
+            format!("{}.weight", n.pooler),
+            vec![c, c],
+            Init::Normal(std),
+            true,
+        );
+        push(format!("{}.bias", n.pooler), vec![c], Init::Zeros, false);
     }
     out
 }
@@ -209,7 +207,12 @@ pub struct ParamStore {
 
 impl ParamStore {
     /// Fresh parameters initialized from `rng`.
-    pub fn init(cfg: &ModelConfig, rng: &mut Rng, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn init(
+        cfg: &TransformerConfig,
+        rng: &mut Rng,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let specs = param_specs(cfg);
         let mut vars = Vec::with_capacity(specs.len());
         for s in &specs {
@@ -221,7 +224,7 @@ impl ParamStore {
 
     /// Parameters from a map of tensors (shapes checked), made trainable.
     pub fn from_tensors(
-        cfg: &ModelConfig,
+        cfg: &TransformerConfig,
         tensors: &HashMap<String, Tensor>,
         dtype: DType,
         path: &Path,

@@ -9,10 +9,10 @@
 
 use super::{encoder_tokenizer, Truncation};
 use crate::models::encoder::{
-    bert_param_specs, detect_prefix, load_float_tensors, Bert, BertConfig, BlockDropout, Packed,
+    bert_param_specs, detect_prefix, load_float_tensors, BlockDropout, Packed,
 };
 use crate::models::params::{Init, ParamSpec};
-use crate::models::ParamStore;
+use crate::models::{ParamStore, Transformer, TransformerConfig};
 use crate::nn::{Dropout, Linear};
 use crate::util::rng::Rng;
 use crate::weights::safetensors::safetensors_bytes;
@@ -44,12 +44,12 @@ impl HeadKind {
 /// An encoder with a classification head and its tokenizer.
 pub struct Classifier {
     pub kind: HeadKind,
-    pub cfg: BertConfig,
+    pub cfg: TransformerConfig,
     /// Label names, index = class id.
     pub labels: Vec<String>,
     /// Longest input in tokens (special tokens included).
     pub max_len: usize,
-    pub bert: Bert,
+    pub bert: Transformer,
     /// (L, C) + (L)
     pub classifier: Linear,
     pub tokenizer: tokenizers::Tokenizer,
@@ -62,7 +62,11 @@ pub struct Classifier {
 }
 
 /// Every trainable parameter of the model with a head of `n_labels` outputs.
-pub fn head_param_specs(cfg: &BertConfig, kind: HeadKind, n_labels: usize) -> Vec<ParamSpec> {
+pub fn head_param_specs(
+    cfg: &TransformerConfig,
+    kind: HeadKind,
+    n_labels: usize,
+) -> Vec<ParamSpec> {
     let mut specs = bert_param_specs(cfg, "bert.", kind == HeadKind::Sequence);
     let c = cfg.hidden_size;
     specs.push(ParamSpec {
@@ -86,7 +90,7 @@ impl Classifier {
     /// projections, LayerNorm weight 1 and bias 0, biases 0, the padding row of the word
     /// embeddings 0), drawn from `rng`.
     pub fn init_scratch(
-        cfg: &BertConfig,
+        cfg: &TransformerConfig,
         kind: HeadKind,
         n_labels: usize,
         rng: &mut Rng,
@@ -97,11 +101,10 @@ impl Classifier {
         let mut vars = Vec::with_capacity(specs.len());
         for s in &specs {
             let mut t = s.init_tensor(rng, device)?;
-            if s.name.ends_with("word_embeddings.weight")
-                && (cfg.pad_token_id as usize) < cfg.vocab_size
-            {
+            let pad = cfg.pad_token_id.map_or(usize::MAX, |p| p as usize);
+            if s.name.ends_with("word_embeddings.weight") && pad < cfg.vocab_size {
                 let (v, c) = t.dims2()?;
-                let p = cfg.pad_token_id as usize;
+                let p = pad;
                 let zero = Tensor::zeros((1, c), DType::F32, device)?;
                 let mut parts = Vec::with_capacity(3);
                 if p > 0 {
@@ -126,8 +129,9 @@ impl Classifier {
         n_labels: usize,
         rng: &mut Rng,
         device: &Device,
-    ) -> Result<(BertConfig, ParamStore)> {
-        let cfg = BertConfig::from_file(&dir.join("config.json"))?;
+    ) -> Result<(TransformerConfig, ParamStore)> {
+        let cfg = TransformerConfig::from_file(dir.join("config.json"))?;
+        cfg.require_encoder("fine-tuning a classifier")?;
         let (tensors, st) = load_float_tensors(dir, DType::F32, device)?;
         let prefix = detect_prefix(&tensors);
         let specs = head_param_specs(&cfg, kind, n_labels);
@@ -165,7 +169,7 @@ impl Classifier {
     /// The model over `params` (gradients reach them).
     pub fn from_params(
         kind: HeadKind,
-        cfg: &BertConfig,
+        cfg: &TransformerConfig,
         params: &ParamStore,
         labels: Vec<String>,
         max_len: usize,
@@ -188,7 +192,7 @@ impl Classifier {
     #[allow(clippy::too_many_arguments)]
     fn from_tensors(
         kind: HeadKind,
-        cfg: &BertConfig,
+        cfg: &TransformerConfig,
         t: &HashMap<String, Tensor>,
         labels: Vec<String>,
         max_len: usize,
@@ -196,7 +200,7 @@ impl Classifier {
         tokenizer_json: String,
         path: &Path,
     ) -> Result<Self> {
-        let bert = Bert::from_tensors(cfg, t, "bert.", path)?;
+        let bert = Transformer::from_tensors_prefixed(cfg, t, "bert.", path)?;
         if kind == HeadKind::Sequence && bert.pooler.is_none() {
             return Err(Error::checkpoint(
                 path,
@@ -226,8 +230,9 @@ impl Classifier {
         let text = crate::error::read_text(&cfg_path)?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?;
-        let cfg = BertConfig::from_hf_json(&v)
+        let cfg = TransformerConfig::from_hf_json(&v)
             .map_err(|e| Error::Config(format!("{}: {e}", cfg_path.display())))?;
+        cfg.require_encoder("a classifier")?;
         let arch = v["architectures"]
             .get(0)
             .and_then(Value::as_str)
@@ -359,7 +364,7 @@ impl Classifier {
     ) -> Result<Tensor> {
         let h = self
             .bert
-            .forward(ids, Some(mask), None, drop.as_deref_mut())?; // (B, T, C)
+            .encode(ids, Some(mask), None, drop.as_deref_mut())?; // (B, T, C)
         let x = match self.kind {
             HeadKind::Sequence => self.bert.pool(&h)?, // (B, C)
             HeadKind::Token => h,
@@ -384,7 +389,7 @@ impl Classifier {
         rows: Option<&Tensor>,
         mut drop: Option<&mut BlockDropout<'_>>,
     ) -> Result<Tensor> {
-        let h = self.bert.forward_packed(packed, drop.as_deref_mut())?; // (N, C)
+        let h = self.bert.encode_packed(packed, drop.as_deref_mut())?; // (N, C)
         let x = match (self.kind, rows) {
             (HeadKind::Sequence, _) => self.bert.pool_packed(&h, packed)?, // (B, C)
             (HeadKind::Token, Some(r)) => h.index_select(r, 0)?,           // (R, C)

@@ -4,7 +4,8 @@
 //! optionally L2-normalized.
 
 use super::{encoder_tokenizer, length_buckets};
-use crate::models::encoder::{Bert, Packed};
+use crate::models::encoder::Packed;
+use crate::models::Transformer;
 use crate::{Error, Result};
 use candle_core::{DType, Device};
 use serde_json::Value;
@@ -161,7 +162,7 @@ pub fn pool(hidden: &[f32], c: usize, offsets: &[usize], poolings: &[Pooling]) -
 
 /// A sentence-embedding model.
 pub struct Embedder {
-    pub model: Bert,
+    pub model: Transformer,
     pub cfg: SentenceConfig,
     tokenizer: tokenizers::Tokenizer,
 }
@@ -184,7 +185,8 @@ impl Embedder {
                 )));
             }
         }
-        let model = Bert::load_dir(dir, DType::F32, device)?;
+        let model = Transformer::load_dir(dir, DType::F32, device)?;
+        model.cfg.require_encoder("embedding")?;
         let cfg = SentenceConfig::from_dir(dir, model.cfg.max_position_embeddings)?;
         let tokenizer = encoder_tokenizer(&dir.join("tokenizer.json"), cfg.max_seq_length)?;
         Ok(Embedder {
@@ -237,7 +239,7 @@ impl Embedder {
             return Err(Error::Input("cannot embed an empty token sequence".into()));
         }
         let packed = Packed::new(seqs, self.model.device())?;
-        let hidden = self.model.forward_packed(&packed, None)?; // (N, C)
+        let hidden = self.model.encode_packed(&packed, None)?; // (N, C)
         let c = hidden.dim(1)?;
         let flat = hidden
             .to_dtype(DType::F32)?

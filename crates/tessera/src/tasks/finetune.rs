@@ -522,7 +522,7 @@ pub fn finetune(
     });
     let (hidden_p, attn_p) = match opts.dropout {
         Some(p) => (p, p),
-        None => (cfg.hidden_dropout, cfg.attention_dropout),
+        None => (cfg.dropout, cfg.attention_dropout),
     };
     if opts.mlm_epochs > 0 {
         let mut seqs: Vec<Vec<u32>> = train.iter().map(|e| e.ids.clone()).collect();

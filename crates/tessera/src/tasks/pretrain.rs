@@ -5,9 +5,10 @@
 //! encoder's weights carry over. For small data trained from scratch this is what lifts a
 //! transformer above a bag-of-n-grams baseline.
 
-use crate::models::encoder::{Bert, BertConfig, BlockDropout, Packed};
+use crate::models::encoder::{BlockDropout, Packed};
 use crate::models::params::{Init, ParamSpec};
 use crate::models::ParamStore;
+use crate::models::{Transformer, TransformerConfig};
 use crate::nn::{Linear, Norm};
 use crate::train::data::epoch_batches;
 use crate::train::optim::AdamW;
@@ -48,7 +49,7 @@ pub struct MlmTokens {
 }
 
 /// The MLM head's parameters (`cls.predictions.*`, Hugging Face `BertForMaskedLM` names).
-fn head_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
+fn head_specs(cfg: &TransformerConfig) -> Vec<ParamSpec> {
     let c = cfg.hidden_size;
     let spec = |name: &str, shape: Vec<usize>, init: Init, decay: bool| ParamSpec {
         name: name.into(),
@@ -136,7 +137,7 @@ fn mask_sequence(
 /// and epoch.
 #[allow(clippy::too_many_arguments)]
 pub fn pretrain_mlm(
-    cfg: &BertConfig,
+    cfg: &TransformerConfig,
     params: &ParamStore,
     seqs: &[Vec<u32>],
     tokens: &MlmTokens,
@@ -182,7 +183,7 @@ pub fn pretrain_mlm(
         store.specs.push(s);
     }
     let t = store.tensors();
-    let bert = Bert::from_tensors(cfg, &t, "bert.", Path::new("<parameters>"))?;
+    let bert = Transformer::from_tensors_prefixed(cfg, &t, "bert.", Path::new("<parameters>"))?;
     let get = |n: &str| {
         t.get(n)
             .cloned()
@@ -195,7 +196,7 @@ pub fn pretrain_mlm(
     let norm = Norm::LayerNorm {
         weight: get("cls.predictions.transform.LayerNorm.weight")?,
         bias: get("cls.predictions.transform.LayerNorm.bias")?,
-        eps: cfg.layer_norm_eps,
+        eps: cfg.norm_eps,
     };
     let decoder = Linear::new(
         get("bert.embeddings.word_embeddings.weight")?,
@@ -271,11 +272,11 @@ impl Observer for EpochLosses<'_> {
 /// Masked language modelling as an [`Objective`] of the one loop.
 struct MlmObjective<'a> {
     store: &'a ParamStore,
-    bert: &'a Bert,
+    bert: &'a Transformer,
     transform: &'a Linear,
     norm: &'a Norm,
     decoder: &'a Linear,
-    cfg: &'a BertConfig,
+    cfg: &'a TransformerConfig,
     seqs: &'a [&'a Vec<u32>],
     lens: Vec<usize>,
     tokens: &'a MlmTokens,
@@ -334,7 +335,7 @@ impl Objective for MlmObjective<'_> {
             attention: opts.attention_dropout,
             rng,
         };
-        let h = self.bert.forward_packed(&packed, Some(&mut drop))?; // (N, C)
+        let h = self.bert.encode_packed(&packed, Some(&mut drop))?; // (N, C)
         let h = h.index_select(&Tensor::new(rows.as_slice(), device)?, 0)?; // (R, C)
         let x = crate::nn::mlp::activate(&self.transform.forward(&h)?, cfg.activation)?;
         let logits = self.decoder.forward(&self.norm.forward(&x)?)?; // (R, V)

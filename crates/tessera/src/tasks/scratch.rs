@@ -4,7 +4,7 @@
 //! The config's `vocab_size` is the tokenizer trainer's target (unless overridden); the model's
 //! `vocab_size` and `pad_token_id` are then taken from the tokenizer, so they always agree.
 
-use crate::models::encoder::BertConfig;
+use crate::models::TransformerConfig;
 use crate::tokenizer::wordpiece::{bert_pad_id, train_wordpiece, WordPieceOptions};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -36,7 +36,7 @@ pub fn is_scratch_config(model: &Path) -> bool {
 /// Read an encoder config for training from scratch: it must be a JSON object with
 /// `"model_type": "bert"` and valid sizes (`vocab_size` and `pad_token_id` may be left out).
 /// Returns the config and the `vocab_size` it asked for, if any.
-pub fn read_scratch_config(path: &Path) -> Result<(BertConfig, Option<usize>)> {
+pub fn read_scratch_config(path: &Path) -> Result<(TransformerConfig, Option<usize>)> {
     let named = |e: Error| Error::Config(format!("{}: {}", path.display(), strip_kind(&e)));
     let text = crate::error::read_text(path)?;
     let mut v: Value = serde_json::from_str(&text)
@@ -73,7 +73,7 @@ pub fn read_scratch_config(path: &Path) -> Result<(BertConfig, Option<usize>)> {
     };
     // The tokenizer decides the final vocabulary; a placeholder lets the rest be checked now.
     o.insert("vocab_size".into(), Value::from(asked.unwrap_or(1) as u64));
-    let cfg = BertConfig::from_hf_json(&v).map_err(named)?;
+    let cfg = TransformerConfig::from_hf_json(&v).map_err(named)?;
     Ok((cfg, asked))
 }
 
@@ -92,7 +92,7 @@ pub fn scratch_encoder(
     config: &Path,
     texts: &[&str],
     tok: &ScratchTokenizer<'_>,
-) -> Result<(BertConfig, Tokenizer)> {
+) -> Result<(TransformerConfig, Tokenizer)> {
     let (mut cfg, asked) = read_scratch_config(config)?;
     let tokenizer = match tok.file {
         Some(p) => Tokenizer::from_file(p)?,
@@ -111,7 +111,7 @@ pub fn scratch_encoder(
             train_wordpiece(texts, &opts)?
         }
     };
-    cfg.pad_token_id = bert_pad_id(tokenizer.inner())?;
+    cfg.pad_token_id = Some(bert_pad_id(tokenizer.inner())?);
     cfg.vocab_size = tokenizer.vocab_size();
     cfg.validate()?;
     Ok((cfg, tokenizer))
@@ -138,7 +138,7 @@ mod tests {
         let texts = ["很好很好", "太差了", "good food", "bad food"];
         let (cfg, tok) = scratch_encoder(f.path(), &texts, &Default::default()).unwrap();
         assert_eq!(cfg.vocab_size, tok.vocab_size());
-        assert_eq!(cfg.pad_token_id, 0);
+        assert_eq!(cfg.pad_token_id, Some(0));
         assert_eq!(cfg.hidden_size, 32);
     }
 

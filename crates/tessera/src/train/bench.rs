@@ -5,7 +5,7 @@
 use super::optim::AdamW;
 use super::run::{EvalAt, Micro, Objective, Observer, Plan, RunState};
 use super::schedule::Schedule;
-use crate::models::{ModelConfig, ParamStore, Transformer};
+use crate::models::{ParamStore, Transformer, TransformerConfig};
 use crate::util::rng::Rng;
 use crate::Result;
 use candle_core::{DType, Device, Tensor};
@@ -77,10 +77,10 @@ pub struct BenchTrainResult {
 }
 
 /// The model `opts` describes.
-pub fn bench_config(opts: &BenchTrainOptions) -> Result<ModelConfig> {
+pub fn bench_config(opts: &BenchTrainOptions) -> Result<TransformerConfig> {
     match opts.arch.as_str() {
         "gpt2" => {
-            let mut cfg = ModelConfig::from_hf_json(&serde_json::json!({
+            let mut cfg = TransformerConfig::from_hf_json(&serde_json::json!({
                 "model_type": "gpt2", "vocab_size": opts.vocab_size, "n_embd": opts.n_embd,
                 "n_layer": opts.n_layer, "n_head": opts.n_head, "n_positions": opts.block_size,
                 "resid_pdrop": opts.dropout,
@@ -88,7 +88,7 @@ pub fn bench_config(opts: &BenchTrainOptions) -> Result<ModelConfig> {
             cfg.bias = opts.bias;
             Ok(cfg)
         }
-        "llama" => ModelConfig::from_hf_json(&serde_json::json!({
+        "llama" => TransformerConfig::from_hf_json(&serde_json::json!({
             "model_type": "llama", "vocab_size": opts.vocab_size, "hidden_size": opts.n_embd,
             "num_hidden_layers": opts.n_layer, "num_attention_heads": opts.n_head,
             "num_key_value_heads": opts.n_kv_head.unwrap_or((opts.n_head / 2).max(1)),
@@ -175,8 +175,9 @@ impl Objective for RandomTokens<'_> {
         let x = all.narrow(1, 0, t)?.contiguous()?;
         let y = all.narrow(1, 1, t)?.contiguous()?;
         let mut drop_rng = rng.fork();
-        let mut d = crate::nn::Dropout {
-            p: o.dropout,
+        let mut d = crate::models::BlockDropout {
+            hidden: o.dropout,
+            attention: o.dropout,
             rng: &mut drop_rng,
         };
         let drop = if o.dropout > 0.0 { Some(&mut d) } else { None };

@@ -13,7 +13,7 @@
 
 use super::data::BatcherState;
 use super::TrainConfig;
-use crate::models::{ModelConfig, ParamStore, Transformer};
+use crate::models::{ParamStore, Transformer, TransformerConfig};
 use crate::tokenizer::Tokenizer;
 use crate::util::fs::{replace_dir, write_atomic};
 use crate::util::rng::Rng;
@@ -49,7 +49,7 @@ pub struct TrainerState {
 /// Write a checkpoint directory at `dir` atomically.
 pub fn save(
     dir: &Path,
-    cfg: &ModelConfig,
+    cfg: &TransformerConfig,
     params: &ParamStore,
     tok: &Tokenizer,
     m: &[Tensor],
@@ -74,7 +74,7 @@ pub fn save(
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     write_atomic(
         &tmp.join("config.json"),
-        serde_json::to_string_pretty(&cfg.to_hf_json())?.as_bytes(),
+        serde_json::to_string_pretty(&cfg.to_config_json())?.as_bytes(),
     )?;
     write_atomic(
         &tmp.join("model.safetensors"),
@@ -99,7 +99,7 @@ pub fn save(
 
 /// A checkpoint read back for resuming.
 pub struct Loaded {
-    pub cfg: ModelConfig,
+    pub cfg: TransformerConfig,
     pub params: ParamStore,
     pub tokenizer: Tokenizer,
     pub m: Vec<Tensor>,
@@ -120,7 +120,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     if !dir.is_dir() {
         return Err(Error::checkpoint(dir, "no such checkpoint directory"));
     }
-    let cfg = ModelConfig::from_file(need(dir, "config.json")?)?;
+    let cfg = TransformerConfig::from_file(need(dir, "config.json")?)?;
     let st = need(dir, "model.safetensors")?;
     let params = ParamStore::from_tensors(&cfg, &load_safetensors(&st, device)?, DType::F32, &st)?;
     let tokenizer = Tokenizer::from_file(need(dir, "tokenizer.json")?)?;

@@ -278,16 +278,17 @@ pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::ModelConfig;
+    use crate::models::TransformerConfig;
     use crate::util::rng::Rng;
     use candle_core::Device;
 
     #[test]
     fn fused_cpu_update_equals_tensor_reference() {
-        let cfg =
-            ModelConfig::from_hf_json(&serde_json::json!({"model_type": "gpt2", "vocab_size": 20,
-            "n_embd": 8, "n_layer": 1, "n_head": 2, "n_positions": 8}))
-            .unwrap();
+        let cfg = TransformerConfig::from_hf_json(
+            &serde_json::json!({"model_type": "gpt2", "vocab_size": 20,
+            "n_embd": 8, "n_layer": 1, "n_head": 2, "n_positions": 8}),
+        )
+        .unwrap();
         let mut rng = Rng::new(1);
         let a = ParamStore::init(&cfg, &mut rng, DType::F32, &Device::Cpu).unwrap();
         let b = ParamStore::init(&cfg, &mut Rng::new(1), DType::F32, &Device::Cpu).unwrap();

@@ -10,8 +10,7 @@ use super::run::{optimizer_step, EvalAt, Evaluation, Micro, Objective, Plan, Run
 pub use super::run::{Ended, StepStats};
 use super::schedule::Schedule;
 use super::TrainConfig;
-use crate::models::{ModelConfig, ParamStore, Transformer};
-use crate::nn::Dropout;
+use crate::models::{BlockDropout, ParamStore, Transformer, TransformerConfig};
 use crate::tokenizer::Tokenizer;
 use crate::util::rng::Rng;
 use crate::{Error, Result};
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// A training run in memory.
 pub struct Trainer {
-    pub model_cfg: ModelConfig,
+    pub model_cfg: TransformerConfig,
     pub cfg: TrainConfig,
     pub params: ParamStore,
     pub model: Transformer,
@@ -43,7 +42,7 @@ pub struct Trainer {
 impl Trainer {
     /// A fresh run: parameters initialized from the seed.
     pub fn new(
-        model_cfg: ModelConfig,
+        model_cfg: TransformerConfig,
         cfg: TrainConfig,
         tokenizer: Tokenizer,
         data: TokenData,
@@ -51,6 +50,7 @@ impl Trainer {
     ) -> Result<Self> {
         cfg.validate()?;
         model_cfg.validate()?;
+        model_cfg.require_decoder("language-model training")?;
         if tokenizer.vocab_size() > model_cfg.vocab_size {
             return Err(Error::Config(format!(
                 "the tokenizer has {} tokens but the model's vocab_size is {}",
@@ -230,7 +230,7 @@ struct LmObjective<'t> {
     model: &'t Transformer,
     params: &'t ParamStore,
     cfg: &'t TrainConfig,
-    model_cfg: &'t ModelConfig,
+    model_cfg: &'t TransformerConfig,
     data: &'t TokenData,
     batcher: &'t mut Batcher,
     tokenizer: &'t Tokenizer,
@@ -245,7 +245,7 @@ struct LmObjective<'t> {
 
 fn lm_micro(
     model: &Transformer,
-    model_cfg: &ModelConfig,
+    model_cfg: &TransformerConfig,
     cfg: &TrainConfig,
     data: &TokenData,
     batcher: &mut Batcher,
@@ -253,9 +253,13 @@ fn lm_micro(
     rng: &mut Rng,
 ) -> Result<Option<Micro>> {
     let (x, y) = batcher.next_batch(&data.train, cfg.batch_size, device)?;
-    let p = model_cfg.dropout;
-    let loss = if p > 0.0 {
-        let mut d = Dropout { p, rng };
+    let (hidden, attention) = (model_cfg.dropout, model_cfg.attention_dropout);
+    let loss = if hidden > 0.0 || attention > 0.0 {
+        let mut d = BlockDropout {
+            hidden,
+            attention,
+            rng,
+        };
         model.loss(&x, &y, Some(&mut d))?
     } else {
         model.loss(&x, &y, None)?
