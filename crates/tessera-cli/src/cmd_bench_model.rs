@@ -41,6 +41,10 @@ pub struct BenchModelArgs {
     /// `decode_prompt_ids`) instead of tokenizing the same texts here.
     #[arg(long)]
     prompts: Option<PathBuf>,
+    /// Also measure the aggregate decode throughput of N sequences stepped together (one
+    /// batched product per weight per step, as `tessera serve` runs its requests).
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -140,6 +144,37 @@ pub fn run(a: BenchModelArgs) -> Result<()> {
     };
     let decode_short = decode(&short)?;
     let decode_long = decode(&prefill)?;
+    // N sequences decoded together: the short prompt, each with its own cache, stepped at once.
+    let mut batched_tps = None;
+    if a.parallel > 1 {
+        let n = a.parallel;
+        let cap = (short.len() + a.decode_tokens + 1).min(model.cfg.max_position_embeddings);
+        let mut states = (0..n)
+            .map(|_| model.new_state(cap))
+            .collect::<tessera::Result<Vec<_>>>()?;
+        let mut batch = model.new_batch();
+        let mut times = Vec::new();
+        for rep in 0..=a.reps {
+            let mut next = Vec::with_capacity(n);
+            for st in states.iter_mut() {
+                st.clear();
+                next.push(argmax(model.forward(st, &short)?));
+            }
+            let t = Instant::now();
+            for _ in 0..a.decode_tokens {
+                let mut refs: Vec<_> = states.iter_mut().collect();
+                let logits = model.step(&mut batch, &mut refs, &next)?;
+                let v = model.cfg.vocab_size;
+                for (i, x) in next.iter_mut().enumerate() {
+                    *x = argmax(&logits[i * v..(i + 1) * v]);
+                }
+            }
+            if rep > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        batched_tps = Some((n * a.decode_tokens) as f64 / median(times));
+    }
     let prefill_tps = prefill.len() as f64 / median(prefill_s.clone());
     let decode_tps = a.decode_tokens as f64 / decode_short;
     let decode_long_tps = a.decode_tokens as f64 / decode_long;
@@ -163,6 +198,13 @@ pub fn run(a: BenchModelArgs) -> Result<()> {
     );
     println!("prefill_tokens_per_s: {prefill_tps:.1}");
     println!("decode_tokens_per_s: {decode_tps:.1}");
+    if let Some(b) = batched_tps {
+        println!(
+            "decode_{}_parallel_tokens_per_s: {b:.1} ({:.2}x one sequence)",
+            a.parallel,
+            b / decode_tps
+        );
+    }
     println!("peak_rss_mib: {peak:.1}");
     Ok(())
 }

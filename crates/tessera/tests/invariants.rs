@@ -108,6 +108,47 @@ fn kv_cache_decoding_equals_full_forward_and_the_tensor_model() {
     }
 }
 
+/// A batched decode step (several sequences at different positions, one product per weight)
+/// equals each sequence's own step, for every layout.
+#[test]
+fn batched_decode_step_equals_each_sequence_alone() {
+    for (name, cfg) in configs() {
+        let (p, _) = model(&cfg, DType::F32);
+        let engine =
+            tessera::infer::Decoder::from_tensors(&cfg, &p.tensors(), std::path::Path::new(name))
+                .unwrap();
+        let v = cfg.vocab_size;
+        let prompts: [&[u32]; 3] = [&[3, 9, 27, 1], &[44], &[17, 8, 8, 30, 2, 5, 6]];
+        let mut alone: Vec<_> = prompts
+            .iter()
+            .map(|_| engine.new_state(16).unwrap())
+            .collect();
+        let mut together: Vec<_> = prompts
+            .iter()
+            .map(|_| engine.new_state(16).unwrap())
+            .collect();
+        for (i, p) in prompts.iter().enumerate() {
+            engine.forward(&mut alone[i], p).unwrap();
+            engine.forward(&mut together[i], p).unwrap();
+        }
+        let mut batch = engine.new_batch();
+        for step in 0..4u32 {
+            let ids = [step + 1, step + 10, step + 20];
+            let mut refs: Vec<_> = together.iter_mut().collect();
+            let rows = engine.step(&mut batch, &mut refs, &ids).unwrap().to_vec();
+            for (i, st) in alone.iter_mut().enumerate() {
+                let one = engine.forward(st, &[ids[i]]).unwrap();
+                let d = one
+                    .iter()
+                    .zip(&rows[i * v..(i + 1) * v])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(d < 1e-5, "{name}: sequence {i} step {step}: {d}");
+            }
+        }
+    }
+}
+
 #[test]
 fn tiny_model_overfits_one_batch() {
     for (name, cfg) in configs() {

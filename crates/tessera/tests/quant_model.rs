@@ -297,6 +297,80 @@ fn kv_cache_decoding_equals_one_pass() {
     assert!(worst < 1e-3 && d2 < 1e-3, "{worst} {d2}");
 }
 
+/// A decode step over several sequences at once (one product over the quantized weights for all
+/// of them, each attending to its own cache) gives each sequence the logits it gets alone; a
+/// prefix copied from another state (the prefix cache) equals computing it.
+#[test]
+fn batched_step_equals_each_sequence_alone() {
+    let model = model();
+    let v = model.cfg.vocab_size;
+    let prompts: [&[u32]; 4] = [
+        &[1, 504, 3458, 282, 4649, 314],
+        &[1, 7042, 28],
+        &[1, 504, 3458, 282, 1450, 30, 198, 216, 60],
+        &[2],
+    ];
+    let mut alone: Vec<_> = prompts
+        .iter()
+        .map(|_| model.new_state(32).unwrap())
+        .collect();
+    let mut batched: Vec<_> = prompts
+        .iter()
+        .map(|_| model.new_state(32).unwrap())
+        .collect();
+    let mut next = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        model.forward(&mut batched[i], p).unwrap();
+        next.push(argmax(model.forward(&mut alone[i], p).unwrap()));
+    }
+    let mut batch = model.new_batch();
+    let mut worst = 0f32;
+    for _ in 0..6 {
+        let mut refs: Vec<_> = batched.iter_mut().collect();
+        let rows = model.step(&mut batch, &mut refs, &next).unwrap().to_vec();
+        assert_eq!(rows.len(), prompts.len() * v);
+        for (i, st) in alone.iter_mut().enumerate() {
+            let one = model.forward(st, &[next[i]]).unwrap().to_vec();
+            let row = &rows[i * v..(i + 1) * v];
+            let d = one
+                .iter()
+                .zip(row)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            worst = worst.max(d);
+            assert_eq!(batched[i].len(), st.len());
+            next[i] = argmax(&one);
+        }
+    }
+    eprintln!("batched step vs alone: max |diff| {worst:.2e}");
+    assert!(worst < 1e-3, "{worst}");
+    // A state that is full refuses the step and no state moves.
+    let mut full = model.new_state(2).unwrap();
+    model.forward(&mut full, &[1, 2]).unwrap();
+    let before = batched[0].len();
+    let mut refs = vec![&mut batched[0], &mut full];
+    let e = model
+        .step(&mut batch, &mut refs, &[1, 1])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("exceed the context"), "{e}");
+    assert_eq!(batched[0].len(), before);
+    // Prefix cache: copy the first 4 positions of prompt 2, feed the rest.
+    let p = prompts[2];
+    let mut donor = model.new_state(32).unwrap();
+    let want = model.forward(&mut donor, p).unwrap().to_vec();
+    let mut st = model.new_state(32).unwrap();
+    model.copy_prefix(&mut st, &donor, 4).unwrap();
+    assert_eq!(st.len(), 4);
+    let got = model.forward(&mut st, &p[4..]).unwrap();
+    let d = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 1e-3, "prefix copy: {d}");
+}
+
 #[test]
 fn bad_input_is_an_error() {
     let model = model();

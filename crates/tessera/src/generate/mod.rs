@@ -59,6 +59,71 @@ fn held_back(text: &str, stops: &[String]) -> usize {
     keep
 }
 
+/// Generated text as it streams: ids decoded incrementally, stop strings found and cut, and the
+/// tail that might begin a stop string held back until it is known not to.
+pub struct TextOutput<'t> {
+    stream: crate::tokenizer::DecodeStream<'t>,
+    text: String,
+    sent: usize,
+    stops: Vec<String>,
+    stopped: bool,
+}
+
+impl<'t> TextOutput<'t> {
+    /// Output decoded by `tok`, ending at the first of `stops`.
+    pub fn new(tok: &'t Tokenizer, stops: &[String]) -> Self {
+        TextOutput {
+            stream: tok.stream(),
+            text: String::new(),
+            sent: 0,
+            stops: stops.to_vec(),
+            stopped: false,
+        }
+    }
+
+    /// Add one generated id. Returns the text that is now final (possibly empty) and whether a
+    /// stop string ended the output (the stop string and what follows it are cut).
+    pub fn push(&mut self, id: u32) -> Result<(&str, bool)> {
+        if let Some(piece) = self.stream.push(id)? {
+            self.text.push_str(&piece);
+        }
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.text.find(s.as_str()))
+            .min()
+        {
+            self.text.truncate(at);
+            self.stopped = true;
+        }
+        let safe = if self.stopped {
+            self.text.len()
+        } else {
+            self.text.len() - held_back(&self.text, &self.stops)
+        };
+        let from = self.sent.min(safe);
+        self.sent = safe.max(self.sent);
+        Ok((&self.text[from..safe], self.stopped))
+    }
+
+    /// The text held back so far (at the end of generation it is final too).
+    pub fn flush(&mut self) -> &str {
+        let from = self.sent.min(self.text.len());
+        self.sent = self.text.len();
+        &self.text[from..]
+    }
+
+    /// All the text so far (stop string excluded).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The whole text, consumed.
+    pub fn into_text(self) -> String {
+        self.text
+    }
+}
+
 /// Generate from `prompt_ids`, calling `on_text` with each new piece of text as it is decoded.
 /// `on_text` returns `false` to cancel.
 pub fn generate(
@@ -110,9 +175,7 @@ pub fn generate_in(
     st.truncate(prompt_ids.len() - 1);
     let keep = st.len();
     let mut logits = model.forward(st, &prompt_ids[keep..])?;
-    let mut stream = tok.stream();
-    let mut text = String::new();
-    let mut sent = 0usize;
+    let mut out = TextOutput::new(tok, &params.stop);
     let mut finish = FinishReason::Length;
     let mut ids = Vec::with_capacity(params.max_tokens);
     for _ in 0..params.max_tokens {
@@ -123,36 +186,25 @@ pub fn generate_in(
         }
         ids.push(next);
         history.push(next);
-        if let Some(piece) = stream.push(next)? {
-            text.push_str(&piece);
-        }
-        if let Some(at) = params
-            .stop
-            .iter()
-            .filter_map(|s| text.find(s.as_str()))
-            .min()
-        {
-            text.truncate(at);
-            finish = FinishReason::Stop;
+        let (piece, stopped) = out.push(next)?;
+        if !piece.is_empty() && !on_text(piece) {
+            finish = FinishReason::Cancelled;
             break;
         }
-        let safe = text.len() - held_back(&text, &params.stop);
-        if safe > sent {
-            if !on_text(&text[sent..safe]) {
-                sent = safe;
-                finish = FinishReason::Cancelled;
-                break;
-            }
-            sent = safe;
+        if stopped {
+            finish = FinishReason::Stop;
+            break;
         }
         if history.len() >= max_ctx {
             break;
         }
         logits = model.forward(st, &[next])?;
     }
-    if text.len() > sent {
-        on_text(&text[sent..]);
+    let rest = out.flush();
+    if !rest.is_empty() && finish != FinishReason::Cancelled {
+        on_text(rest);
     }
+    let text = out.into_text();
     Ok(Generation {
         text,
         ids,

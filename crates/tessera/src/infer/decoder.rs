@@ -131,6 +131,21 @@ impl KvCache {
         })
     }
 
+    /// Copy `n` values at `from` in `src` (the same kind of cache) to `to` in this one.
+    fn copy_from(&mut self, src: &KvCache, from: usize, to: usize, n: usize) {
+        match (self, src) {
+            (KvCache::F16 { k, v }, KvCache::F16 { k: sk, v: sv }) => {
+                k[to..to + n].copy_from_slice(&sk[from..from + n]);
+                v[to..to + n].copy_from_slice(&sv[from..from + n]);
+            }
+            (KvCache::F32 { k, v }, KvCache::F32 { k: sk, v: sv }) => {
+                k[to..to + n].copy_from_slice(&sk[from..from + n]);
+                v[to..to + n].copy_from_slice(&sv[from..from + n]);
+            }
+            _ => unreachable!("states of one decoder share their cache kind"),
+        }
+    }
+
     /// Write one key and value row (`d` values each) at element offset `at`.
     fn store(&mut self, at: usize, k: &[f32], v: &[f32]) {
         let d = k.len();
@@ -147,12 +162,17 @@ impl KvCache {
     }
 }
 
-/// The KV cache and scratch buffers of one sequence.
-pub struct State {
+/// One sequence's cached keys and values and its position.
+struct Cache {
     pos: usize,
     cap: usize,
     kv: KvCache,
-    /// Scratch sized for `rows` tokens.
+}
+
+/// Working buffers of one forward pass over `rows` tokens (one sequence's prompt chunk, or one
+/// token of each sequence of a batch).
+#[derive(Default)]
+struct Scratch {
     rows: usize,
     x: Vec<f32>,
     h: Vec<f32>,
@@ -167,36 +187,53 @@ pub struct State {
     up: Vec<f32>,
     /// (rows, D) rotary cos/sin per token.
     cs: Vec<f32>,
-    /// One row of `cap` scores per attention task.
+    /// The cache each row belongs to, and its position there.
+    owner: Vec<usize>,
+    pos: Vec<usize>,
+    /// One row of `score_cap` scores per attention task.
     scores: Vec<f32>,
+    score_cap: usize,
+    /// (rows, V) logits.
     logits: Vec<f32>,
+}
+
+/// The KV cache and scratch buffers of one sequence.
+pub struct State {
+    cache: Cache,
+    scratch: Scratch,
 }
 
 impl State {
     /// Tokens already in the cache (the position of the next token).
     pub fn len(&self) -> usize {
-        self.pos
+        self.cache.pos
     }
 
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.pos == 0
+        self.cache.pos == 0
     }
 
     /// Positions the cache holds at most.
     pub fn capacity(&self) -> usize {
-        self.cap
+        self.cache.cap
     }
 
     /// Forget the sequence (the buffers are kept).
     pub fn clear(&mut self) {
-        self.pos = 0;
+        self.cache.pos = 0;
     }
 
     /// Drop cached positions from `len` on (e.g. to reuse a shared prompt prefix).
     pub fn truncate(&mut self, len: usize) {
-        self.pos = self.pos.min(len);
+        self.cache.pos = self.cache.pos.min(len);
     }
+}
+
+/// Working buffers for decode steps over several sequences at once ([`Decoder::step`]).
+#[derive(Default)]
+pub struct Batch {
+    scratch: Scratch,
 }
 
 /// f32 values as the bytes of an F32 [`QMatrix`].
@@ -579,7 +616,6 @@ impl Decoder {
     /// The cache is allocated at once but only the pages of positions used are touched; when
     /// the memory is not there, the error says how much was asked for.
     pub fn new_state(&self, capacity: usize) -> Result<State> {
-        use crate::util::alloc::zeroed;
         let cfg = &self.cfg;
         let cap = capacity.clamp(1, cfg.max_position_embeddings.max(1));
         let kv = [cfg.num_layers, cfg.num_kv_heads, cap, cfg.head_dim]
@@ -588,33 +624,35 @@ impl Decoder {
             .ok_or_else(|| Error::Input(format!("a KV cache of {cap} positions is too large")))?;
         let what = format!("KV cache for {cap} positions");
         let mut st = State {
-            pos: 0,
-            cap,
-            kv: KvCache::new(self.numerics == Numerics::Ggml, kv, &what)?,
-            rows: 0,
-            x: Vec::new(),
-            h: Vec::new(),
-            q: Vec::new(),
-            q16: Vec::new(),
-            kn: Vec::new(),
-            vn: Vec::new(),
-            att: Vec::new(),
-            tmp: Vec::new(),
-            gate: Vec::new(),
-            up: Vec::new(),
-            cs: Vec::new(),
-            scores: zeroed(cfg.num_heads * ATT_SPLIT * cap, "attention scores")?,
-            logits: zeroed(cfg.vocab_size, "logits")?,
+            cache: Cache {
+                pos: 0,
+                cap,
+                kv: KvCache::new(self.numerics == Numerics::Ggml, kv, &what)?,
+            },
+            scratch: Scratch::default(),
         };
-        self.grow(&mut st, 1);
+        self.grow(&mut st.scratch, 1, cap)?;
         Ok(st)
     }
 
-    fn grow(&self, st: &mut State, rows: usize) {
-        if st.rows >= rows {
-            return;
-        }
+    /// Buffers for decode steps over several sequences ([`Decoder::step`]); they grow to the
+    /// largest batch and context seen, then a step allocates nothing.
+    pub fn new_batch(&self) -> Batch {
+        Batch::default()
+    }
+
+    /// Make `sc` hold `rows` rows, attention scores for contexts of `cap` positions, and logits
+    /// for `rows` rows.
+    fn grow(&self, sc: &mut Scratch, rows: usize, cap: usize) -> Result<()> {
         let cfg = &self.cfg;
+        if sc.score_cap < cap {
+            sc.scores =
+                crate::util::alloc::zeroed(cfg.num_heads * ATT_SPLIT * cap, "attention scores")?;
+            sc.score_cap = cap;
+        }
+        if sc.rows >= rows {
+            return Ok(());
+        }
         let (c, d) = (cfg.hidden_size, cfg.head_dim);
         let (qd, kvd, ff) = (
             cfg.num_heads * d,
@@ -622,23 +660,31 @@ impl Decoder {
             cfg.intermediate_size,
         );
         for (buf, width) in [
-            (&mut st.x, c),
-            (&mut st.h, c),
-            (&mut st.q, qd),
-            (&mut st.kn, kvd),
-            (&mut st.vn, kvd),
-            (&mut st.att, qd),
-            (&mut st.tmp, c.max(qd)),
-            (&mut st.gate, ff),
-            (&mut st.up, ff),
-            (&mut st.cs, d),
+            (&mut sc.x, c),
+            (&mut sc.h, c),
+            (&mut sc.q, qd),
+            (&mut sc.kn, kvd),
+            (&mut sc.vn, kvd),
+            (&mut sc.att, qd),
+            (&mut sc.tmp, c.max(qd)),
+            (&mut sc.gate, ff),
+            (&mut sc.up, ff),
+            (&mut sc.cs, d),
         ] {
             buf.resize(rows * width, 0.0);
         }
         if self.numerics == Numerics::Ggml {
-            st.q16.resize(rows * qd, 0);
+            sc.q16.resize(rows * qd, 0);
         }
-        st.rows = rows;
+        // Logits: one row for a sequence's forward pass, one per sequence for a batched step.
+        if sc.logits.len() < cfg.vocab_size * rows.max(1) {
+            let n = cfg.vocab_size * rows.max(1);
+            sc.logits = crate::util::alloc::zeroed(n, "logits")?;
+        }
+        sc.owner.resize(rows, 0);
+        sc.pos.resize(rows, 0);
+        sc.rows = rows;
+        Ok(())
     }
 
     /// Feed `ids` after what `st` holds; returns the logits (V) of the last one.
@@ -646,43 +692,112 @@ impl Decoder {
     /// Errors (leaving `st` unchanged) on an empty input, an id outside the vocabulary, or when
     /// the cache would overflow its capacity.
     pub fn forward<'s>(&self, st: &'s mut State, ids: &[u32]) -> Result<&'s [f32]> {
-        self.check(st, ids)?;
+        self.check(&st.cache, ids)?;
         let mut last = 0;
         for chunk in ids.chunks(PREFILL_CHUNK) {
             self.forward_chunk(st, chunk)?;
             last = chunk.len();
         }
-        let c = self.cfg.hidden_size;
+        let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let sc = &mut st.scratch;
         let i = last - 1;
-        let (x, h) = (&st.x[i * c..(i + 1) * c], &mut st.h[..c]);
+        let (x, h) = (&sc.x[i * c..(i + 1) * c], &mut sc.h[..c]);
         self.norm.apply(x, h);
         self.head
-            .matmul_on(&self.pool, &st.h[..c], 1, &mut st.logits)?;
-        Ok(&st.logits)
+            .matmul_on(&self.pool, &sc.h[..c], 1, &mut sc.logits[..v])?;
+        Ok(&sc.logits[..v])
     }
 
     /// Feed `ids` and return the logits of every one of them, (n, V) row-major (for evaluation
     /// and tests).
     pub fn forward_all(&self, st: &mut State, ids: &[u32]) -> Result<Vec<f32>> {
-        self.check(st, ids)?;
+        self.check(&st.cache, ids)?;
         let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
         let mut out = crate::util::alloc::zeroed(ids.len() * v, "logits")?;
         let mut done = 0;
         for chunk in ids.chunks(PREFILL_CHUNK) {
             self.forward_chunk(st, chunk)?;
             let n = chunk.len();
+            let sc = &mut st.scratch;
             for i in 0..n {
-                let (x, h) = (&st.x[i * c..(i + 1) * c], &mut st.h[i * c..(i + 1) * c]);
+                let (x, h) = (&sc.x[i * c..(i + 1) * c], &mut sc.h[i * c..(i + 1) * c]);
                 self.norm.apply(x, h);
             }
             let o = &mut out[done * v..(done + n) * v];
-            self.head.matmul_on(&self.pool, &st.h[..n * c], n, o)?;
+            self.head.matmul_on(&self.pool, &sc.h[..n * c], n, o)?;
             done += n;
         }
         Ok(out)
     }
 
-    fn check(&self, st: &State, ids: &[u32]) -> Result<()> {
+    /// One decode step for several sequences at once: feed `ids[i]` after what `states[i]`
+    /// holds. Every product runs once over all the rows (the weights are read once per step, not
+    /// once per sequence); attention reads each sequence's own cache. Returns the logits,
+    /// (n, V) row-major, row i for sequence i: the same numbers as [`Decoder::forward`] on each
+    /// state alone.
+    ///
+    /// Errors (leaving every state unchanged) when the lengths differ, an id is outside the
+    /// vocabulary, or a state is full.
+    pub fn step<'b>(
+        &self,
+        batch: &'b mut Batch,
+        states: &mut [&mut State],
+        ids: &[u32],
+    ) -> Result<&'b [f32]> {
+        let n = ids.len();
+        if states.len() != n {
+            return Err(Error::Input(format!(
+                "{} sequences but {n} tokens",
+                states.len()
+            )));
+        }
+        if n == 0 {
+            return Ok(&[]);
+        }
+        for (st, id) in states.iter().zip(ids) {
+            self.check(&st.cache, std::slice::from_ref(id))?;
+        }
+        let cap = states.iter().map(|s| s.cache.cap).max().unwrap_or(1);
+        let sc = &mut batch.scratch;
+        self.grow(sc, n, cap)?;
+        for i in 0..n {
+            sc.owner[i] = i;
+        }
+        let mut caches: Vec<&mut Cache> = states.iter_mut().map(|s| &mut s.cache).collect();
+        self.forward_rows(sc, &mut caches, ids)?;
+        let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        for i in 0..n {
+            let (x, h) = (&sc.x[i * c..(i + 1) * c], &mut sc.h[i * c..(i + 1) * c]);
+            self.norm.apply(x, h);
+        }
+        self.head
+            .matmul_on(&self.pool, &sc.h[..n * c], n, &mut sc.logits[..n * v])?;
+        Ok(&sc.logits[..n * v])
+    }
+
+    /// Make `dst` hold the first `len` positions `src` holds (states of this decoder): a shared
+    /// prompt prefix computed once and reused (prefix cache).
+    pub fn copy_prefix(&self, dst: &mut State, src: &State, len: usize) -> Result<()> {
+        let len = len.min(src.len());
+        if len > dst.capacity() {
+            return Err(Error::Input(format!(
+                "a prefix of {len} positions does not fit a cache of {}",
+                dst.capacity()
+            )));
+        }
+        let d = self.cfg.head_dim;
+        let (ca_, cb) = (dst.cache.cap, src.cache.cap);
+        // Layout (layers, kv heads, cap, D): one run of `len` rows per (layer, head).
+        for j in 0..self.cfg.num_layers * self.cfg.num_kv_heads {
+            dst.cache
+                .kv
+                .copy_from(&src.cache.kv, j * cb * d, j * ca_ * d, len * d);
+        }
+        dst.cache.pos = len;
+        Ok(())
+    }
+
+    fn check(&self, cache: &Cache, ids: &[u32]) -> Result<()> {
         if ids.is_empty() {
             return Err(Error::Input("no tokens to feed".into()));
         }
@@ -692,12 +807,12 @@ impl Decoder {
                 self.cfg.vocab_size
             )));
         }
-        if st.pos + ids.len() > st.cap {
+        if cache.pos + ids.len() > cache.cap {
             return Err(Error::Input(format!(
                 "{} + {} tokens exceed the context of {} positions",
-                st.pos,
+                cache.pos,
                 ids.len(),
-                st.cap
+                cache.cap
             )));
         }
         Ok(())
@@ -725,11 +840,21 @@ impl Decoder {
         Ok(())
     }
 
-    /// Run `ids` (at most `PREFILL_CHUNK`) through every layer, leaving the final hidden states
-    /// (before the last norm) in `st.x` and the keys/values in the cache.
+    /// Run `ids` (at most `PREFILL_CHUNK`) of one sequence through every layer, leaving the
+    /// final hidden states (before the last norm) in its scratch and the keys/values in its cache.
     fn forward_chunk(&self, st: &mut State, ids: &[u32]) -> Result<()> {
         let n = ids.len();
-        self.grow(st, n);
+        let State { cache, scratch } = st;
+        self.grow(scratch, n, cache.cap)?;
+        scratch.owner[..n].fill(0);
+        self.forward_rows(scratch, &mut [cache], ids)
+    }
+
+    /// Run `ids` through every layer, row i belonging to the sequence of `caches[sc.owner[i]]`
+    /// (its rows in order after what that cache holds): the final hidden states (before the
+    /// last norm) stay in `sc.x`, the keys and values go to the caches, whose positions advance.
+    fn forward_rows(&self, sc: &mut Scratch, caches: &mut [&mut Cache], ids: &[u32]) -> Result<()> {
+        let n = ids.len();
         let cfg = &self.cfg;
         let (c, d) = (cfg.hidden_size, cfg.head_dim);
         let (qd, kvd, ff) = (
@@ -737,18 +862,23 @@ impl Decoder {
             cfg.num_kv_heads * d,
             cfg.intermediate_size,
         );
-        let pos = st.pos;
+        // Each row's position: its cache's length plus the rows of that cache before it.
+        for i in 0..n {
+            let o = sc.owner[i];
+            sc.pos[i] = caches[o].pos + sc.owner[..i].iter().filter(|&&x| x == o).count();
+        }
         for (i, &id) in ids.iter().enumerate() {
-            let x = &mut st.x[i * c..(i + 1) * c];
+            let pos = sc.pos[i];
+            let x = &mut sc.x[i * c..(i + 1) * c];
             self.embed.dequantize_row(id as usize, x);
             if let Some(p) = &self.positions {
-                ca::add_assign(x, &p[(pos + i) * c..(pos + i + 1) * c]);
+                ca::add_assign(x, &p[pos * c..(pos + 1) * c]);
             }
             if let PositionKind::Rotary { theta } = cfg.position {
-                let cs = &mut st.cs[i * d..(i + 1) * d];
+                let cs = &mut sc.cs[i * d..(i + 1) * d];
                 match self.numerics {
-                    Numerics::Ggml => rotary::angles_ggml(pos + i, d, theta, cs),
-                    Numerics::Hf => rotary::angles(pos + i, &self.freqs, cs),
+                    Numerics::Ggml => rotary::angles_ggml(pos, d, theta, cs),
+                    Numerics::Hf => rotary::angles(pos, &self.freqs, cs),
                 }
             }
         }
@@ -758,46 +888,46 @@ impl Decoder {
             for i in 0..n {
                 layer
                     .norm1
-                    .apply(&st.x[i * c..(i + 1) * c], &mut st.h[i * c..(i + 1) * c]);
+                    .apply(&sc.x[i * c..(i + 1) * c], &mut sc.h[i * c..(i + 1) * c]);
             }
             let (q, kn, vn) = (
-                &mut st.q[..n * qd],
-                &mut st.kn[..n * kvd],
-                &mut st.vn[..n * kvd],
+                &mut sc.q[..n * qd],
+                &mut sc.kn[..n * kvd],
+                &mut sc.vn[..n * kvd],
             );
             if n == 1 {
-                self.project_one(&st.h[..c], [(&layer.q, q), (&layer.k, kn), (&layer.v, vn)])?;
+                self.project_one(&sc.h[..c], [(&layer.q, q), (&layer.k, kn), (&layer.v, vn)])?;
             } else {
-                let h = &st.h[..n * c];
+                let h = &sc.h[..n * c];
                 self.project(&layer.q, h, n, q)?;
                 self.project(&layer.k, h, n, kn)?;
                 self.project(&layer.v, h, n, vn)?;
             }
             if rotary {
                 for i in 0..n {
-                    let cs = &st.cs[i * d..(i + 1) * d];
-                    rotary::rotate(&mut st.q[i * qd..(i + 1) * qd], d, cs);
-                    rotary::rotate(&mut st.kn[i * kvd..(i + 1) * kvd], d, cs);
+                    let cs = &sc.cs[i * d..(i + 1) * d];
+                    rotary::rotate(&mut sc.q[i * qd..(i + 1) * qd], d, cs);
+                    rotary::rotate(&mut sc.kn[i * kvd..(i + 1) * kvd], d, cs);
                 }
             }
             if self.numerics == Numerics::Ggml {
-                ca::to_f16(&st.q[..n * qd], &mut st.q16[..n * qd]);
+                ca::to_f16(&sc.q[..n * qd], &mut sc.q16[..n * qd]);
             }
-            self.store_kv(st, l, n);
-            self.attention(st, l, n);
-            self.project(&layer.o, &st.att[..n * qd], n, &mut st.tmp[..n * c])?;
-            ca::add_assign(&mut st.x[..n * c], &st.tmp[..n * c]);
+            self.store_kv(sc, caches, l, n);
+            self.attention(sc, caches, l, n);
+            self.project(&layer.o, &sc.att[..n * qd], n, &mut sc.tmp[..n * c])?;
+            ca::add_assign(&mut sc.x[..n * c], &sc.tmp[..n * c]);
             // MLP.
             for i in 0..n {
                 layer
                     .norm2
-                    .apply(&st.x[i * c..(i + 1) * c], &mut st.h[i * c..(i + 1) * c]);
+                    .apply(&sc.x[i * c..(i + 1) * c], &mut sc.h[i * c..(i + 1) * c]);
             }
-            let h = &st.h[..n * c];
-            let g = &mut st.gate[..n * ff];
+            let h = &sc.h[..n * c];
+            let g = &mut sc.gate[..n * ff];
             match &layer.mlp {
                 Mlp::Gated { gate, up, down } => {
-                    let u = &mut st.up[..n * ff];
+                    let u = &mut sc.up[..n * ff];
                     if n == 1 {
                         self.project_one(h, [(gate, g), (up, u)])?;
                     } else {
@@ -805,57 +935,66 @@ impl Decoder {
                         self.project(up, h, n, u)?;
                     }
                     cfg.activation.apply_gated(g, u);
-                    self.project(down, g, n, &mut st.tmp[..n * c])?;
+                    self.project(down, g, n, &mut sc.tmp[..n * c])?;
                 }
                 Mlp::Plain { fc, proj } => {
                     self.project(fc, h, n, g)?;
                     cfg.activation.apply_slice(g);
-                    self.project(proj, g, n, &mut st.tmp[..n * c])?;
+                    self.project(proj, g, n, &mut sc.tmp[..n * c])?;
                 }
             }
-            ca::add_assign(&mut st.x[..n * c], &st.tmp[..n * c]);
+            ca::add_assign(&mut sc.x[..n * c], &sc.tmp[..n * c]);
         }
-        st.pos += n;
+        for i in 0..n {
+            let o = sc.owner[i];
+            caches[o].pos = caches[o].pos.max(sc.pos[i] + 1);
+        }
         Ok(())
     }
 
-    /// Copy the new keys and values of layer `l` into the cache at positions `pos..pos + n`.
-    fn store_kv(&self, st: &mut State, l: usize, n: usize) {
-        let (hkv, d, cap) = (self.cfg.num_kv_heads, self.cfg.head_dim, st.cap);
+    /// Copy the new keys and values of layer `l` into each row's cache at the row's position.
+    fn store_kv(&self, sc: &Scratch, caches: &mut [&mut Cache], l: usize, n: usize) {
+        let (hkv, d) = (self.cfg.num_kv_heads, self.cfg.head_dim);
         for i in 0..n {
-            let p = st.pos + i;
+            let (p, cache) = (sc.pos[i], &mut *caches[sc.owner[i]]);
+            let cap = cache.cap;
             for h in 0..hkv {
                 let at = ((l * hkv + h) * cap + p) * d;
                 let src = (i * hkv + h) * d;
-                st.kv.store(at, &st.kn[src..src + d], &st.vn[src..src + d]);
+                cache
+                    .kv
+                    .store(at, &sc.kn[src..src + d], &sc.vn[src..src + d]);
             }
         }
     }
 
-    /// Causal attention of the `n` new queries of layer `l` over the cache, into `st.att`.
-    fn attention(&self, st: &mut State, l: usize, n: usize) {
+    /// Causal attention of the `n` new queries of layer `l`, each over its own sequence's cache
+    /// up to its position, into `sc.att`.
+    fn attention(&self, sc: &mut Scratch, caches: &[&mut Cache], l: usize, n: usize) {
         let cfg = &self.cfg;
-        let (h, hkv, d, cap) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, st.cap);
+        let (h, hkv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let rep = h / hkv;
         let split = n.min(ATT_SPLIT);
         let scale = 1.0 / (d as f32).sqrt();
-        let pos = st.pos;
         let kern = self.f16;
-        let (q, q16, kv) = (&st.q, &st.q16, &st.kv);
-        let att = SharedMut::new(&mut st.att[..n * h * d]);
-        let scores = SharedMut::new(&mut st.scores);
+        let score_cap = sc.score_cap;
+        let (q, q16, owner, pos) = (&sc.q, &sc.q16, &sc.owner, &sc.pos);
+        let att = SharedMut::new(&mut sc.att[..n * h * d]);
+        let scores = SharedMut::new(&mut sc.scores);
         self.pool.run(h * split, &|task| {
             let (head, part) = (task / split, task % split);
-            let base = (l * hkv + head / rep) * cap * d;
             // SAFETY: task `task` owns score row `task`, and the output slices of its queries.
-            let sc = unsafe { scores.range(task * cap, (task + 1) * cap) };
+            let sc = unsafe { scores.range(task * score_cap, (task + 1) * score_cap) };
             for i in (part..n).step_by(split) {
+                let cache = &*caches[owner[i]];
+                let cap = cache.cap;
+                let base = (l * hkv + head / rep) * cap * d;
                 let at = (i * h + head) * d;
                 // SAFETY: query i's slice of head `head` is written by this task alone (tasks
                 // split the (head, query) pairs by head and by i mod `split`).
                 let o = unsafe { att.range(at, at + d) };
-                let len = pos + i + 1;
-                match kv {
+                let len = pos[i] + 1;
+                match &cache.kv {
                     KvCache::F16 { k, v } => ca::attend_f16(
                         kern,
                         &q16[at..at + d],
@@ -863,7 +1002,7 @@ impl Decoder {
                         &v[base..base + cap * d],
                         len,
                         scale,
-                        sc,
+                        &mut sc[..cap],
                         o,
                     ),
                     KvCache::F32 { k, v } => ca::attend(
@@ -872,7 +1011,7 @@ impl Decoder {
                         &v[base..base + cap * d],
                         len,
                         scale,
-                        sc,
+                        &mut sc[..cap],
                         o,
                     ),
                 }

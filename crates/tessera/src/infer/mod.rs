@@ -9,4 +9,4 @@
 
 pub mod decoder;
 
-pub use decoder::{Decoder, KvCache, Numerics, State};
+pub use decoder::{Batch, Decoder, KvCache, Numerics, State};
