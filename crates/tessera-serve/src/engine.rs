@@ -1,0 +1,543 @@
+//! The continuous-batching engine: one OS thread owns the model and `parallel` sequence slots
+//! (each a preallocated KV cache). Requests wait in a bounded queue; at every decode step the
+//! waiting ones join (prefilled into a free slot, reusing the longest cached prompt prefix any
+//! slot holds), every active sequence advances by one token in a single batched step
+//! ([`Decoder::step`]: one product per weight for all of them), and finished or cancelled ones
+//! leave, freeing their slot at once.
+
+use crate::metrics::Metrics;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+use tessera::generate::{FinishReason, Sampler, SamplingParams, TextOutput};
+use tessera::infer::{Batch, Decoder, State};
+use tessera::tokenizer::chat::ModelTokenizer;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Log-probabilities asked for with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogprobsSpec {
+    /// Alternatives to report per position (0: only the chosen token's).
+    pub top: usize,
+}
+
+/// One generation request: `n` choices from one prompt.
+pub struct GenRequest {
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    pub n: usize,
+    pub logprobs: Option<LogprobsSpec>,
+    /// Where the tokens go; a dropped receiver (client gone) cancels the request.
+    pub events: UnboundedSender<Event>,
+    pub cancel: Arc<AtomicBool>,
+    pub received: Instant,
+}
+
+/// One token's log-probability and the most likely alternatives (log-softmax of the model's
+/// logits, before temperature and filters).
+#[derive(Clone, Debug)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// What the engine sends back.
+#[derive(Debug)]
+pub enum Event {
+    /// Text for choice `index` (possibly empty when the token's text is held back: an incomplete
+    /// character or the beginning of a stop string), with the token's log-probability if asked.
+    Token {
+        index: usize,
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    /// Choice `index` ended.
+    Done {
+        index: usize,
+        finish: FinishReason,
+        completion_tokens: usize,
+    },
+    /// The request failed (the message is for the client).
+    Error(String),
+}
+
+/// Why a request was not queued.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The queue is full (429).
+    Busy,
+    /// The engine has stopped.
+    Closed,
+}
+
+/// The HTTP side's handle on the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: SyncSender<GenRequest>,
+}
+
+impl EngineHandle {
+    /// Queue a request without waiting.
+    pub fn submit(&self, r: GenRequest) -> Result<(), SubmitError> {
+        self.tx.try_send(r).map_err(|e| match e {
+            TrySendError::Full(_) => SubmitError::Busy,
+            TrySendError::Disconnected(_) => SubmitError::Closed,
+        })
+    }
+}
+
+/// Start the engine thread; `queue` requests may wait beyond the running ones.
+pub fn start(
+    model: Decoder,
+    tok: Arc<ModelTokenizer>,
+    parallel: usize,
+    ctx: usize,
+    queue: usize,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<EngineHandle> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(queue.max(1));
+    // Allocate the slots now: a context that does not fit in memory is a startup error.
+    let slots = (0..parallel.max(1))
+        .map(|_| {
+            Ok(Slot {
+                state: model.new_state(ctx)?,
+                tokens: Vec::new(),
+                busy: false,
+            })
+        })
+        .collect::<tessera::Result<Vec<_>>>()?;
+    std::thread::Builder::new()
+        .name("tessera-engine".into())
+        .spawn(move || Engine::new(model, &tok, slots, metrics).run(rx))?;
+    Ok(EngineHandle { tx })
+}
+
+/// A sequence slot: a KV cache and the tokens it holds (kept after the sequence ends, so a later
+/// prompt with the same prefix reuses them).
+struct Slot {
+    state: State,
+    tokens: Vec<u32>,
+    busy: bool,
+}
+
+/// A request's shared part, for its choices.
+struct Shared {
+    events: UnboundedSender<Event>,
+    cancel: Arc<AtomicBool>,
+    logprobs: Option<LogprobsSpec>,
+    received: Instant,
+    first_token: AtomicBool,
+}
+
+impl Shared {
+    fn send(&self, e: Event) -> bool {
+        self.events.send(e).is_ok()
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.events.is_closed()
+    }
+}
+
+/// One choice being generated.
+struct Seq<'t> {
+    req: Arc<Shared>,
+    index: usize,
+    slot: usize,
+    sampler: Sampler,
+    out: TextOutput<'t>,
+    /// Prompt + generated tokens (the repetition penalty's context).
+    history: Vec<u32>,
+    generated: usize,
+    max_tokens: usize,
+    ignore_eos: bool,
+    /// The token to feed at the next step.
+    next: u32,
+    started: Instant,
+}
+
+/// A choice waiting for a slot.
+struct Job {
+    req: Arc<Shared>,
+    index: usize,
+    prompt: Arc<Vec<u32>>,
+    params: SamplingParams,
+}
+
+struct Engine<'t> {
+    model: Decoder,
+    tok: &'t ModelTokenizer,
+    slots: Vec<Slot>,
+    batch: Batch,
+    metrics: Arc<Metrics>,
+    eos: Option<u32>,
+    waiting: std::collections::VecDeque<Job>,
+    active: Vec<Seq<'t>>,
+    /// Reused buffers of a step.
+    lp: Vec<f32>,
+}
+
+/// Length of the common prefix of two id lists.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Log-softmax of `logits` into `out`.
+fn log_softmax(logits: &[f32], out: &mut Vec<f32>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    out.clear();
+    out.extend(logits.iter().map(|&x| x - lse));
+}
+
+impl<'t> Engine<'t> {
+    fn new(
+        model: Decoder,
+        tok: &'t ModelTokenizer,
+        slots: Vec<Slot>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let eos = model.cfg.eos_token_id.or(tok.eos_id);
+        Engine {
+            batch: model.new_batch(),
+            model,
+            tok,
+            slots,
+            metrics,
+            eos,
+            waiting: Default::default(),
+            active: Vec::new(),
+            lp: Vec::new(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<GenRequest>) {
+        loop {
+            // Idle: block for work; busy: take what has arrived.
+            if self.active.is_empty() && self.waiting.is_empty() {
+                match rx.recv() {
+                    Ok(r) => self.accept(r),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(r) = rx.try_recv() {
+                self.accept(r);
+            }
+            self.metrics
+                .queue_depth
+                .store(self.waiting.len() as u64, Ordering::Relaxed);
+            self.admit();
+            self.step();
+            self.metrics
+                .active
+                .store(self.active.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn accept(&mut self, r: GenRequest) {
+        let shared = Arc::new(Shared {
+            events: r.events,
+            cancel: r.cancel,
+            logprobs: r.logprobs,
+            received: r.received,
+            first_token: AtomicBool::new(false),
+        });
+        let prompt = Arc::new(r.prompt);
+        for index in 0..r.n.max(1) {
+            let mut params = r.params.clone();
+            // Each choice its own stream of random numbers, reproducible from the seed.
+            params.seed = params.seed.wrapping_add(index as u64);
+            self.waiting.push_back(Job {
+                req: shared.clone(),
+                index,
+                prompt: prompt.clone(),
+                params,
+            });
+        }
+    }
+
+    /// Move waiting jobs into free slots (prefill and first token).
+    fn admit(&mut self) {
+        while let Some(job) = self.waiting.front() {
+            if job.req.cancelled() {
+                self.waiting.pop_front();
+                self.metrics.cancelled.add(1);
+                continue;
+            }
+            let Some(slot) = self.pick_slot(&job.prompt) else {
+                return;
+            };
+            let job = self.waiting.pop_front().expect("front exists");
+            let req = job.req.clone();
+            if let Err(e) = self.prefill(job, slot) {
+                req.send(Event::Error(format!("prefill failed: {e}")));
+                // The slot's cache content is unknown after a failure.
+                self.slots[slot].tokens.clear();
+                self.slots[slot].state.clear();
+                self.slots[slot].busy = false;
+            }
+        }
+    }
+
+    /// The free slot to run `prompt` in: the one holding the longest prefix of it, else the one
+    /// whose cached tokens are least useful (shortest).
+    fn pick_slot(&self, prompt: &[u32]) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.busy)
+            .max_by_key(|(_, s)| {
+                (
+                    common_prefix(&s.tokens, prompt),
+                    usize::MAX - s.tokens.len(),
+                )
+            })
+            .map(|(i, _)| i)
+    }
+
+    fn prefill(&mut self, job: Job, slot: usize) -> tessera::Result<()> {
+        let prompt = &job.prompt[..];
+        let cap = self.slots[slot].state.capacity();
+        if prompt.len() >= cap {
+            job.req.send(Event::Error(format!(
+                "the prompt has {} tokens; the context is {cap}",
+                prompt.len()
+            )));
+            return Ok(());
+        }
+        // Reuse the longest cached prefix: in place, or copied from another slot (the prefix
+        // cache: a shared system prompt is computed once). At least the last prompt token is fed.
+        let own = common_prefix(&self.slots[slot].tokens, prompt)
+            .min(self.slots[slot].state.len())
+            .min(prompt.len() - 1);
+        let (donor, best) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != slot)
+            .map(|(i, s)| {
+                (
+                    i,
+                    common_prefix(&s.tokens, prompt)
+                        .min(s.state.len())
+                        .min(prompt.len() - 1),
+                )
+            })
+            .max_by_key(|&(_, n)| n)
+            .unwrap_or((slot, 0));
+        self.slots[slot].busy = true;
+        let keep = if best > own && best >= 16 {
+            let (a, b) = if donor < slot {
+                let (l, r) = self.slots.split_at_mut(slot);
+                (&mut r[0], &l[donor])
+            } else {
+                let (l, r) = self.slots.split_at_mut(donor);
+                (&mut l[slot], &r[0])
+            };
+            self.model.copy_prefix(&mut a.state, &b.state, best)?;
+            best
+        } else {
+            self.slots[slot].state.truncate(own);
+            own
+        };
+        self.metrics.prompt_tokens.add(prompt.len() as u64);
+        self.metrics.cached_prompt_tokens.add(keep as u64);
+        let s = &mut self.slots[slot];
+        s.tokens.clear();
+        s.tokens.extend_from_slice(&prompt[..keep]);
+        let logits = self.model.forward(&mut s.state, &prompt[keep..])?;
+        s.tokens.extend_from_slice(&prompt[keep..]);
+        let logits = logits.to_vec();
+        let params = job.params;
+        let mut seq = Seq {
+            req: job.req,
+            index: job.index,
+            slot,
+            sampler: Sampler::new(params.clone()),
+            out: TextOutput::new(&self.tok.tokenizer, &params.stop),
+            history: prompt.to_vec(),
+            generated: 0,
+            max_tokens: params.max_tokens,
+            ignore_eos: params.ignore_eos,
+            next: 0,
+            started: Instant::now(),
+        };
+        if seq.max_tokens == 0 {
+            self.finish(seq, FinishReason::Length);
+            return Ok(());
+        }
+        if let Some(reason) = self.advance(&mut seq, &logits) {
+            self.finish(seq, reason);
+        } else {
+            self.active.push(seq);
+        }
+        Ok(())
+    }
+
+    /// Sample the next token of `seq` from `logits` and send its text; `Some(reason)` when the
+    /// sequence ends here.
+    fn advance(&mut self, seq: &mut Seq<'t>, logits: &[f32]) -> Option<FinishReason> {
+        if seq.req.cancelled() {
+            return Some(FinishReason::Cancelled);
+        }
+        let id = seq.sampler.sample(logits, &seq.history);
+        let logprob = seq.req.logprobs.map(|spec| {
+            log_softmax(logits, &mut self.lp);
+            let mut top: Vec<(u32, f32)> = Vec::new();
+            if spec.top > 0 {
+                let mut idx: Vec<u32> = (0..self.lp.len() as u32).collect();
+                let k = spec.top.min(idx.len());
+                idx.select_nth_unstable_by(k - 1, |&a, &b| {
+                    self.lp[b as usize].total_cmp(&self.lp[a as usize])
+                });
+                idx.truncate(k);
+                idx.sort_by(|&a, &b| self.lp[b as usize].total_cmp(&self.lp[a as usize]));
+                top = idx.iter().map(|&i| (i, self.lp[i as usize])).collect();
+            }
+            TokenLogprob {
+                id,
+                logprob: self.lp[id as usize],
+                top,
+            }
+        });
+        if !seq.req.first_token.swap(true, Ordering::Relaxed) {
+            self.metrics
+                .ttft
+                .observe(seq.req.received.elapsed().as_secs_f64());
+        }
+        if Some(id) == self.eos && !seq.ignore_eos {
+            return Some(FinishReason::Eos);
+        }
+        seq.generated += 1;
+        seq.history.push(id);
+        self.metrics.generation_tokens.add(1);
+        let (text, stopped) = match seq.out.push(id) {
+            Ok((t, s)) => (t.to_string(), s),
+            Err(e) => {
+                seq.req.send(Event::Error(format!("decoding failed: {e}")));
+                return Some(FinishReason::Cancelled);
+            }
+        };
+        if !seq.req.send(Event::Token {
+            index: seq.index,
+            text,
+            logprob,
+        }) {
+            return Some(FinishReason::Cancelled);
+        }
+        if stopped {
+            return Some(FinishReason::Stop);
+        }
+        if seq.generated >= seq.max_tokens {
+            return Some(FinishReason::Length);
+        }
+        // The context is full: the token just sampled cannot be fed.
+        if self.slots[seq.slot].state.len() + 1 > self.slots[seq.slot].state.capacity() {
+            return Some(FinishReason::Length);
+        }
+        seq.next = id;
+        None
+    }
+
+    /// One decode step of every active sequence, in one batched forward pass.
+    fn step(&mut self) {
+        if self.active.is_empty() {
+            return;
+        }
+        // Drop cancelled sequences before spending a step on them.
+        let mut i = 0;
+        while i < self.active.len() {
+            if self.active[i].req.cancelled() {
+                let seq = self.active.swap_remove(i);
+                self.finish(seq, FinishReason::Cancelled);
+            } else {
+                i += 1;
+            }
+        }
+        if self.active.is_empty() {
+            return;
+        }
+        let ids: Vec<u32> = self.active.iter().map(|s| s.next).collect();
+        let order: Vec<usize> = self.active.iter().map(|s| s.slot).collect();
+        let logits = {
+            // States in the order of `active` (each slot is used by one sequence).
+            let mut by_slot: Vec<Option<&mut State>> =
+                self.slots.iter_mut().map(|s| Some(&mut s.state)).collect();
+            let mut refs: Vec<&mut State> = order
+                .iter()
+                .map(|&s| by_slot[s].take().expect("one sequence per slot"))
+                .collect();
+            match self.model.step(&mut self.batch, &mut refs, &ids) {
+                Ok(l) => l.to_vec(),
+                Err(e) => {
+                    for seq in std::mem::take(&mut self.active) {
+                        seq.req
+                            .send(Event::Error(format!("decode step failed: {e}")));
+                        self.finish(seq, FinishReason::Cancelled);
+                    }
+                    return;
+                }
+            }
+        };
+        for (&slot, &id) in order.iter().zip(&ids) {
+            self.slots[slot].tokens.push(id);
+        }
+        let v = self.model.cfg.vocab_size;
+        let mut active = std::mem::take(&mut self.active);
+        let mut keep = Vec::with_capacity(active.len());
+        for (i, mut seq) in active.drain(..).enumerate() {
+            match self.advance(&mut seq, &logits[i * v..(i + 1) * v]) {
+                Some(reason) => self.finish(seq, reason),
+                None => keep.push(seq),
+            }
+        }
+        self.active = keep;
+    }
+
+    /// End `seq`: flush its held-back text, report, free its slot.
+    fn finish(&mut self, mut seq: Seq<'t>, reason: FinishReason) {
+        let rest = seq.out.flush().to_string();
+        if reason != FinishReason::Cancelled {
+            if !rest.is_empty() {
+                seq.req.send(Event::Token {
+                    index: seq.index,
+                    text: rest,
+                    logprob: None,
+                });
+            }
+            seq.req.send(Event::Done {
+                index: seq.index,
+                finish: reason,
+                completion_tokens: seq.generated,
+            });
+            let secs = seq.started.elapsed().as_secs_f64();
+            if seq.generated > 1 && secs > 0.0 {
+                self.metrics
+                    .decode_rate
+                    .observe(seq.generated as f64 / secs);
+            }
+        } else {
+            self.metrics.cancelled.add(1);
+        }
+        self.slots[seq.slot].busy = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_and_log_softmax() {
+        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4]), 2);
+        assert_eq!(common_prefix(&[], &[1]), 0);
+        let mut out = Vec::new();
+        log_softmax(&[1.0, 2.0, 3.0], &mut out);
+        let total: f32 = out.iter().map(|x| x.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert!((out[2] - out[1] - 1.0).abs() < 1e-6);
+    }
+}
