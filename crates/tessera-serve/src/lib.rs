@@ -45,6 +45,10 @@ pub struct ServeOptions {
     pub max_body: usize,
     /// How long in-flight requests may run after a shutdown signal.
     pub drain: Duration,
+    /// How long a client may take to send a request's headers (and an idle keep-alive
+    /// connection may wait), and separately its body: slow clients are cut off.
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -60,6 +64,8 @@ impl Default for ServeOptions {
             embedding_model: None,
             max_body: 1 << 20,
             drain: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -155,24 +161,48 @@ impl Bound {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let app = api::router(self.server.state.clone(), self.server.opts.max_body);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let drain = self.server.opts.drain;
-        let serving = axum::serve(self.listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(());
-        });
-        let serving = tokio::spawn(async move { serving.await });
-        tokio::pin!(serving);
-        tokio::select! {
-            r = &mut serving => { r??; }
-            _ = async { let _ = rx.await; } => {
-                // Signalled: the listener is closed; give in-flight requests the drain time.
-                match tokio::time::timeout(drain, &mut serving).await {
-                    Ok(r) => r??,
-                    Err(_) => eprintln!("tessera serve: drain time ({drain:?}) over; closing the remaining connections"),
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        let opts = &self.server.opts;
+        let app = api::router(self.server.state.clone(), opts.max_body).layer(
+            tower_http::timeout::RequestBodyTimeoutLayer::new(opts.body_timeout),
+        );
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(opts.header_timeout)
+            .keep_alive(true);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let stream = match accepted {
+                        Ok((s, _)) => s,
+                        Err(_) => {
+                            // Out of file descriptors or similar: back off, keep serving.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
                 }
+                _ = &mut shutdown => break,
             }
+        }
+        // Stop accepting; let the open requests finish within the drain time.
+        drop(self.listener);
+        let drain = self.server.opts.drain;
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "tessera serve: drain time ({drain:?}) over; closing the remaining connections"
+            );
         }
         Ok(())
     }

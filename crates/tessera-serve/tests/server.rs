@@ -514,3 +514,109 @@ fn api_key_and_queue_limit() {
         assert!(ok >= 2 && busy >= 1, "ok {ok}, busy {busy}");
     });
 }
+
+/// Slow clients (slow-loris: headers or a body dribbled in) are cut off after the timeouts while
+/// the server keeps answering others.
+#[test]
+fn slow_clients_are_cut_off() {
+    use std::io::{Read, Write};
+    let addr = start(ServeOptions {
+        port: 0,
+        parallel: 1,
+        ctx: 128,
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    // Headers never finished.
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // A body that never arrives in full.
+    let mut dribble = std::net::TcpStream::connect(addr).unwrap();
+    dribble
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    dribble
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"mess",
+        )
+        .unwrap();
+    // Others are served meanwhile.
+    let (s, _) = rt().block_on(post(addr, "/v1/chat/completions", &chat_body("hi", 2)));
+    assert_eq!(s, 200);
+    let t = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf); // EOF (or a 408) once the header timeout passes
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "slow headers kept open"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    let mut buf = Vec::new();
+    let _ = dribble.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        buf.is_empty() || text.starts_with("HTTP/1.1 4"),
+        "slow body: {text}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "slow body kept open");
+}
+
+/// A shutdown signal lets an in-flight stream finish (to `[DONE]`) and then stops the server;
+/// new connections are refused.
+#[test]
+fn shutdown_drains_in_flight_requests() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let opts = ServeOptions {
+                port: 0,
+                parallel: 1,
+                ctx: 256,
+                ..Default::default()
+            };
+            let bound = Server::load(opts).unwrap().bind().await.unwrap();
+            tx.send(bound.addr()).unwrap();
+            bound
+                .serve(async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+        });
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(600)).unwrap();
+    rt().block_on(async move {
+        let mut body = chat_body("Tell me about the sea.", 40);
+        body["stream"] = json!(true);
+        body["temperature"] = json!(0.8);
+        body["seed"] = json!(1);
+        let mut r = client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let mut got = String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()).to_string();
+        stop_tx.send(()).unwrap();
+        while let Some(c) = r.chunk().await.unwrap() {
+            got.push_str(&String::from_utf8_lossy(&c));
+        }
+        assert!(got.trim_end().ends_with("data: [DONE]"), "{got}");
+    });
+    server.join().unwrap();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still listening"
+    );
+}
