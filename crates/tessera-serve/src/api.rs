@@ -39,7 +39,14 @@ pub struct AppState {
     pub embedder: Option<(String, Arc<Mutex<Embedder>>)>,
     pub created: u64,
     pub parallel: usize,
+    /// Largest request body (bytes).
+    pub max_body: usize,
 }
+
+/// Bodies declared larger than the limit are still read (and dropped) up to this size before the
+/// 413 answer, so the client gets the answer rather than a broken pipe; beyond it the connection
+/// is closed.
+const DRAIN_LIMIT: usize = 64 << 20;
 
 type AppRef = Arc<AppState>;
 
@@ -164,6 +171,25 @@ async fn auth(State(s): State<AppRef>, req: Request, next: Next) -> Response {
             .code("invalid_api_key")
             .into_response();
         }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|&n| n > s.max_body) {
+        if n <= DRAIN_LIMIT {
+            let _ = axum::body::to_bytes(req.into_body(), DRAIN_LIMIT).await;
+        }
+        s.metrics.request(&route, 413);
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body ({n} bytes) is over the limit of {} bytes",
+                s.max_body
+            ),
+        )
+        .into_response();
     }
     let r = next.run(req).await;
     s.metrics.request(&route, r.status().as_u16());
@@ -325,6 +351,7 @@ struct Gen {
     stream: bool,
     include_usage: bool,
     logprobs: Option<LogprobsSpec>,
+    json: bool,
 }
 
 const MAX_N: i64 = 16;
@@ -386,6 +413,13 @@ fn sampling(
         .and_then(Value::as_str)
     {
         None | Some("text") => {}
+        Some("json_object") if !stop.is_empty() => {
+            return Err(ApiError::bad(
+                "stop strings cannot be combined with a JSON response_format",
+            )
+            .param("stop"))
+        }
+        Some("json_object") => {}
         Some(other) => {
             return Err(ApiError::bad(format!(
                 "response_format '{other}' is not supported by this server yet"
@@ -413,6 +447,15 @@ fn sampling(
         },
         n as usize,
     ))
+}
+
+/// `response_format: {"type": "json_object"}`.
+fn wants_json(c: &Common) -> bool {
+    c.response_format
+        .as_ref()
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+        == Some("json_object")
 }
 
 fn chat_gen(s: &AppState, r: ChatRequest) -> Result<Gen, ApiError> {
@@ -488,6 +531,7 @@ fn chat_gen(s: &AppState, r: ChatRequest) -> Result<Gen, ApiError> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         logprobs,
+        json: wants_json(&r.common),
     })
 }
 
@@ -541,6 +585,7 @@ fn completion_gen(s: &AppState, r: CompletionRequest) -> Result<Gen, ApiError> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         logprobs,
+        json: wants_json(&r.common),
     })
 }
 
@@ -651,6 +696,7 @@ async fn run_generation(s: AppRef, g: Gen, kind: Kind) -> Response {
         params: g.params,
         n: g.n,
         logprobs: g.logprobs,
+        json: g.json,
         events: tx,
         cancel: cancel.clone(),
         received: Instant::now(),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
+use tessera::generate::json::{mask_logits, token_texts, JsonState};
 use tessera::generate::{FinishReason, Sampler, SamplingParams, TextOutput};
 use tessera::infer::{Batch, Decoder, State};
 use tessera::tokenizer::chat::ModelTokenizer;
@@ -28,6 +29,8 @@ pub struct GenRequest {
     pub params: SamplingParams,
     pub n: usize,
     pub logprobs: Option<LogprobsSpec>,
+    /// Constrain the output to a JSON object (`response_format: {"type": "json_object"}`).
+    pub json: bool,
     /// Where the tokens go; a dropped receiver (client gone) cancels the request.
     pub events: UnboundedSender<Event>,
     pub cancel: Arc<AtomicBool>,
@@ -127,6 +130,7 @@ struct Shared {
     events: UnboundedSender<Event>,
     cancel: Arc<AtomicBool>,
     logprobs: Option<LogprobsSpec>,
+    json: bool,
     received: Instant,
     first_token: AtomicBool,
 }
@@ -156,6 +160,8 @@ struct Seq<'t> {
     /// The token to feed at the next step.
     next: u32,
     started: Instant,
+    /// The JSON recognizer of a constrained choice.
+    json: Option<JsonState>,
 }
 
 /// A choice waiting for a slot.
@@ -177,6 +183,9 @@ struct Engine<'t> {
     active: Vec<Seq<'t>>,
     /// Reused buffers of a step.
     lp: Vec<f32>,
+    masked: Vec<f32>,
+    /// Each token's text, for JSON-constrained choices (computed on first use).
+    token_texts: Option<Vec<Option<String>>>,
 }
 
 /// Length of the common prefix of two id lists.
@@ -211,6 +220,8 @@ impl<'t> Engine<'t> {
             waiting: Default::default(),
             active: Vec::new(),
             lp: Vec::new(),
+            masked: Vec::new(),
+            token_texts: None,
         }
     }
 
@@ -242,6 +253,7 @@ impl<'t> Engine<'t> {
             events: r.events,
             cancel: r.cancel,
             logprobs: r.logprobs,
+            json: r.json,
             received: r.received,
             first_token: AtomicBool::new(false),
         });
@@ -364,7 +376,14 @@ impl<'t> Engine<'t> {
             ignore_eos: params.ignore_eos,
             next: 0,
             started: Instant::now(),
+            json: None,
         };
+        if seq.req.json {
+            seq.json = Some(JsonState::new());
+            if self.token_texts.is_none() {
+                self.token_texts = Some(token_texts(&self.tok.tokenizer));
+            }
+        }
         if seq.max_tokens == 0 {
             self.finish(seq, FinishReason::Length);
             return Ok(());
@@ -383,7 +402,19 @@ impl<'t> Engine<'t> {
         if seq.req.cancelled() {
             return Some(FinishReason::Cancelled);
         }
-        let id = seq.sampler.sample(logits, &seq.history);
+        let id = match (&seq.json, &self.token_texts) {
+            (Some(state), Some(texts)) => {
+                self.masked.clear();
+                self.masked.extend_from_slice(logits);
+                if !mask_logits(state, texts, self.eos, &mut self.masked) {
+                    seq.req
+                        .send(Event::Error("no token can continue the JSON output".into()));
+                    return Some(FinishReason::Cancelled);
+                }
+                seq.sampler.sample(&self.masked, &seq.history)
+            }
+            _ => seq.sampler.sample(logits, &seq.history),
+        };
         let logprob = seq.req.logprobs.map(|spec| {
             log_softmax(logits, &mut self.lp);
             let mut top: Vec<(u32, f32)> = Vec::new();
@@ -414,13 +445,25 @@ impl<'t> Engine<'t> {
         seq.generated += 1;
         seq.history.push(id);
         self.metrics.generation_tokens.add(1);
-        let (text, stopped) = match seq.out.push(id) {
+        let (mut text, stopped) = match seq.out.push(id) {
             Ok((t, s)) => (t.to_string(), s),
             Err(e) => {
                 seq.req.send(Event::Error(format!("decoding failed: {e}")));
                 return Some(FinishReason::Cancelled);
             }
         };
+        let out_of_room = seq.generated >= seq.max_tokens
+            || self.slots[seq.slot].state.len() + 1 > self.slots[seq.slot].state.capacity();
+        let mut json_done = false;
+        if let (Some(state), Some(texts)) = (seq.json.as_mut(), &self.token_texts) {
+            let piece = texts[id as usize].as_deref().unwrap_or("");
+            state.feed_str(piece);
+            json_done = state.is_complete();
+            if out_of_room && !json_done {
+                // The budget ends inside the object: close it, so the output still parses.
+                text.push_str(&state.closing_text());
+            }
+        }
         if !seq.req.send(Event::Token {
             index: seq.index,
             text,
@@ -428,14 +471,10 @@ impl<'t> Engine<'t> {
         }) {
             return Some(FinishReason::Cancelled);
         }
-        if stopped {
+        if stopped || json_done {
             return Some(FinishReason::Stop);
         }
-        if seq.generated >= seq.max_tokens {
-            return Some(FinishReason::Length);
-        }
-        // The context is full: the token just sampled cannot be fed.
-        if self.slots[seq.slot].state.len() + 1 > self.slots[seq.slot].state.capacity() {
+        if out_of_room {
             return Some(FinishReason::Length);
         }
         seq.next = id;

@@ -123,6 +123,7 @@ impl Server {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             parallel: opts.parallel,
+            max_body: opts.max_body,
         });
         Ok(Server { state, opts })
     }

@@ -620,3 +620,41 @@ fn shutdown_drains_in_flight_requests() {
         "still listening"
     );
 }
+
+/// `response_format: {"type": "json_object"}`: constrained decoding; the answer always parses as
+/// a JSON object, also when the token budget ends inside it (then it is closed).
+#[test]
+fn json_mode_output_always_parses() {
+    let addr = server();
+    rt().block_on(async {
+        for (max_tokens, temperature) in [(60, 0.0), (6, 0.0), (40, 1.0), (2, 0.7)] {
+            let mut body = chat_body(
+                "Give me a JSON object describing a cat, with its name and age.",
+                max_tokens,
+            );
+            body["response_format"] = json!({"type": "json_object"});
+            body["temperature"] = json!(temperature);
+            body["seed"] = json!(3);
+            let (s, v) = post(addr, "/v1/chat/completions", &body).await;
+            assert_eq!(s, 200, "{v}");
+            let text = content(&v);
+            let parsed: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("max_tokens {max_tokens}: {text:?} does not parse: {e}")
+            });
+            assert!(parsed.is_object(), "{text}");
+        }
+        let mut body = chat_body("hi", 8);
+        body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "x",
+                                          "schema": {"type": "object"}}});
+        let (s, v) = post(addr, "/v1/chat/completions", &body).await;
+        assert_eq!(
+            (s, v["error"]["param"].as_str()),
+            (400, Some("response_format"))
+        );
+        let mut body = chat_body("hi", 8);
+        body["response_format"] = json!({"type": "json_object"});
+        body["stop"] = json!(["}"]);
+        let (s, _) = post(addr, "/v1/chat/completions", &body).await;
+        assert_eq!(s, 400);
+    });
+}

@@ -1,6 +1,7 @@
 //! Text generation: sampling step by step with the KV cache, stop conditions, streaming.
 
 pub mod chat;
+pub mod json;
 pub mod sampler;
 
 pub use sampler::{Sampler, SamplingParams};
