@@ -16,10 +16,19 @@ if [ ! -f /usr/share/wordnet/data.noun ] && [ -z "${TESSERA_WORDNET:-}" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base >/dev/null
 fi
-# The official `openai` Python client drives `tessera serve` in crates/tessera-serve/tests.
-if ! python3 -c "import openai" 2>/dev/null; then
-  echo "installing the openai Python package (for the server's client test)..." >&2
-  python3 -m pip install -q openai >/dev/null
+# The official `openai` Python client drives `tessera serve` in crates/tessera-serve/tests: the
+# interpreter in $TESSERA_PYTHON (default python3) if it has it, else a virtual environment made
+# here (a system Python may refuse packages installed beside its own).
+if ! "${TESSERA_PYTHON:-python3}" -c "import openai" 2>/dev/null; then
+  VENV="$PWD/target/test-venv"
+  if ! "$VENV/bin/python" -c "import openai" 2>/dev/null; then
+    echo "installing the openai Python package into $VENV (for the server's client test)..." >&2
+    python3 -m venv "$VENV" || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo";
+      $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null;
+      python3 -m venv "$VENV"; }
+    "$VENV/bin/python" -m pip install -q openai >/dev/null
+  fi
+  export TESSERA_PYTHON="$VENV/bin/python"
 fi
 # The server's web page is tested in Debian's chromium, driven by playwright-core from npm.
 if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
