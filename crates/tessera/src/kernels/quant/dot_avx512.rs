@@ -93,6 +93,10 @@ unsafe fn many<const KIND: u8>(
         let wr = &w[i * rb..(i + 1) * rb];
         let o = &mut out[i * ldo..];
         let mut k = 0;
+        while k + 8 <= g {
+            o[k..k + 8].copy_from_slice(&row_dot::<KIND, 8>(wr, acts, j0 + k));
+            k += 8;
+        }
         while k + 4 <= g {
             o[k..k + 4].copy_from_slice(&row_dot::<KIND, 4>(wr, acts, j0 + k));
             k += 4;

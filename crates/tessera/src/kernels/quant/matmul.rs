@@ -3,7 +3,7 @@
 //!
 //! Decode (n = 1): the weight rows are split into a few chunks per thread; each row is one call of
 //! the row kernel, writing straight into `out`. Prefill (n > 1): each chunk of 16 weight rows is
-//! multiplied with groups of 4 activation rows (the weights unpacked once per group), into a
+//! multiplied with groups of 8 activation rows (the weights unpacked once per group), into a
 //! (rows, n) tile that is transposed into `out` at the end. Nothing is allocated per call once
 //! the thread's scratch has grown to the largest shape seen.
 
@@ -32,7 +32,7 @@ thread_local! {
 /// Weight rows per work item in prefill.
 const PREFILL_ROWS: usize = 16;
 /// Activation rows sharing one weight unpack.
-const ACT_GROUP: usize = 4;
+const ACT_GROUP: usize = 8;
 /// Below this many weights a product runs on the calling thread only.
 const PARALLEL_MIN_WEIGHTS: usize = 1 << 15;
 
