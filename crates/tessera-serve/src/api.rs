@@ -21,6 +21,8 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tessera::generate::json::Constraint;
+use tessera::generate::json_schema::Schema;
 use tessera::generate::{FinishReason, SamplingParams};
 use tessera::tasks::embed::Embedder;
 use tessera::tokenizer::chat::{Message, ModelTokenizer};
@@ -351,7 +353,7 @@ struct Gen {
     stream: bool,
     include_usage: bool,
     logprobs: Option<LogprobsSpec>,
-    json: bool,
+    json: Option<Constraint>,
 }
 
 const MAX_N: i64 = 16;
@@ -413,13 +415,13 @@ fn sampling(
         .and_then(Value::as_str)
     {
         None | Some("text") => {}
-        Some("json_object") if !stop.is_empty() => {
+        Some("json_object" | "json_schema") if !stop.is_empty() => {
             return Err(ApiError::bad(
                 "stop strings cannot be combined with a JSON response_format",
             )
             .param("stop"))
         }
-        Some("json_object") => {}
+        Some("json_object" | "json_schema") => {}
         Some(other) => {
             return Err(ApiError::bad(format!(
                 "response_format '{other}' is not supported by this server yet"
@@ -449,13 +451,28 @@ fn sampling(
     ))
 }
 
-/// `response_format: {"type": "json_object"}`.
-fn wants_json(c: &Common) -> bool {
-    c.response_format
-        .as_ref()
-        .and_then(|f| f.get("type"))
-        .and_then(Value::as_str)
-        == Some("json_object")
+/// The constraint `response_format` asks for: `json_object`, or `json_schema` with its schema
+/// compiled (unsupported schema features are a 400 naming them).
+fn constraint(c: &Common) -> Result<Option<Constraint>, ApiError> {
+    let Some(f) = &c.response_format else {
+        return Ok(None);
+    };
+    match f.get("type").and_then(Value::as_str) {
+        Some("json_object") => Ok(Some(Constraint::object())),
+        Some("json_schema") => {
+            let schema = f
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or_else(|| {
+                    ApiError::bad("response_format.json_schema.schema is missing")
+                        .param("response_format")
+                })?;
+            let compiled = Schema::compile(schema)
+                .map_err(|e| ApiError::bad(e.to_string()).param("response_format"))?;
+            Ok(Some(Constraint::schema(Arc::new(compiled))))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn chat_gen(s: &AppState, r: ChatRequest) -> Result<Gen, ApiError> {
@@ -531,7 +548,7 @@ fn chat_gen(s: &AppState, r: ChatRequest) -> Result<Gen, ApiError> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         logprobs,
-        json: wants_json(&r.common),
+        json: constraint(&r.common)?,
     })
 }
 
@@ -585,7 +602,7 @@ fn completion_gen(s: &AppState, r: CompletionRequest) -> Result<Gen, ApiError> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         logprobs,
-        json: wants_json(&r.common),
+        json: constraint(&r.common)?,
     })
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
-use tessera::generate::json::{mask_logits, token_texts, JsonState};
+use tessera::generate::json::{mask_logits, token_texts, Constraint};
 use tessera::generate::{FinishReason, Sampler, SamplingParams, TextOutput};
 use tessera::infer::{Batch, Decoder, State};
 use tessera::tokenizer::chat::ModelTokenizer;
@@ -29,8 +29,8 @@ pub struct GenRequest {
     pub params: SamplingParams,
     pub n: usize,
     pub logprobs: Option<LogprobsSpec>,
-    /// Constrain the output to a JSON object (`response_format: {"type": "json_object"}`).
-    pub json: bool,
+    /// Constrain the output: a JSON object or an instance of a JSON schema (`response_format`).
+    pub json: Option<Constraint>,
     /// Where the tokens go; a dropped receiver (client gone) cancels the request.
     pub events: UnboundedSender<Event>,
     pub cancel: Arc<AtomicBool>,
@@ -130,7 +130,7 @@ struct Shared {
     events: UnboundedSender<Event>,
     cancel: Arc<AtomicBool>,
     logprobs: Option<LogprobsSpec>,
-    json: bool,
+    json: Option<Constraint>,
     received: Instant,
     first_token: AtomicBool,
 }
@@ -160,8 +160,8 @@ struct Seq<'t> {
     /// The token to feed at the next step.
     next: u32,
     started: Instant,
-    /// The JSON recognizer of a constrained choice.
-    json: Option<JsonState>,
+    /// The recognizer of a constrained choice.
+    json: Option<Constraint>,
 }
 
 /// A choice waiting for a slot.
@@ -378,8 +378,8 @@ impl<'t> Engine<'t> {
             started: Instant::now(),
             json: None,
         };
-        if seq.req.json {
-            seq.json = Some(JsonState::new());
+        if let Some(c) = &seq.req.json {
+            seq.json = Some(c.clone());
             if self.token_texts.is_none() {
                 self.token_texts = Some(token_texts(&self.tok.tokenizer));
             }

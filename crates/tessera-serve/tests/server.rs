@@ -621,8 +621,8 @@ fn shutdown_drains_in_flight_requests() {
     );
 }
 
-/// `response_format: {"type": "json_object"}`: constrained decoding; the answer always parses as
-/// a JSON object, also when the token budget ends inside it (then it is closed).
+/// `response_format` `json_object` and `json_schema`: constrained decoding; the answer always
+/// parses (and is an instance of the schema), also when the token budget ends inside it.
 #[test]
 fn json_mode_output_always_parses() {
     let addr = server();
@@ -643,13 +643,44 @@ fn json_mode_output_always_parses() {
             });
             assert!(parsed.is_object(), "{text}");
         }
+        // A schema: every answer is an instance of it (all properties, the right types).
+        let schema = json!({"type": "object", "properties": {
+            "name": {"type": "string"}, "age": {"type": "integer"},
+            "color": {"enum": ["black", "white", "orange"]},
+            "toys": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+            "indoor": {"type": "boolean"}}});
+        for (max_tokens, temperature) in [(80, 0.0), (7, 0.0), (60, 1.0)] {
+            let mut body = chat_body("Describe a cat as JSON.", max_tokens);
+            body["response_format"] = json!({"type": "json_schema",
+                "json_schema": {"name": "cat", "strict": true, "schema": schema}});
+            body["temperature"] = json!(temperature);
+            body["seed"] = json!(5);
+            let (s, v) = post(addr, "/v1/chat/completions", &body).await;
+            assert_eq!(s, 200, "{v}");
+            let text = content(&v);
+            let cat: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{text:?} does not parse: {e}"));
+            assert!(cat["name"].is_string(), "{text}");
+            assert!(cat["age"].is_i64() || cat["age"].is_u64(), "{text}");
+            assert!(
+                ["black", "white", "orange"].contains(&cat["color"].as_str().unwrap()),
+                "{text}"
+            );
+            assert!(cat["toys"].as_array().unwrap().len() <= 3, "{text}");
+            assert!(cat["indoor"].is_boolean(), "{text}");
+            assert_eq!(cat.as_object().unwrap().len(), 5, "{text}");
+        }
         let mut body = chat_body("hi", 8);
         body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "x",
-                                          "schema": {"type": "object"}}});
+            "schema": {"type": "object", "properties": {"a": {"$ref": "#/defs/a"}}}}});
         let (s, v) = post(addr, "/v1/chat/completions", &body).await;
         assert_eq!(
             (s, v["error"]["param"].as_str()),
             (400, Some("response_format"))
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("$ref"),
+            "{v}"
         );
         let mut body = chat_body("hi", 8);
         body["response_format"] = json!({"type": "json_object"});

@@ -380,10 +380,64 @@ pub fn token_texts(tok: &crate::tokenizer::Tokenizer) -> Vec<Option<String>> {
         .collect()
 }
 
+/// What a constrained choice must produce: any JSON object, or an instance of a schema.
+#[derive(Clone, Debug)]
+pub enum Constraint {
+    Object(JsonState),
+    Schema(
+        std::sync::Arc<super::json_schema::Schema>,
+        Box<super::json_schema::SchemaState>,
+    ),
+}
+
+impl Constraint {
+    /// Any JSON object.
+    pub fn object() -> Self {
+        Constraint::Object(JsonState::new())
+    }
+
+    /// An instance of `schema`.
+    pub fn schema(schema: std::sync::Arc<super::json_schema::Schema>) -> Self {
+        Constraint::Schema(schema, Box::default())
+    }
+
+    /// Whether `text` can follow.
+    pub fn accepts(&self, text: &str) -> bool {
+        match self {
+            Constraint::Object(s) => s.accepts(text),
+            Constraint::Schema(schema, s) => s.accepts(schema, text),
+        }
+    }
+
+    /// Feed `text` (false if it does not fit).
+    pub fn feed_str(&mut self, text: &str) -> bool {
+        match self {
+            Constraint::Object(s) => s.feed_str(text),
+            Constraint::Schema(schema, s) => s.feed_str(schema, text),
+        }
+    }
+
+    /// The output is complete.
+    pub fn is_complete(&self) -> bool {
+        match self {
+            Constraint::Object(s) => s.is_complete(),
+            Constraint::Schema(_, s) => s.is_complete(),
+        }
+    }
+
+    /// The shortest text completing the output.
+    pub fn closing_text(&self) -> String {
+        match self {
+            Constraint::Object(s) => s.closing_text(),
+            Constraint::Schema(schema, s) => s.closing_text(schema),
+        }
+    }
+}
+
 /// Set the logits of tokens that cannot continue `state` to -inf; `eos` is allowed exactly when
-/// the object is complete. Returns false if no token is allowed.
+/// the output is complete. Returns false if no token is allowed.
 pub fn mask_logits(
-    state: &JsonState,
+    state: &Constraint,
     texts: &[Option<String>],
     eos: Option<u32>,
     logits: &mut [f32],

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod json;
+pub mod json_schema;
 pub mod sampler;
 
 pub use sampler::{Sampler, SamplingParams};
