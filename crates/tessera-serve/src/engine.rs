@@ -6,7 +6,7 @@
 //! leave, freeing their slot at once.
 
 use crate::metrics::Metrics;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -79,14 +79,26 @@ pub enum SubmitError {
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: SyncSender<GenRequest>,
+    /// Choices queued and not yet in a slot (the engine takes them off as it admits them).
+    pending: Arc<AtomicUsize>,
+    limit: usize,
 }
 
 impl EngineHandle {
-    /// Queue a request without waiting.
+    /// Queue a request without waiting: refused when its choices would take the number waiting
+    /// for a slot over the queue limit.
     pub fn submit(&self, r: GenRequest) -> Result<(), SubmitError> {
-        self.tx.try_send(r).map_err(|e| match e {
-            TrySendError::Full(_) => SubmitError::Busy,
-            TrySendError::Disconnected(_) => SubmitError::Closed,
+        let n = r.n.max(1);
+        if self.pending.fetch_add(n, Ordering::SeqCst) + n > self.limit {
+            self.pending.fetch_sub(n, Ordering::SeqCst);
+            return Err(SubmitError::Busy);
+        }
+        self.tx.try_send(r).map_err(|e| {
+            self.pending.fetch_sub(n, Ordering::SeqCst);
+            match e {
+                TrySendError::Full(_) => SubmitError::Busy,
+                TrySendError::Disconnected(_) => SubmitError::Closed,
+            }
         })
     }
 }
@@ -100,7 +112,9 @@ pub fn start(
     queue: usize,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<EngineHandle> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(queue.max(1));
+    let queue = queue.max(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel(queue);
+    let pending = Arc::new(AtomicUsize::new(0));
     // Allocate the slots now: a context that does not fit in memory is a startup error.
     let slots = (0..parallel.max(1))
         .map(|_| {
@@ -113,8 +127,15 @@ pub fn start(
         .collect::<tessera::Result<Vec<_>>>()?;
     std::thread::Builder::new()
         .name("tessera-engine".into())
-        .spawn(move || Engine::new(model, &tok, slots, metrics).run(rx))?;
-    Ok(EngineHandle { tx })
+        .spawn({
+            let pending = pending.clone();
+            move || Engine::new(model, &tok, slots, metrics, pending).run(rx)
+        })?;
+    Ok(EngineHandle {
+        tx,
+        pending,
+        limit: queue,
+    })
 }
 
 /// A sequence slot: a KV cache and the tokens it holds (kept after the sequence ends, so a later
@@ -186,6 +207,8 @@ struct Engine<'t> {
     masked: Vec<f32>,
     /// Each token's text, for JSON-constrained choices (computed on first use).
     token_texts: Option<Vec<Option<String>>>,
+    /// Shared with [`EngineHandle`]: choices not yet in a slot.
+    pending: Arc<AtomicUsize>,
 }
 
 /// Length of the common prefix of two id lists.
@@ -208,6 +231,7 @@ impl<'t> Engine<'t> {
         tok: &'t ModelTokenizer,
         slots: Vec<Slot>,
         metrics: Arc<Metrics>,
+        pending: Arc<AtomicUsize>,
     ) -> Self {
         let eos = model.cfg.eos_token_id.or(tok.eos_id);
         Engine {
@@ -222,6 +246,7 @@ impl<'t> Engine<'t> {
             lp: Vec::new(),
             masked: Vec::new(),
             token_texts: None,
+            pending,
         }
     }
 
@@ -276,6 +301,7 @@ impl<'t> Engine<'t> {
         while let Some(job) = self.waiting.front() {
             if job.req.cancelled() {
                 self.waiting.pop_front();
+                self.pending.fetch_sub(1, Ordering::SeqCst);
                 self.metrics.cancelled.add(1);
                 continue;
             }
@@ -283,6 +309,7 @@ impl<'t> Engine<'t> {
                 return;
             };
             let job = self.waiting.pop_front().expect("front exists");
+            self.pending.fetch_sub(1, Ordering::SeqCst);
             let req = job.req.clone();
             if let Err(e) = self.prefill(job, slot) {
                 req.send(Event::Error(format!("prefill failed: {e}")));

@@ -455,7 +455,7 @@ fn api_key_and_queue_limit() {
         port: 0,
         parallel: 1,
         ctx: 256,
-        queue: 1,
+        queue: 2,
         api_key: Some("sekrit".into()),
         ..Default::default()
     });
@@ -484,8 +484,8 @@ fn api_key_and_queue_limit() {
         assert_eq!(r.status().as_u16(), 401);
         let r = c.get(format!("http://{addr}/health")).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        // One slot and a queue of one: of 6 concurrent long requests, some are refused with 429
-        // and Retry-After; the others succeed.
+        // One slot and a queue of two: of 6 concurrent long requests at least the two queued
+        // ones succeed, and some are refused with 429 and Retry-After.
         let tasks: Vec<_> = (0..6)
             .map(|i| {
                 let c = c.clone();
