@@ -408,27 +408,6 @@ fn sampling(
     if stop.len() > 4 || stop.iter().any(String::is_empty) {
         return Err(ApiError::bad("stop: at most 4 non-empty strings").param("stop"));
     }
-    match c
-        .response_format
-        .as_ref()
-        .and_then(|f| f.get("type"))
-        .and_then(Value::as_str)
-    {
-        None | Some("text") => {}
-        Some("json_object" | "json_schema") if !stop.is_empty() => {
-            return Err(ApiError::bad(
-                "stop strings cannot be combined with a JSON response_format",
-            )
-            .param("stop"))
-        }
-        Some("json_object" | "json_schema") => {}
-        Some(other) => {
-            return Err(ApiError::bad(format!(
-                "response_format '{other}' is not supported by this server yet"
-            ))
-            .param("response_format"))
-        }
-    }
     let seed = c.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -451,13 +430,48 @@ fn sampling(
     ))
 }
 
-/// The constraint `response_format` asks for: `json_object`, or `json_schema` with its schema
-/// compiled (unsupported schema features are a 400 naming them).
-fn constraint(c: &Common) -> Result<Option<Constraint>, ApiError> {
+impl Common {
+    /// The validated generation of `prompt` these fields ask for.
+    fn generation(
+        &self,
+        s: &AppState,
+        prompt: Vec<u32>,
+        logprobs: Option<LogprobsSpec>,
+    ) -> Result<Gen, ApiError> {
+        let (params, n) = sampling(s, self, prompt.len())?;
+        let json = constraint(self, &params)?;
+        Ok(Gen {
+            prompt,
+            params,
+            n,
+            stream: self.stream.unwrap_or(false),
+            include_usage: self
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+            logprobs,
+            json,
+        })
+    }
+}
+
+/// The constraint `response_format` asks for: none (`text`), `json_object`, or `json_schema`
+/// with its schema compiled (unsupported schema features are a 400 naming them). Stop strings
+/// could cut a JSON answer, so they are refused with either JSON mode.
+fn constraint(c: &Common, params: &SamplingParams) -> Result<Option<Constraint>, ApiError> {
     let Some(f) = &c.response_format else {
         return Ok(None);
     };
-    match f.get("type").and_then(Value::as_str) {
+    let kind = f.get("type").and_then(Value::as_str);
+    if matches!(kind, Some("json_object" | "json_schema")) && !params.stop.is_empty() {
+        return Err(
+            ApiError::bad("stop strings cannot be combined with a JSON response_format")
+                .param("stop"),
+        );
+    }
+    match kind {
+        None | Some("text") => Ok(None),
         Some("json_object") => Ok(Some(Constraint::object())),
         Some("json_schema") => {
             let schema = f
@@ -471,7 +485,10 @@ fn constraint(c: &Common) -> Result<Option<Constraint>, ApiError> {
                 .map_err(|e| ApiError::bad(e.to_string()).param("response_format"))?;
             Ok(Some(Constraint::schema(Arc::new(compiled))))
         }
-        _ => Ok(None),
+        Some(other) => Err(ApiError::bad(format!(
+            "response_format '{other}' is not supported by this server yet"
+        ))
+        .param("response_format")),
     }
 }
 
@@ -520,7 +537,6 @@ fn chat_gen(s: &AppState, r: ChatRequest) -> Result<Gen, ApiError> {
         .tok
         .prompt_ids(&msgs, true)
         .map_err(|e| ApiError::bad(format!("cannot apply the chat template: {e}")))?;
-    let (params, n) = sampling(s, &r.common, prompt.len())?;
     let logprobs = match (r.logprobs.unwrap_or(false), r.top_logprobs) {
         (_, Some(k)) if !(0..=MAX_TOP_LOGPROBS).contains(&k) => {
             return Err(
@@ -536,20 +552,7 @@ fn chat_gen(s: &AppState, r: ChatRequest) -> Result<Gen, ApiError> {
         }),
         (false, None) => None,
     };
-    Ok(Gen {
-        prompt,
-        params,
-        n,
-        stream: r.common.stream.unwrap_or(false),
-        include_usage: r
-            .common
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
-        logprobs,
-        json: constraint(&r.common)?,
-    })
+    r.common.generation(s, prompt, logprobs)
 }
 
 fn completion_gen(s: &AppState, r: CompletionRequest) -> Result<Gen, ApiError> {
@@ -560,11 +563,7 @@ fn completion_gen(s: &AppState, r: CompletionRequest) -> Result<Gen, ApiError> {
             .tokenizer
             .encode(t)
             .map_err(|e| ApiError::bad(format!("cannot tokenize the prompt: {e}")))?;
-        if let (true, Some(bos)) = (s.tok.add_bos, s.tok.bos_id) {
-            if ids.first() != Some(&bos) {
-                ids.insert(0, bos);
-            }
-        }
+        s.tok.with_bos(&mut ids);
         Ok(ids)
     };
     let prompt = match r.prompt {
@@ -584,26 +583,12 @@ fn completion_gen(s: &AppState, r: CompletionRequest) -> Result<Gen, ApiError> {
         ))
         .param("prompt"));
     }
-    let (params, n) = sampling(s, &r.common, prompt.len())?;
     let logprobs = match r.logprobs {
         None => None,
         Some(k) if (0..=5).contains(&k) => Some(LogprobsSpec { top: k as usize }),
         Some(_) => return Err(ApiError::bad("logprobs must be in 0..=5").param("logprobs")),
     };
-    Ok(Gen {
-        prompt,
-        params,
-        n,
-        stream: r.common.stream.unwrap_or(false),
-        include_usage: r
-            .common
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
-        logprobs,
-        json: constraint(&r.common)?,
-    })
+    r.common.generation(s, prompt, logprobs)
 }
 
 async fn chat(
@@ -1099,8 +1084,8 @@ async fn tokenize(
     };
     match s.tok.tokenizer.encode(&r.content) {
         Ok(mut ids) => {
-            if let (true, true, Some(bos)) = (r.add_special, s.tok.add_bos, s.tok.bos_id) {
-                ids.insert(0, bos);
+            if r.add_special {
+                s.tok.with_bos(&mut ids);
             }
             Json(json!({"tokens": ids})).into_response()
         }

@@ -204,6 +204,7 @@ struct Engine<'t> {
     active: Vec<Seq<'t>>,
     /// Reused buffers of a step.
     lp: Vec<f32>,
+    top_idx: Vec<u32>,
     masked: Vec<f32>,
     /// Each token's text, for JSON-constrained choices (computed on first use).
     token_texts: Option<Vec<Option<String>>>,
@@ -244,6 +245,7 @@ impl<'t> Engine<'t> {
             waiting: Default::default(),
             active: Vec::new(),
             lp: Vec::new(),
+            top_idx: Vec::new(),
             masked: Vec::new(),
             token_texts: None,
             pending,
@@ -446,7 +448,9 @@ impl<'t> Engine<'t> {
             log_softmax(logits, &mut self.lp);
             let mut top: Vec<(u32, f32)> = Vec::new();
             if spec.top > 0 {
-                let mut idx: Vec<u32> = (0..self.lp.len() as u32).collect();
+                let idx = &mut self.top_idx;
+                idx.clear();
+                idx.extend(0..self.lp.len() as u32);
                 let k = spec.top.min(idx.len());
                 idx.select_nth_unstable_by(k - 1, |&a, &b| {
                     self.lp[b as usize].total_cmp(&self.lp[a as usize])
@@ -528,6 +532,9 @@ impl<'t> Engine<'t> {
         }
         let ids: Vec<u32> = self.active.iter().map(|s| s.next).collect();
         let order: Vec<usize> = self.active.iter().map(|s| s.slot).collect();
+        // The batch's buffers are taken out for the step so that its logits can be read while
+        // the sequences advance (no copy of the (n, V) logits per step).
+        let mut batch = std::mem::take(&mut self.batch);
         let logits = {
             // States in the order of `active` (each slot is used by one sequence).
             let mut by_slot: Vec<Option<&mut State>> =
@@ -536,14 +543,15 @@ impl<'t> Engine<'t> {
                 .iter()
                 .map(|&s| by_slot[s].take().expect("one sequence per slot"))
                 .collect();
-            match self.model.step(&mut self.batch, &mut refs, &ids) {
-                Ok(l) => l.to_vec(),
+            match self.model.step(&mut batch, &mut refs, &ids) {
+                Ok(l) => l,
                 Err(e) => {
                     for seq in std::mem::take(&mut self.active) {
                         seq.req
                             .send(Event::Error(format!("decode step failed: {e}")));
                         self.finish(seq, FinishReason::Cancelled);
                     }
+                    self.batch = batch;
                     return;
                 }
             }
@@ -561,6 +569,7 @@ impl<'t> Engine<'t> {
             }
         }
         self.active = keep;
+        self.batch = batch;
     }
 
     /// End `seq`: flush its held-back text, report, free its slot.

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_serve::{ServeOptions, Server};
+use tessera_serve::ServeOptions;
+
+mod common;
 
 const PROMPTS: [&str; 8] = [
     "Write a story about a lighthouse keeper.",
@@ -78,27 +80,14 @@ fn sixty_four_clients_faults_and_bounded_memory() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let opts = ServeOptions {
-                port: 0,
-                parallel: 8,
-                ctx: 256,
-                queue: 48,
-                ..Default::default()
-            };
-            let bound = Server::load(opts).unwrap().bind().await.unwrap();
-            tx.send(bound.addr()).unwrap();
-            bound.serve(std::future::pending()).await.unwrap();
-        });
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(600)).unwrap();
+    let opts = ServeOptions {
+        port: 0,
+        parallel: 8,
+        ctx: 256,
+        queue: 48,
+        ..Default::default()
+    };
+    let addr = common::start(opts);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

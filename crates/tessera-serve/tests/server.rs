@@ -7,26 +7,10 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tessera_serve::{ServeOptions, Server};
+use tessera_serve::ServeOptions;
 
-/// Start a server on a free port in a background runtime; returns its address.
-fn start(opts: ServeOptions) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let bound = Server::load(opts).unwrap().bind().await.unwrap();
-            tx.send(bound.addr()).unwrap();
-            bound.serve(std::future::pending()).await.unwrap();
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(600))
-        .expect("server started")
-}
+mod common;
+use common::{spawn, start};
 
 fn opts() -> ServeOptions {
     ServeOptions {
@@ -70,6 +54,18 @@ async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A GET's body as text.
+async fn get(addr: SocketAddr, path: &str) -> String {
+    client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A streamed request: the `data:` payloads in order.
 async fn stream(addr: SocketAddr, path: &str, body: &Value) -> Vec<String> {
     let r = client()
@@ -111,37 +107,16 @@ fn content(v: &Value) -> String {
 fn health_models_tokenize() {
     let addr = server();
     rt().block_on(async {
-        let h: Value = client()
-            .get(format!("http://{addr}/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h: Value = serde_json::from_str(&get(addr, "/health").await).unwrap();
         assert_eq!(h["status"], "ok");
-        let m: Value = client()
-            .get(format!("http://{addr}/v1/models"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let m: Value = serde_json::from_str(&get(addr, "/v1/models").await).unwrap();
         assert_eq!(m["object"], "list");
         assert_eq!(m["data"][0]["id"], "smollm2-135m-instruct");
         let (s, t) = post(addr, "/tokenize", &json!({"content": "Hello world"})).await;
         assert_eq!(s, 200);
         let (s, d) = post(addr, "/detokenize", &json!({"tokens": t["tokens"]})).await;
         assert_eq!((s, d["content"].as_str()), (200, Some("Hello world")));
-        let page = client()
-            .get(format!("http://{addr}/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = get(addr, "/").await;
         assert!(page.contains("tessera chat") && page.contains("/v1/chat/completions"));
     });
 }
@@ -426,14 +401,7 @@ fn disconnected_clients_are_cancelled() {
             drop(r);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let m = client()
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = get(addr, "/metrics").await;
         let cancelled: u64 = m
             .lines()
             .find_map(|l| l.strip_prefix("tessera_cancelled_total "))
@@ -570,32 +538,16 @@ fn slow_clients_are_cut_off() {
 /// new connections are refused.
 #[test]
 fn shutdown_drains_in_flight_requests() {
-    let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let opts = ServeOptions {
-                port: 0,
-                parallel: 1,
-                ctx: 256,
-                ..Default::default()
-            };
-            let bound = Server::load(opts).unwrap().bind().await.unwrap();
-            tx.send(bound.addr()).unwrap();
-            bound
-                .serve(async move {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-        });
+    let opts = ServeOptions {
+        port: 0,
+        parallel: 1,
+        ctx: 256,
+        ..Default::default()
+    };
+    let (addr, server) = spawn(opts, async move {
+        let _ = stop_rx.await;
     });
-    let addr = rx.recv_timeout(Duration::from_secs(600)).unwrap();
     rt().block_on(async move {
         let mut body = chat_body("Tell me about the sea.", 40);
         body["stream"] = json!(true);

@@ -4,8 +4,9 @@
 //! both).
 
 use std::process::Command;
-use std::time::Duration;
-use tessera_serve::{ServeOptions, Server};
+use tessera_serve::ServeOptions;
+
+mod common;
 
 #[test]
 fn web_page_in_headless_chromium() {
@@ -16,26 +17,13 @@ fn web_page_in_headless_chromium() {
             .is_dir(),
         "playwright-core is not installed: run `npm ci` in {dir} (scripts/test.sh does)"
     );
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let opts = ServeOptions {
-                port: 0,
-                parallel: 2,
-                ctx: 1024,
-                ..Default::default()
-            };
-            let bound = Server::load(opts).unwrap().bind().await.unwrap();
-            tx.send(bound.addr()).unwrap();
-            bound.serve(std::future::pending()).await.unwrap();
-        });
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(600)).unwrap();
+    let opts = ServeOptions {
+        port: 0,
+        parallel: 2,
+        ctx: 1024,
+        ..Default::default()
+    };
+    let addr = common::start(opts);
     let out = Command::new("node")
         .current_dir(dir)
         .args(["page_test.mjs", &format!("http://{addr}/")])

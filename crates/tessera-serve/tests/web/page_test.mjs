@@ -33,7 +33,8 @@ try {
     }, null, { timeout: 120000 });
     return page.evaluate(() => [...document.querySelectorAll(".msg.assistant")].pop().textContent);
   };
-  const first = await ask("What is the capital of France?");
+  // A question with a long answer, so that streaming shows as several updates.
+  const first = await ask("Write three sentences about the sea.");
   if (!first.trim()) fail("empty answer");
   if (first.includes("Error:")) fail("error answer: " + first);
   const updates = await page.evaluate(() => window.__updates);

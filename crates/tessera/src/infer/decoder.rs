@@ -190,6 +190,8 @@ struct Scratch {
     /// The cache each row belongs to, and its position there.
     owner: Vec<usize>,
     pos: Vec<usize>,
+    /// Rows counted per cache while positions are assigned.
+    seen: Vec<usize>,
     /// One row of `score_cap` scores per attention task.
     scores: Vec<f32>,
     score_cap: usize,
@@ -632,6 +634,8 @@ impl Decoder {
             scratch: Scratch::default(),
         };
         self.grow(&mut st.scratch, 1, cap)?;
+        // One row of logits: a sequence's forward pass returns the last position's.
+        self.grow_logits(&mut st.scratch, 1)?;
         Ok(st)
     }
 
@@ -641,8 +645,16 @@ impl Decoder {
         Batch::default()
     }
 
-    /// Make `sc` hold `rows` rows, attention scores for contexts of `cap` positions, and logits
-    /// for `rows` rows.
+    /// Make `sc` hold logits for `rows` rows (a batched step's; a prompt chunk needs one row).
+    fn grow_logits(&self, sc: &mut Scratch, rows: usize) -> Result<()> {
+        let n = self.cfg.vocab_size * rows.max(1);
+        if sc.logits.len() < n {
+            sc.logits = crate::util::alloc::zeroed(n, "logits")?;
+        }
+        Ok(())
+    }
+
+    /// Make `sc` hold `rows` rows and attention scores for contexts of `cap` positions.
     fn grow(&self, sc: &mut Scratch, rows: usize, cap: usize) -> Result<()> {
         let cfg = &self.cfg;
         if sc.score_cap < cap {
@@ -675,11 +687,6 @@ impl Decoder {
         }
         if self.numerics == Numerics::Ggml {
             sc.q16.resize(rows * qd, 0);
-        }
-        // Logits: one row for a sequence's forward pass, one per sequence for a batched step.
-        if sc.logits.len() < cfg.vocab_size * rows.max(1) {
-            let n = cfg.vocab_size * rows.max(1);
-            sc.logits = crate::util::alloc::zeroed(n, "logits")?;
         }
         sc.owner.resize(rows, 0);
         sc.pos.resize(rows, 0);
@@ -760,6 +767,7 @@ impl Decoder {
         let cap = states.iter().map(|s| s.cache.cap).max().unwrap_or(1);
         let sc = &mut batch.scratch;
         self.grow(sc, n, cap)?;
+        self.grow_logits(sc, n)?;
         for i in 0..n {
             sc.owner[i] = i;
         }
@@ -863,9 +871,12 @@ impl Decoder {
             cfg.intermediate_size,
         );
         // Each row's position: its cache's length plus the rows of that cache before it.
+        sc.seen.clear();
+        sc.seen.resize(caches.len(), 0);
         for i in 0..n {
             let o = sc.owner[i];
-            sc.pos[i] = caches[o].pos + sc.owner[..i].iter().filter(|&&x| x == o).count();
+            sc.pos[i] = caches[o].pos + sc.seen[o];
+            sc.seen[o] += 1;
         }
         for (i, &id) in ids.iter().enumerate() {
             let pos = sc.pos[i];

@@ -122,11 +122,16 @@ impl ModelTokenizer {
             messages,
             add_generation_prompt,
         )?;
+        self.with_bos(&mut ids);
+        Ok(ids)
+    }
+
+    /// Put BOS first when the model asks for it and `ids` do not start with it already.
+    pub fn with_bos(&self, ids: &mut Vec<u32>) {
         if let (true, Some(bos)) = (self.add_bos, self.bos_id) {
             if ids.first() != Some(&bos) {
                 ids.insert(0, bos);
             }
         }
-        Ok(ids)
     }
 }
