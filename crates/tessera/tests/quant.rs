@@ -410,3 +410,125 @@ fn hot_pool_and_batched_matvecs_equal_single_products() {
         assert!(matvec_many(&pool, &x[..cols], &mut prods).is_err());
     }
 }
+
+#[test]
+fn interleaved_layout_equals_row_layout() {
+    use tessera::kernels::quant::matvec_many;
+    use tessera::util::pool::HotPool;
+    const X16: [QType; 3] = [QType::Q4_0, QType::Q4_1, QType::Q8_0];
+    let mut rng = Rng::new(9);
+    // Integer data (as in `simd_kernels_equal_scalar_exactly_on_integer_data`): every level on
+    // the interleaved copy equals the scalar kernel on the rows exactly, for every count of
+    // activation rows the kernel groups differently (8, 4, 2, 1 at a time).
+    let (rows, cols) = (48, 576);
+    let nmax = 19;
+    let x: Vec<f32> = (0..nmax * cols)
+        .map(|i| {
+            if i % 32 == 5 {
+                127.0
+            } else {
+                rng.below(255) as f32 - 127.0
+            }
+        })
+        .collect();
+    for t in X16 {
+        let mut w = random_blocks(&mut rng, t, rows * cols, |_| 1.0);
+        if t == QType::Q4_1 {
+            for blk in w.chunks_exact_mut(t.block_bytes()) {
+                blk[2..4].copy_from_slice(&f16_bits(0.0));
+            }
+        }
+        let m = QMatrix::new(t, rows, cols, w).unwrap();
+        let p = m.interleaved().unwrap();
+        assert!(p.is_packed() && !m.is_packed());
+        assert_eq!(p.bytes().len(), m.bytes().len());
+        assert_eq!(p.dequantize(), m.dequantize(), "{t}");
+        for n in [1, 2, 3, 4, 5, 8, 9, 13, nmax] {
+            let mut want = vec![0f32; n * rows];
+            m.matmul_with(SimdLevel::Scalar, &x[..n * cols], n, &mut want)
+                .unwrap();
+            for level in levels() {
+                let mut got = vec![0f32; n * rows];
+                p.matmul_with(level, &x[..n * cols], n, &mut got).unwrap();
+                assert_eq!(got, want, "{t} {level:?} n={n}");
+            }
+        }
+    }
+    // Real-valued data: within the kernels' tolerance, the f32 GEMM path included; each row of
+    // a batched product equals that row alone bit for bit; rows and errors as for the rows.
+    let (rows, cols) = (208, 512);
+    let big = tessera::kernels::quant::matmul::F32_GEMM_MIN_ROWS + 3;
+    let x = randn(&mut rng, big * cols);
+    for t in X16 {
+        let w = random_blocks(&mut rng, t, rows * cols, |r| (r.uniform_f32() - 0.5) * 0.1);
+        let m = QMatrix::new(t, rows, cols, w).unwrap();
+        let p = m.interleaved().unwrap();
+        for n in [1, 7, 11, big] {
+            let (want, scale) = reference(&m.dequantize(), &x[..n * cols], n, rows, cols);
+            let mut rowwise = vec![0f32; n * rows];
+            m.matmul(&x[..n * cols], n, &mut rowwise).unwrap();
+            for level in levels() {
+                let mut got = vec![0f32; n * rows];
+                p.matmul_with(level, &x[..n * cols], n, &mut got).unwrap();
+                assert_close(
+                    &format!("{t} {level:?} n={n}"),
+                    &got,
+                    &rowwise,
+                    &scale,
+                    1e-5,
+                );
+                if n == big {
+                    assert_close(&format!("{t} gemm"), &got, &want, &scale, 1e-5);
+                }
+                if n == 11 {
+                    for j in 0..n {
+                        let mut one = vec![0f32; rows];
+                        p.matmul_with(level, &x[j * cols..(j + 1) * cols], 1, &mut one)
+                            .unwrap();
+                        assert_eq!(one, got[j * rows..(j + 1) * rows], "{t} {level:?} row {j}");
+                    }
+                }
+            }
+        }
+        let mut row = vec![0f32; cols];
+        let all = m.dequantize();
+        for r in [0, 15, 16, 17, rows - 1] {
+            p.dequantize_row(r, &mut row);
+            assert_eq!(row, all[r * cols..(r + 1) * cols], "{t} row {r}");
+        }
+        assert!(p.try_dequantize_row(rows, &mut row).is_err());
+        let e = p.permute_rows(|r| r).unwrap_err().to_string();
+        assert!(e.contains("interleaved"), "{e}");
+        // Hot pool, several threads, batched with a row-layout matrix: equal to single products.
+        let other = QMatrix::new(
+            QType::Q4K,
+            32,
+            cols,
+            random_blocks(&mut rng, QType::Q4K, 32 * cols, |r| r.uniform_f32() * 0.1),
+        )
+        .unwrap();
+        for threads in [1, 2, 3] {
+            let pool = HotPool::new(threads);
+            let (mut a, mut b) = (vec![0f32; rows], vec![0f32; 32]);
+            matvec_many(
+                &pool,
+                &x[..cols],
+                &mut [(&p, &mut a[..]), (&other, &mut b[..])],
+            )
+            .unwrap();
+            let mut one = vec![0f32; rows];
+            p.matmul(&x[..cols], 1, &mut one).unwrap();
+            assert_eq!(a, one, "{t} threads={threads}");
+        }
+    }
+    // What has no interleaved layout says so.
+    let odd = QMatrix::new(QType::Q4_1, 37, 64, vec![0u8; 37 * 2 * 20]).unwrap();
+    assert!(odd
+        .interleaved()
+        .unwrap_err()
+        .to_string()
+        .contains("multiple of 16"));
+    let k = QMatrix::new(QType::Q4K, 16, 256, vec![0u8; 16 * 144]).unwrap();
+    assert!(k.interleaved().is_err());
+    assert!(!k.packed().is_packed() && !odd.packed().is_packed());
+}

@@ -13,7 +13,9 @@
 //! The same configuration the tensor-engine [`Transformer`](crate::models::Transformer) trains
 //! (GPT-2 and Llama layouts: LayerNorm or RMSNorm, learned or rotary positions, GELU or gated
 //! MLP, biases, grouped-query heads, tied head), with every weight a [`QMatrix`]: the blocks of a
-//! GGUF file, read in place from the memory map, or f32 rows from a safetensors checkpoint.
+//! GGUF file (read in place from the memory map, or, for Q4_0/Q4_1/Q8_0 on AVX-512 VNNI CPUs,
+//! copied once into the 16-row interleaved layout of the broadcast kernels), or f32 rows from a
+//! safetensors checkpoint.
 //! Products run on a [`HotPool`] (threads kept hot across the few hundred small products of a
 //! decode step); the KV cache ([`KvCache`]) is preallocated for the state's capacity; a decode
 //! step allocates nothing.
@@ -262,8 +264,8 @@ impl Decoder {
         Ok(m)
     }
 
-    /// Build the model on the tensors of `g` (shares its bytes: only the Q and K rows are copied,
-    /// into the half-split rotary order).
+    /// Build the model on the tensors of `g` (shares its bytes, except the Q and K rows, copied
+    /// into the half-split rotary order, and the matrices [`QMatrix::packed`] interleaves).
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let cfg = config_from_gguf(g)?;
         let (c, d) = (cfg.hidden_size, cfg.head_dim);
@@ -296,7 +298,7 @@ impl Decoder {
         };
         let proj = |name: &str, rows: usize, cols: usize| -> Result<Proj> {
             Ok(Proj {
-                w: matrix(name, rows, cols)?,
+                w: matrix(name, rows, cols)?.packed(),
                 b: None,
             })
         };
@@ -304,7 +306,8 @@ impl Decoder {
         let rotary_proj = |name: &str, rows: usize| -> Result<Proj> {
             let w = matrix(name, rows, c)?
                 .permute_rows(|r| rotary::gguf_row(r, d))
-                .map_err(|e| g.error(e.to_string()))?;
+                .map_err(|e| g.error(e.to_string()))?
+                .packed();
             Ok(Proj { w, b: None })
         };
         let eps = cfg.norm_eps as f32;
@@ -333,9 +336,11 @@ impl Decoder {
                 },
             });
         }
-        let embed = matrix("token_embd.weight", cfg.vocab_size, c)?;
+        // The matrices in the layout of this CPU's fastest kernel (`QMatrix::packed`: the
+        // interleaved copy replaces the mapped bytes, same size).
+        let embed = matrix("token_embd.weight", cfg.vocab_size, c)?.packed();
         let head = if g.tensor("output.weight").is_some() {
-            matrix("output.weight", cfg.vocab_size, c)?
+            matrix("output.weight", cfg.vocab_size, c)?.packed()
         } else {
             embed.clone()
         };

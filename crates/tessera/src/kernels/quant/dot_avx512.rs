@@ -374,3 +374,203 @@ unsafe fn load_w(t: QType, wp: *const u8, i: usize) -> __m512 {
         _ => _mm512_loadu_ps(wp.add(4 * i) as *const f32),
     }
 }
+
+/// `out[i * ldo + k] = w_i · x_{j0 + k}` for the `nrows` weight rows of `w` in the 16-row
+/// interleaved layout (`interleave`: Q4_0, Q4_1 or Q8_0; `nrows` a multiple of 16) and the `g`
+/// activation rows from `j0`.
+///
+/// Per block and group: the block's 16 scales are one vector, each 64-byte chunk of quants is 16
+/// lanes of 4 weights, and each activation row costs 8 `vpdpbusd` (4 activation bytes broadcast
+/// per chunk) plus one scale multiply-add for all 16 rows. Up to 8 activation rows share one
+/// unpack of the weights.
+///
+/// Panics if the sizes do not fit (the product driver checks them before calling).
+#[allow(clippy::too_many_arguments)]
+pub fn rows_x16(
+    t: QType,
+    w: &[u8],
+    nrows: usize,
+    acts: &Acts,
+    j0: usize,
+    g: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    assert!(
+        available(),
+        "AVX-512 VNNI kernel called on a CPU without it"
+    );
+    assert_eq!(acts.block, QK);
+    assert!(nrows.is_multiple_of(16));
+    assert_eq!(w.len(), nrows * acts.nb * t.block_bytes());
+    assert!(j0 + g <= acts.n);
+    assert!(nrows == 0 || g == 0 || out.len() >= (nrows - 1) * ldo + g);
+    assert!(acts.qs.len() >= acts.n * acts.nb * QK && acts.d.len() >= acts.n * acts.nb);
+    assert!(acts.s.len() >= acts.n * acts.nb && acts.sum.len() >= acts.n * acts.nb);
+    // SAFETY: the CPU features were checked above; `w` holds exactly `nrows / 16` groups of `nb`
+    // packed blocks, the activation arrays hold rows `j0..j0 + g`, and `out` holds every index
+    // written (asserted).
+    unsafe {
+        match t {
+            QType::Q4_0 => many_x16::<Q40>(w, nrows, acts, j0, g, out, ldo),
+            QType::Q4_1 => many_x16::<Q41>(w, nrows, acts, j0, g, out, ldo),
+            QType::Q8_0 => many_x16::<Q80>(w, nrows, acts, j0, g, out, ldo),
+            _ => panic!("rows_x16: {t} has no interleaved layout"),
+        }
+    }
+}
+
+/// The loop over row groups and groups of activation rows of [`rows_x16`].
+///
+/// # Safety
+/// As [`rows_x16`] asserts.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn many_x16<const KIND: u8>(
+    w: &[u8],
+    nrows: usize,
+    acts: &Acts,
+    j0: usize,
+    g: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let gb = 16 * acts.nb * layout(KIND).0;
+    for gi in 0..nrows / 16 {
+        let wg = w.as_ptr().add(gi * gb);
+        let o = out.as_mut_ptr().add(gi * 16 * ldo);
+        let mut k = 0;
+        while k + 8 <= g {
+            group_dot::<KIND, 8>(wg, acts, j0 + k, o.add(k), ldo);
+            k += 8;
+        }
+        while k + 4 <= g {
+            group_dot::<KIND, 4>(wg, acts, j0 + k, o.add(k), ldo);
+            k += 4;
+        }
+        while k + 2 <= g {
+            group_dot::<KIND, 2>(wg, acts, j0 + k, o.add(k), ldo);
+            k += 2;
+        }
+        if k < g {
+            group_dot::<KIND, 1>(wg, acts, j0 + k, o.add(k), ldo);
+        }
+    }
+}
+
+/// Packed blocks between the one multiplied and the one prefetched (several activation rows).
+const PREFETCH_BLOCKS: usize = 16;
+
+/// One group of 16 packed weight rows at `wg` against the `R` activation rows from `j0`: writes
+/// `o[i * ldo + r]` for rows i < 16, r < R.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and F16C must be available; `wg` must hold `acts.nb` packed blocks of
+/// `KIND`; rows `j0..j0 + R` of `acts` must exist; `o` must be writable at every index written.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn group_dot<const KIND: u8, const R: usize>(
+    wg: *const u8,
+    acts: &Acts,
+    j0: usize,
+    o: *mut f32,
+    ldo: usize,
+) {
+    // Bytes of one packed block of 16 rows, the offset of its quants, its 64-byte chunks.
+    let bb = 16 * layout(KIND).0;
+    let qo = if KIND == Q41 { 64 } else { 32 };
+    let nb = acts.nb;
+    let (qs, ad) = (acts.qs.as_ptr(), acts.d.as_ptr());
+    let (asum, as_) = (acts.sum.as_ptr(), acts.s.as_ptr());
+    let low = _mm512_set1_epi8(0x0f);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        let p = wg.add(b * bb);
+        if R >= 1 {
+            // A block takes long enough with several rows that the hardware prefetcher falls
+            // behind: ask for the weights PREFETCH_BLOCKS ahead (past the group's end too: the
+            // next task usually takes the next group; prefetches never fault).
+            let ahead = p.wrapping_add(PREFETCH_BLOCKS * bb);
+            let mut off = 0;
+            while off < bb {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(off) as *const i8);
+                off += 64;
+            }
+        }
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        // The 8 vectors of 16 lanes x 4 weights: elements 4c.. of each row in vector c.
+        let mut v = [_mm512_setzero_si512(); 8];
+        if KIND == Q80 {
+            for (c, vc) in v.iter_mut().enumerate() {
+                *vc = _mm512_loadu_si512(p.add(qo + 64 * c) as *const __m512i);
+            }
+        } else {
+            for c in 0..4 {
+                let x = _mm512_loadu_si512(p.add(qo + 64 * c) as *const __m512i);
+                v[c] = _mm512_and_si512(x, low);
+                v[c + 4] = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
+            }
+        }
+        let mw = if KIND == Q41 {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32) as *const __m256i))
+        } else {
+            _mm512_setzero_ps()
+        };
+        // One activation row: its 8 products per lane, the offset, the scales.
+        let step = |r: usize, acc: __m512| -> __m512 {
+            let ib = (j0 + r) * nb + b;
+            let y = qs.add(ib * QK) as *const i32;
+            let bc = |c: usize| _mm512_set1_epi32(y.add(c).read_unaligned());
+            let mut s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], bc(0));
+            let mut s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[1], bc(1));
+            s0 = _mm512_dpbusd_epi32(s0, v[2], bc(2));
+            s1 = _mm512_dpbusd_epi32(s1, v[3], bc(3));
+            s0 = _mm512_dpbusd_epi32(s0, v[4], bc(4));
+            s1 = _mm512_dpbusd_epi32(s1, v[5], bc(5));
+            s0 = _mm512_dpbusd_epi32(s0, v[6], bc(6));
+            s1 = _mm512_dpbusd_epi32(s1, v[7], bc(7));
+            let mut s = _mm512_add_epi32(s0, s1);
+            // The constant offset of the unsigned weights: 8 (Q4_0), 128 (Q8_0 stored as q + 128).
+            let shift = match KIND {
+                Q40 => 3,
+                Q80 => 7,
+                _ => 0,
+            };
+            if shift != 0 {
+                s = _mm512_sub_epi32(s, _mm512_set1_epi32(*asum.add(ib) << shift));
+            }
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ad.add(ib)));
+            let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc);
+            if KIND == Q41 {
+                _mm512_fmadd_ps(mw, _mm512_set1_ps(*as_.add(ib)), acc)
+            } else {
+                acc
+            }
+        };
+        // Written out row by row (constant indices), so the accumulators stay in registers.
+        acc[0] = step(0, acc[0]);
+        if R >= 2 {
+            acc[1] = step(1, acc[1]);
+        }
+        if R >= 4 {
+            acc[2] = step(2, acc[2]);
+            acc[3] = step(3, acc[3]);
+        }
+        if R >= 8 {
+            acc[4] = step(4, acc[4]);
+            acc[5] = step(5, acc[5]);
+            acc[6] = step(6, acc[6]);
+            acc[7] = step(7, acc[7]);
+        }
+    }
+    for r in 0..R {
+        if ldo == 1 && R == 1 {
+            _mm512_storeu_ps(o, acc[0]);
+        } else {
+            let mut lanes = [0f32; 16];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r]);
+            for (i, &x) in lanes.iter().enumerate() {
+                *o.add(i * ldo + r) = x;
+            }
+        }
+    }
+}

@@ -124,6 +124,24 @@ fn rows_fn(level: SimdLevel, t: QType) -> RowsFn {
     }
 }
 
+/// The kernel of weight rows in the 16-row interleaved layout (`interleave`).
+fn x16_fn(level: SimdLevel) -> RowsFn {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512Vnni => super::dot_avx512::rows_x16,
+        _ => super::interleave::rows_scalar,
+    }
+}
+
+/// The kernel of `t` weights in the row layout, or in the interleaved one when `packed`.
+fn kernel(level: SimdLevel, t: QType, packed: bool) -> RowsFn {
+    if packed {
+        x16_fn(level)
+    } else {
+        rows_fn(level, t)
+    }
+}
+
 fn float_fn(level: SimdLevel) -> fn(QType, &[u8], &[f32]) -> f32 {
     match level {
         #[cfg(target_arch = "x86_64")]
@@ -182,6 +200,8 @@ fn chunk_rows(rows: usize, cols: usize, threads: usize) -> usize {
 /// One product of a [`matvec_many`] batch: `out (rows) = W x`.
 pub(crate) struct MatVec<'a> {
     pub t: QType,
+    /// Whether `w` is in the 16-row interleaved layout.
+    pub packed: bool,
     pub w: &'a [u8],
     pub rows: usize,
     pub out: &'a mut [f32],
@@ -206,13 +226,16 @@ pub(crate) fn matvec_many(
     );
     let mut first = [0usize; MAX_JOBS + 1];
     let mut chunk = [0usize; MAX_JOBS];
-    let mut meta: [(QType, &[u8], usize); MAX_JOBS] = [(QType::F32, &[], 0); MAX_JOBS];
+    let mut meta: [(QType, bool, &[u8], usize); MAX_JOBS] = [(QType::F32, false, &[], 0); MAX_JOBS];
     let mut outs: [Option<SharedMut<'_, f32>>; MAX_JOBS] = Default::default();
     let njobs = jobs.len();
     for (i, j) in jobs.iter_mut().enumerate() {
         chunk[i] = chunk_rows(j.rows, cols, threads);
+        if j.packed {
+            chunk[i] = chunk[i].next_multiple_of(super::interleave::GROUP);
+        }
         first[i + 1] = first[i] + j.rows.div_ceil(chunk[i]);
-        meta[i] = (j.t, j.w, j.rows);
+        meta[i] = (j.t, j.packed, j.w, j.rows);
         outs[i] = Some(SharedMut::new(&mut *j.out));
     }
     let n_tasks = first[njobs];
@@ -229,7 +252,7 @@ pub(crate) fn matvec_many(
         let (a32, a256) = (&s.acts, &s.acts_k);
         par.run(n_tasks, &|task| {
             let i = (0..njobs).find(|&i| task < first[i + 1]).unwrap_or(0);
-            let (t, w, rows) = meta[i];
+            let (t, packed, w, rows) = meta[i];
             let r0 = (task - first[i]) * chunk[i];
             let r1 = (r0 + chunk[i]).min(rows);
             let rb = t.bytes_for(cols).unwrap_or(0);
@@ -248,18 +271,20 @@ pub(crate) fn matvec_many(
                 }
             } else {
                 let acts = if t.is_k_quant() { a256 } else { a32 };
-                rows_fn(level, t)(t, w, r1 - r0, acts, 0, 1, o, 1);
+                kernel(level, t, packed)(t, w, r1 - r0, acts, 0, 1, o, 1);
             }
         });
     });
 }
 
-/// `out (n, rows) = x (n, cols) W^T` for W = `w` (rows of `row_bytes` bytes of type `t`).
-/// Sizes are checked by the caller (`QMatrix::matmul_with`); `level` must be available.
+/// `out (n, rows) = x (n, cols) W^T` for W = `w` (rows of `row_bytes` bytes of type `t`, or
+/// groups of 16 such rows interleaved when `packed`). Sizes are checked by the caller
+/// (`QMatrix::matmul_with`); `level` must be available.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     level: SimdLevel,
     t: QType,
+    packed: bool,
     w: &[u8],
     rows: usize,
     cols: usize,
@@ -269,14 +294,25 @@ pub(crate) fn matmul(
     par: &dyn Parallel,
 ) {
     if n == 1 {
-        matvec_many(level, x, &mut [MatVec { t, w, rows, out }], par);
+        let job = MatVec {
+            t,
+            packed,
+            w,
+            rows,
+            out,
+        };
+        matvec_many(level, x, &mut [job], par);
         return;
     }
     let rb = t.bytes_for(cols).unwrap_or(0);
-    let chunk = chunk_rows(rows, cols, par.threads());
+    let chunk = if packed {
+        super::interleave::GROUP
+    } else {
+        chunk_rows(rows, cols, par.threads())
+    };
     if t.is_float() && n >= F32_GEMM_MIN_ROWS {
         // Float weights (dense checkpoints): tiles converted to f32 and the GEMM kernel.
-        gemm_f32_tiles(t, w, rows, cols, x, n, out, par);
+        gemm_f32_tiles(t, false, w, rows, cols, x, n, out, par);
         return;
     }
     if t.is_float() {
@@ -295,10 +331,10 @@ pub(crate) fn matmul(
         return;
     }
     if n >= F32_GEMM_MIN_ROWS && !int8_prefill_forced() {
-        gemm_f32_tiles(t, w, rows, cols, x, n, out, par);
+        gemm_f32_tiles(t, packed, w, rows, cols, x, n, out, par);
         return;
     }
-    let f = rows_fn(level, t);
+    let f = kernel(level, t, packed);
     let block = if t.is_k_quant() { QK_K } else { QK };
     with_scratch(|s| {
         s.acts.quantize(x, n, cols, block);
@@ -333,6 +369,7 @@ thread_local! {
 #[allow(clippy::too_many_arguments)]
 fn gemm_f32_tiles(
     t: QType,
+    packed: bool,
     w: &[u8],
     rows: usize,
     cols: usize,
@@ -351,7 +388,12 @@ fn gemm_f32_tiles(
             let mut tile = tile.borrow_mut();
             tile.resize(GEMM_TILE_ROWS * cols, 0.0);
             let tile = &mut tile[..nr * cols];
-            super::dequant::dequantize_into(t, &w[r0 * rb..(r0 + nr) * rb], tile);
+            let wt = &w[r0 * rb..(r0 + nr) * rb];
+            if packed {
+                super::interleave::dequantize_into(t, wt, cols, tile);
+            } else {
+                super::dequant::dequantize_into(t, wt, tile);
+            }
             // SAFETY: the task writes columns r0..r0 + nr of every output row, which no other
             // task writes (disjoint column ranges of `out`); all pointers stay inside `x`,
             // `tile` and `out` for the sizes given (dst (n, nr) with row stride `rows`,

@@ -6,11 +6,13 @@
 //!   quantizer ([`Acts`]: Q8 blocks of 32 or 256, as llama.cpp quantizes activations).
 //! - [`dot_scalar`], `dot_avx512`, `dot_avx2` (x86-64), `dot_neon` (aarch64): one weight row times
 //!   activation rows, portable and SIMD; every SIMD kernel is tested against the portable one.
+//! - [`interleave`]: the 16-row interleaved layout of Q4_0/Q4_1/Q8_0 for the broadcast kernels.
 //! - [`QMatrix`]: a weight matrix kept quantized, with `matmul` (`x W^T`) split over rayon threads.
 
 pub mod dequant;
 pub mod dot_scalar;
 pub mod formats;
+pub mod interleave;
 pub mod matmul;
 pub mod qmatrix;
 pub mod quantize;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::dequant::dequantize_into;
 use super::formats::QType;
+use super::interleave;
 use super::matmul::{self, Parallel, Rayon};
 use super::SimdLevel;
 use crate::{Error, Result};
@@ -13,10 +14,13 @@ type Bytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 /// A weight matrix in a GGML format: `rows` rows of `cols` elements, each row
 /// `cols / block_elems` consecutive blocks, rows one after another (GGUF's layout, where ggml's
-/// `ne[0]` is `cols`). Cloning shares the bytes.
+/// `ne[0]` is `cols`), or, after [`QMatrix::packed`], groups of 16 such rows interleaved for the
+/// broadcast kernels (`interleave`). Cloning shares the bytes.
 #[derive(Clone)]
 pub struct QMatrix {
     qtype: QType,
+    /// Whether the bytes are in the 16-row interleaved layout.
+    packed: bool,
     rows: usize,
     cols: usize,
     row_bytes: usize,
@@ -81,6 +85,7 @@ impl QMatrix {
         }
         Ok(QMatrix {
             qtype,
+            packed: false,
             rows,
             cols,
             row_bytes,
@@ -104,7 +109,51 @@ impl QMatrix {
         self.qtype
     }
 
-    /// The raw GGML bytes of the whole matrix.
+    /// The matrix in the layout the fastest kernel of this CPU reads: the 16-row interleaved
+    /// layout ([`QMatrix::interleaved`]) where the AVX-512 VNNI kernels run and the matrix has
+    /// one; otherwise `self` unchanged (a clone sharing the bytes).
+    pub fn packed(&self) -> QMatrix {
+        if SimdLevel::detect() != SimdLevel::Avx512Vnni {
+            return self.clone();
+        }
+        self.interleaved().unwrap_or_else(|_| self.clone())
+    }
+
+    /// A copy in the 16-row interleaved layout (`interleave`: Q4_0, Q4_1 and Q8_0 with a
+    /// multiple of 16 rows; the copy owns its bytes, the same size). Products, rows and
+    /// dequantization give the same numbers as the row layout, on every kernel level (the
+    /// AVX-512 VNNI kernels read it fastest; the others run a portable kernel).
+    pub fn interleaved(&self) -> Result<QMatrix> {
+        if self.packed {
+            return Ok(self.clone());
+        }
+        if !interleave::supports(self.qtype) || !self.rows.is_multiple_of(interleave::GROUP) {
+            return Err(Error::Input(format!(
+                "{} matrix {}x{}: the interleaved layout takes Q4_0, Q4_1 or Q8_0 with a \
+                 multiple of {} rows",
+                self.qtype,
+                self.rows,
+                self.cols,
+                interleave::GROUP
+            )));
+        }
+        let bytes = interleave::pack(self.qtype, self.bytes(), self.rows, self.cols);
+        let data: Arc<[u8]> = bytes.into();
+        Ok(QMatrix {
+            packed: true,
+            data: Arc::new(data),
+            start: 0,
+            ..self.clone()
+        })
+    }
+
+    /// Whether the bytes are in the 16-row interleaved layout ([`QMatrix::packed`]).
+    pub fn is_packed(&self) -> bool {
+        self.packed
+    }
+
+    /// The stored bytes of the whole matrix: GGML rows, or interleaved groups when
+    /// [`QMatrix::is_packed`].
     pub fn bytes(&self) -> &[u8] {
         &(*self.data).as_ref()[self.start..self.start + self.row_bytes * self.rows]
     }
@@ -112,6 +161,11 @@ impl QMatrix {
     /// A copy with the rows reordered: row `r` of `self` becomes row `to(r)` (`to` must be a
     /// permutation of `0..rows`). Rows are independent blocks, so this moves bytes only.
     pub fn permute_rows(&self, to: impl Fn(usize) -> usize) -> Result<QMatrix> {
+        if self.packed {
+            return Err(Error::Input(
+                "rows of an interleaved matrix cannot be permuted; permute before packing".into(),
+            ));
+        }
         let mut out = vec![0u8; self.row_bytes * self.rows];
         let mut seen = vec![false; self.rows];
         for r in 0..self.rows {
@@ -135,7 +189,11 @@ impl QMatrix {
     /// The whole matrix as f32, row-major (rows, cols): the scalar reference dequantization.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
-        dequantize_into(self.qtype, self.bytes(), &mut out);
+        if self.packed {
+            interleave::dequantize_into(self.qtype, self.bytes(), self.cols, &mut out);
+        } else {
+            dequantize_into(self.qtype, self.bytes(), &mut out);
+        }
         out
     }
 
@@ -164,7 +222,11 @@ impl QMatrix {
                 self.cols
             )));
         }
-        dequantize_into(self.qtype, self.row_bytes_of(r), out);
+        if self.packed {
+            interleave::dequantize_row(self.qtype, self.bytes(), self.cols, r, out);
+        } else {
+            dequantize_into(self.qtype, self.row_bytes_of(r), out);
+        }
         Ok(())
     }
 
@@ -195,6 +257,7 @@ impl QMatrix {
             matmul::matmul(
                 SimdLevel::detect(),
                 self.qtype,
+                self.packed,
                 b,
                 self.rows,
                 self.cols,
@@ -220,7 +283,16 @@ impl QMatrix {
         if n > 0 && self.rows > 0 {
             let b = self.bytes();
             matmul::matmul(
-                level, self.qtype, b, self.rows, self.cols, x, n, out, &Rayon,
+                level,
+                self.qtype,
+                self.packed,
+                b,
+                self.rows,
+                self.cols,
+                x,
+                n,
+                out,
+                &Rayon,
             );
         }
         Ok(())
@@ -274,12 +346,14 @@ pub fn matvec_many(
     let mut list: [matmul::MatVec<'_>; 8] = std::array::from_fn(|_| match it.next() {
         Some((m, out)) => matmul::MatVec {
             t: m.qtype,
+            packed: m.packed,
             w: m.bytes(),
             rows: m.rows,
             out,
         },
         None => matmul::MatVec {
             t: QType::F32,
+            packed: false,
             w: &[],
             rows: 0,
             out: &mut [],
