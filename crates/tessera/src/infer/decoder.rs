@@ -296,9 +296,18 @@ impl Decoder {
             QMatrix::from_shared(qtype, rows, cols, bytes.clone(), info.offset, info.n_bytes)
                 .map_err(|e| g.error(format!("tensor '{name}': {e}")))
         };
+        // The matrix in the layout of this CPU's fastest kernel (`QMatrix::packed`); a packed
+        // copy replaces the mapped bytes, whose pages are then released.
+        let packed = |name: &str, m: QMatrix| -> QMatrix {
+            let p = m.packed();
+            if p.is_packed() {
+                g.release(name);
+            }
+            p
+        };
         let proj = |name: &str, rows: usize, cols: usize| -> Result<Proj> {
             Ok(Proj {
-                w: matrix(name, rows, cols)?.packed(),
+                w: packed(name, matrix(name, rows, cols)?),
                 b: None,
             })
         };
@@ -306,9 +315,13 @@ impl Decoder {
         let rotary_proj = |name: &str, rows: usize| -> Result<Proj> {
             let w = matrix(name, rows, c)?
                 .permute_rows(|r| rotary::gguf_row(r, d))
-                .map_err(|e| g.error(e.to_string()))?
-                .packed();
-            Ok(Proj { w, b: None })
+                .map_err(|e| g.error(e.to_string()))?;
+            // Copied either way: the mapped pages are not read again.
+            g.release(name);
+            Ok(Proj {
+                w: packed(name, w),
+                b: None,
+            })
         };
         let eps = cfg.norm_eps as f32;
         let norm = |name: &str| -> Result<Norm> {
@@ -336,11 +349,12 @@ impl Decoder {
                 },
             });
         }
-        // The matrices in the layout of this CPU's fastest kernel (`QMatrix::packed`: the
-        // interleaved copy replaces the mapped bytes, same size).
-        let embed = matrix("token_embd.weight", cfg.vocab_size, c)?.packed();
+        let embed = packed(
+            "token_embd.weight",
+            matrix("token_embd.weight", cfg.vocab_size, c)?,
+        );
         let head = if g.tensor("output.weight").is_some() {
-            matrix("output.weight", cfg.vocab_size, c)?.packed()
+            packed("output.weight", matrix("output.weight", cfg.vocab_size, c)?)
         } else {
             embed.clone()
         };

@@ -389,6 +389,27 @@ impl Gguf {
         self.bytes.clone()
     }
 
+    /// Tell the kernel this process no longer needs the mapped pages of tensor `name` (for a
+    /// tensor the caller has copied, e.g. into an interleaved layout): they leave the resident
+    /// set, and are read back from the file if touched again. Does nothing for an in-memory
+    /// image or an unknown name; the advice is best-effort (its error is ignored).
+    pub fn release(&self, name: &str) {
+        let (Some(t), Bytes::Mapped(m)) = (self.tensor_info(name), &*self.bytes) else {
+            return;
+        };
+        #[cfg(unix)]
+        // SAFETY: the map is read-only and backed by the file (`Mmap::map`, never written):
+        // MADV_DONTNEED only drops this process's copy of the pages, and a later read faults the
+        // same file bytes back in (under the assumption `open` makes: the file is not modified).
+        // Pages shared with neighbouring tensors are dropped too and re-read the same way.
+        unsafe {
+            let _ =
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, t.offset, t.n_bytes);
+        }
+        #[cfg(not(unix))]
+        let _ = (t, m);
+    }
+
     /// Every tensor in file order.
     pub fn tensors(&self) -> impl Iterator<Item = TensorView<'_>> {
         self.tensors.iter().map(|t| self.view(t))
