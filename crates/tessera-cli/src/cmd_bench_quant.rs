@@ -81,7 +81,8 @@ fn random_matrix(rng: &mut Rng, t: QType, rows: usize, cols: usize) -> Result<QM
             b
         }
     };
-    Ok(QMatrix::new(t, rows, cols, bytes)?)
+    // In the layout the model loader gives it (`QMatrix::packed`).
+    Ok(QMatrix::new(t, rows, cols, bytes)?.packed())
 }
 
 fn half_bits(x: f32) -> [u8; 2] {
@@ -158,9 +159,7 @@ fn bench_type(
             } else {
                 STREAM_BYTES.div_ceil(bytes).clamp(1, 64)
             };
-            let mats: Vec<QMatrix> = (0..copies)
-                .map(|_| QMatrix::new(t, rows, cols, m.bytes().to_vec()))
-                .collect::<Result<_, _>>()?;
+            let mats: Vec<QMatrix> = (0..copies).map(|_| m.deep_copy()).collect();
             let x: Vec<f32> = (0..cols).map(|_| rng.normal() as f32).collect();
             let mut out = vec![0f32; rows];
             let mut i = 0;
@@ -199,12 +198,7 @@ fn bench_type(
         let mut mats = Vec::new();
         for (m, count) in &model {
             for _ in 0..*count {
-                mats.push(QMatrix::new(
-                    m.qtype(),
-                    m.rows(),
-                    m.cols(),
-                    m.bytes().to_vec(),
-                )?);
+                mats.push(m.deep_copy());
             }
         }
         let xs: Vec<Vec<f32>> = mats

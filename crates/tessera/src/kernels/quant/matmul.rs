@@ -104,9 +104,9 @@ fn rows_fn(level: SimdLevel, t: QType) -> RowsFn {
     let k = t.is_k_quant();
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512Vnni if k => avx512_rows_k,
+        SimdLevel::Avx512Vnni | SimdLevel::Avx512Amx if k => avx512_rows_k,
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512Vnni => super::dot_avx512::rows32,
+        SimdLevel::Avx512Vnni | SimdLevel::Avx512Amx => super::dot_avx512::rows32,
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 if k => avx2_rows_k,
         #[cfg(target_arch = "x86_64")]
@@ -128,6 +128,8 @@ fn rows_fn(level: SimdLevel, t: QType) -> RowsFn {
 fn x16_fn(level: SimdLevel) -> RowsFn {
     match level {
         #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512Amx => super::dot_amx::rows_x16,
+        #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512Vnni => super::dot_avx512::rows_x16,
         _ => super::interleave::rows_scalar,
     }
@@ -145,7 +147,7 @@ fn kernel(level: SimdLevel, t: QType, packed: bool) -> RowsFn {
 fn float_fn(level: SimdLevel) -> fn(QType, &[u8], &[f32]) -> f32 {
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512Vnni => super::dot_avx512::row_float,
+        SimdLevel::Avx512Vnni | SimdLevel::Avx512Amx => super::dot_avx512::row_float,
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => super::dot_avx2::row_float,
         #[cfg(target_arch = "aarch64")]
@@ -305,10 +307,14 @@ pub(crate) fn matmul(
         return;
     }
     let rb = t.bytes_for(cols).unwrap_or(0);
+    // Weight rows per task: row-layout kernels take at most PREFILL_ROWS (the tile rows of a
+    // task stay in cache across its activation groups); interleaved groups are read by the
+    // broadcast kernel as a long contiguous stream, which the hardware prefetcher follows only
+    // when a task keeps reading (the chunks of a mat-vec product).
     let chunk = if packed {
-        super::interleave::GROUP
+        chunk_rows(rows, cols, par.threads()).next_multiple_of(super::interleave::GROUP)
     } else {
-        chunk_rows(rows, cols, par.threads())
+        chunk_rows(rows, cols, par.threads()).clamp(1, PREFILL_ROWS)
     };
     if t.is_float() && n >= F32_GEMM_MIN_ROWS {
         // Float weights (dense checkpoints): tiles converted to f32 and the GEMM kernel.
@@ -452,7 +458,7 @@ fn prefill(
         tile.resize(rows * n, 0.0);
     }
     let tile = &mut tile[..rows * n];
-    let chunk = chunk.clamp(1, PREFILL_ROWS);
+    let chunk = chunk.max(1);
     let n_chunks = rows.div_ceil(chunk);
     {
         let t = SharedMut::new(tile);

@@ -113,7 +113,7 @@ impl QMatrix {
     /// layout ([`QMatrix::interleaved`]) where the AVX-512 VNNI kernels run and the matrix has
     /// one; otherwise `self` unchanged (a clone sharing the bytes).
     pub fn packed(&self) -> QMatrix {
-        if SimdLevel::detect() != SimdLevel::Avx512Vnni {
+        if !SimdLevel::detect().is_avx512() {
             return self.clone();
         }
         self.interleaved().unwrap_or_else(|_| self.clone())
@@ -145,6 +145,16 @@ impl QMatrix {
             start: 0,
             ..self.clone()
         })
+    }
+
+    /// A copy with its own bytes (same layout), e.g. to measure products on distinct memory.
+    pub fn deep_copy(&self) -> QMatrix {
+        let data: Arc<[u8]> = self.bytes().to_vec().into();
+        QMatrix {
+            data: Arc::new(data),
+            start: 0,
+            ..self.clone()
+        }
     }
 
     /// Whether the bytes are in the 16-row interleaved layout ([`QMatrix::packed`]).
