@@ -316,15 +316,7 @@ fn ggml_ids_and_sizes() {
     assert_eq!(QType::Q4_1.name(), "q4_1");
     assert_eq!(QType::from_ggml(99), None);
     let level = tessera::kernels::quant::simd_level();
-    assert!([
-        "avx512-amx",
-        "avx512-vnni",
-        "avx2",
-        "neon-dotprod",
-        "neon",
-        "scalar"
-    ]
-    .contains(&level));
+    assert!(["avx512-vnni", "avx2", "neon-dotprod", "neon", "scalar"].contains(&level));
 }
 
 #[test]
@@ -342,7 +334,6 @@ fn detection_picks_the_architecture_s_level() {
     }
     if !on_x86 {
         assert!(!SimdLevel::Avx2.is_available() && !SimdLevel::Avx512Vnni.is_available());
-        assert!(!SimdLevel::Avx512Amx.is_available());
     }
     // Without a cap, the fastest available level (the first of `ALL` that is available).
     if std::env::var_os("TESSERA_SIMD").is_none() {

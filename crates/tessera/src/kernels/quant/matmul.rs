@@ -104,9 +104,9 @@ fn rows_fn(level: SimdLevel, t: QType) -> RowsFn {
     let k = t.is_k_quant();
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512Vnni | SimdLevel::Avx512Amx if k => avx512_rows_k,
+        SimdLevel::Avx512Vnni if k => avx512_rows_k,
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512Vnni | SimdLevel::Avx512Amx => super::dot_avx512::rows32,
+        SimdLevel::Avx512Vnni => super::dot_avx512::rows32,
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 if k => avx2_rows_k,
         #[cfg(target_arch = "x86_64")]
@@ -128,8 +128,6 @@ fn rows_fn(level: SimdLevel, t: QType) -> RowsFn {
 fn x16_fn(level: SimdLevel) -> RowsFn {
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512Amx => super::dot_amx::rows_x16,
-        #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512Vnni => super::dot_avx512::rows_x16,
         _ => super::interleave::rows_scalar,
     }
@@ -147,7 +145,7 @@ fn kernel(level: SimdLevel, t: QType, packed: bool) -> RowsFn {
 fn float_fn(level: SimdLevel) -> fn(QType, &[u8], &[f32]) -> f32 {
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512Vnni | SimdLevel::Avx512Amx => super::dot_avx512::row_float,
+        SimdLevel::Avx512Vnni => super::dot_avx512::row_float,
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2 => super::dot_avx2::row_float,
         #[cfg(target_arch = "aarch64")]

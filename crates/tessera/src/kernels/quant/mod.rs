@@ -18,8 +18,6 @@ pub mod qmatrix;
 pub mod quantize;
 
 #[cfg(target_arch = "x86_64")]
-mod dot_amx;
-#[cfg(target_arch = "x86_64")]
 mod dot_avx2;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx512;
@@ -37,9 +35,6 @@ use std::sync::OnceLock;
 /// The kernel family a product runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SimdLevel {
-    /// [`SimdLevel::Avx512Vnni`] plus AMX int8 tiles (`tdpbsud`) for interleaved weights times
-    /// several activation rows (Intel Sapphire Rapids and later, where Linux grants the tiles).
-    Avx512Amx,
     /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd`).
     Avx512Vnni,
     /// x86-64 AVX2 with FMA and F16C.
@@ -54,8 +49,7 @@ pub enum SimdLevel {
 
 impl SimdLevel {
     /// All levels, fastest first.
-    pub const ALL: [SimdLevel; 6] = [
-        SimdLevel::Avx512Amx,
+    pub const ALL: [SimdLevel; 5] = [
         SimdLevel::Avx512Vnni,
         SimdLevel::Avx2,
         SimdLevel::NeonDot,
@@ -66,7 +60,6 @@ impl SimdLevel {
     /// The name printed by `tessera info --system`.
     pub fn name(self) -> &'static str {
         match self {
-            SimdLevel::Avx512Amx => "avx512-amx",
             SimdLevel::Avx512Vnni => "avx512-vnni",
             SimdLevel::Avx2 => "avx2",
             SimdLevel::NeonDot => "neon-dotprod",
@@ -78,8 +71,6 @@ impl SimdLevel {
     /// Whether this CPU can run the level.
     pub fn is_available(self) -> bool {
         match self {
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx512Amx => dot_amx::available(),
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx512Vnni => dot_avx512::available(),
             #[cfg(target_arch = "x86_64")]
@@ -94,13 +85,13 @@ impl SimdLevel {
         }
     }
 
-    /// Whether the level runs the AVX-512 kernels (with or without AMX).
+    /// Whether the level runs the AVX-512 kernels.
     pub fn is_avx512(self) -> bool {
-        matches!(self, SimdLevel::Avx512Amx | SimdLevel::Avx512Vnni)
+        self == SimdLevel::Avx512Vnni
     }
 
     /// The fastest level this CPU has, capped by the environment variable `TESSERA_SIMD`
-    /// (`avx512-amx`, `avx512-vnni`, `avx2`, `neon-dotprod`, `neon` or `scalar`) when set. Detected once.
+    /// (`avx512-vnni`, `avx2`, `neon-dotprod`, `neon` or `scalar`) when set. Detected once.
     pub fn detect() -> SimdLevel {
         static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
         *LEVEL.get_or_init(|| {
@@ -143,9 +134,7 @@ impl Acts {
             let (qs, d, s, sum) = (&mut self.qs, &mut self.d, &mut self.s, &mut self.sum);
             match SimdLevel::detect() {
                 #[cfg(target_arch = "x86_64")]
-                SimdLevel::Avx512Vnni | SimdLevel::Avx512Amx => {
-                    dot_avx512::quantize32(x, qs, d, s, sum)
-                }
+                SimdLevel::Avx512Vnni => dot_avx512::quantize32(x, qs, d, s, sum),
                 #[cfg(target_arch = "x86_64")]
                 SimdLevel::Avx2 => dot_avx2::quantize32(x, qs, d, s, sum),
                 #[cfg(target_arch = "aarch64")]
