@@ -133,7 +133,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let r = bench_train(&opts)?;
             let peak = peak_rss_mib().unwrap_or(f64::NAN);
             let threads = std::env::var("RAYON_NUM_THREADS").ok();
-            let v = serde_json::json!({"engine": "tessera", "options": opts, "result": r,
+            let v = serde_json::json!({"engine": "tessera", "cpu": tessera::util::cpu::model_name(), "options": opts, "result": r,
                 "peak_rss_mib": peak, "threads": threads});
             if let Some(p) = &a.json_out {
                 std::fs::write(p, v.to_string())?;

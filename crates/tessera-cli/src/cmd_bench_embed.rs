@@ -59,7 +59,7 @@ pub fn run(a: BenchEmbedArgs) -> Result<()> {
     let sps = a.n as f64 / median;
     let peak = tessera::train::bench::peak_rss_mib().unwrap_or(f64::NAN);
     let threads = std::env::var("RAYON_NUM_THREADS").ok();
-    let j = serde_json::json!({"engine": "tessera", "n": a.n, "batch": a.batch, "reps": a.reps,
+    let j = serde_json::json!({"engine": "tessera", "cpu": tessera::util::cpu::model_name(), "n": a.n, "batch": a.batch, "reps": a.reps,
         "times_s": times, "sentences_per_s": sps, "tokens_per_s": tokens as f64 / median,
         "tokens": tokens, "peak_rss_mib": peak, "threads": threads});
     if let Some(p) = &a.json_out {

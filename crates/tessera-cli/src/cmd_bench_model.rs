@@ -181,6 +181,7 @@ pub fn run(a: BenchModelArgs) -> Result<()> {
     let peak = tessera::train::bench::peak_rss_mib().unwrap_or(f64::NAN);
     let v = serde_json::json!({
         "engine": "tessera",
+        "cpu": tessera::util::cpu::model_name(),
         "model": path.display().to_string(),
         "backend": model.describe(),
         "load_s": load_s,

@@ -194,6 +194,19 @@ fn simd_features() -> Vec<(&'static str, bool)> {
             std::arch::is_x86_feature_detected!("avx512vnni"),
         ));
         v.push(("avxvnni", std::arch::is_x86_feature_detected!("avxvnni")));
+        // Leaf 7: AVX-512 BF16 (subleaf 1 EAX bit 5), FP16 (EDX bit 23), AMX BF16/TILE/INT8
+        // (EDX bits 22, 24, 25) — read from CPUID, as std does not detect all of them.
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::__cpuid_count;
+            let l7 = __cpuid_count(7, 0);
+            let l7s1 = __cpuid_count(7, 1);
+            v.push(("avx512bf16", (l7s1.eax >> 5) & 1 == 1));
+            v.push(("avx512fp16", (l7.edx >> 23) & 1 == 1));
+            v.push(("amx-bf16", (l7.edx >> 22) & 1 == 1));
+            v.push(("amx-tile", (l7.edx >> 24) & 1 == 1));
+            v.push(("amx-int8", (l7.edx >> 25) & 1 == 1));
+        }
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -208,6 +221,8 @@ fn simd_features() -> Vec<(&'static str, bool)> {
 }
 
 fn print_system() {
+    use tessera::util::cpu;
+    println!("cpu:             {}", cpu::model_name());
     println!("arch:            {}", std::env::consts::ARCH);
     println!("os:              {}", std::env::consts::OS);
     let cores = std::thread::available_parallelism()
@@ -228,8 +243,39 @@ fn print_system() {
     if !lack.is_empty() {
         println!("simd (absent):   {}", lack.join(" "));
     }
+    let caches = cpu::caches();
+    if caches.is_empty() {
+        println!("caches:          unknown");
+    }
+    for c in &caches {
+        println!(
+            "cache:           L{} {:<11} {:>8} (shared by cpus {})",
+            c.level,
+            c.kind.to_lowercase(),
+            cpu::human_size(c.bytes),
+            c.shared_with
+        );
+    }
+    let level = tessera::kernels::quant::SimdLevel::detect();
     println!(
         "kernels:         {} (quantized products; TESSERA_SIMD caps it)",
-        tessera::kernels::quant::simd_level()
+        level.name()
+    );
+    println!(
+        "weight layout:   {}",
+        if level.is_avx512() {
+            "Q4_0/Q4_1/Q8_0 interleaved by 16 rows at load (broadcast kernel); other types as stored"
+        } else {
+            "as stored (GGUF rows)"
+        }
+    );
+    println!(
+        "prefill:         int8 products below {} rows, dequantized tiles × f32 GEMM (gemm crate, \
+         its own run-time dispatch) from there",
+        tessera::kernels::quant::matmul::F32_GEMM_MIN_ROWS
+    );
+    println!(
+        "cache attention: {}",
+        tessera::kernels::cache_attention::F16Kernels::describe()
     );
 }

@@ -81,7 +81,19 @@ fn info_prints_the_main_facts() {
     // By name, too.
     assert!(ok(&tessera(&["info", "smollm2-135m-instruct"])).contains("llama"));
     let sys = ok(&tessera(&["info", "--system"]));
-    assert!(sys.contains("simd:"), "{sys}");
+    for needle in [
+        "cpu:",
+        "simd:",
+        "kernels:",
+        "weight layout:",
+        "cache attention:",
+    ] {
+        assert!(sys.contains(needle), "missing {needle:?} in:\n{sys}");
+    }
+    // Linux describes the caches; every level line names its size.
+    if cfg!(target_os = "linux") {
+        assert!(sys.contains("cache:           L1"), "{sys}");
+    }
 }
 
 #[test]

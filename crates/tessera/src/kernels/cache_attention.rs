@@ -119,6 +119,20 @@ impl F16Kernels {
         }
     }
 
+    /// What [`F16Kernels::detect`] picks, in words (for `tessera info --system`).
+    pub fn describe() -> &'static str {
+        let simd = crate::kernels::quant::SimdLevel::detect();
+        if Self::detect().fused.is_some() {
+            "AVX-512 fused (scores, softmax and weighted sum in one pass over f16 rows)"
+        } else if simd == crate::kernels::quant::SimdLevel::Scalar {
+            "portable"
+        } else if cfg!(target_arch = "aarch64") {
+            "NEON (f16 rows widened to f32)"
+        } else {
+            "AVX2 + F16C"
+        }
+    }
+
     /// The portable kernels (the reference the SIMD ones are tested against).
     pub fn portable() -> Self {
         F16Kernels {

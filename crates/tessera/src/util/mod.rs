@@ -1,6 +1,7 @@
 //! Small helpers shared by the rest of the crate.
 
 pub mod alloc;
+pub mod cpu;
 pub mod fs;
 pub mod process;
 pub mod rng;
