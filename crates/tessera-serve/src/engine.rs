@@ -1,9 +1,10 @@
 //! The continuous-batching engine: one OS thread owns the model and `parallel` sequence slots
 //! (each a preallocated KV cache). Requests wait in a bounded queue; at every decode step the
-//! waiting ones join (prefilled into a free slot, reusing the longest cached prompt prefix any
-//! slot holds), every active sequence advances by one token in a single batched step
-//! ([`Decoder::step`]: one product per weight for all of them), and finished or cancelled ones
-//! leave, freeing their slot at once.
+//! waiting ones join (placed in a free slot, reusing the longest cached prompt prefix any slot
+//! holds), every active sequence advances by one token in a single batched step
+//! ([`Decoder::step_many`]: one product per weight for all of them; a joining sequence's
+//! uncached prompt tokens ride in the same step when the step stays short, else they are
+//! prefilled alone first), and finished or cancelled ones leave, freeing their slot at once.
 
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use std::time::Instant;
 use tessera::generate::json::{mask_logits, token_texts, Constraint};
 use tessera::generate::{FinishReason, Sampler, SamplingParams, TextOutput};
 use tessera::infer::{Batch, Decoder, State};
+use tessera::kernels::quant::matmul::F32_GEMM_MIN_ROWS;
 use tessera::tokenizer::chat::ModelTokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -180,6 +182,9 @@ struct Seq<'t> {
     ignore_eos: bool,
     /// The token to feed at the next step.
     next: u32,
+    /// The prompt tokens still to feed (not cached in the slot): a joining choice's prompt,
+    /// fed in the next step beside the running choices' tokens; empty once it has run.
+    prompt_tail: Vec<u32>,
     started: Instant,
     /// The recognizer of a constrained choice.
     json: Option<Constraint>,
@@ -389,9 +394,6 @@ impl<'t> Engine<'t> {
         let s = &mut self.slots[slot];
         s.tokens.clear();
         s.tokens.extend_from_slice(&prompt[..keep]);
-        let logits = self.model.forward(&mut s.state, &prompt[keep..])?;
-        s.tokens.extend_from_slice(&prompt[keep..]);
-        let logits = logits.to_vec();
         let params = job.params;
         let mut seq = Seq {
             req: job.req,
@@ -404,6 +406,7 @@ impl<'t> Engine<'t> {
             max_tokens: params.max_tokens,
             ignore_eos: params.ignore_eos,
             next: 0,
+            prompt_tail: Vec::new(),
             started: Instant::now(),
             json: None,
         };
@@ -413,16 +416,39 @@ impl<'t> Engine<'t> {
                 self.token_texts = Some(token_texts(&self.tok.tokenizer));
             }
         }
-        if seq.max_tokens == 0 {
-            self.finish(seq, FinishReason::Length);
+        let tail = &prompt[keep..];
+        // A short prompt joins the next step: its rows go through the products with the running
+        // choices' tokens (the weights read once for all). The step stays below the row count
+        // where the products change kernel, so every row gets the numbers it would get alone.
+        if self.step_rows() + tail.len() < F32_GEMM_MIN_ROWS {
+            seq.prompt_tail = tail.to_vec();
+            self.active.push(seq);
             return Ok(());
         }
-        if let Some(reason) = self.advance(&mut seq, &logits) {
+        let s = &mut self.slots[slot];
+        let logits = self.model.forward(&mut s.state, tail)?;
+        s.tokens.extend_from_slice(tail);
+        let logits = logits.to_vec();
+        self.first_token(seq, &logits);
+        Ok(())
+    }
+
+    /// Rows the next step feeds: one per running choice, a joining choice's prompt tail.
+    fn step_rows(&self) -> usize {
+        self.active.iter().map(|s| s.prompt_tail.len().max(1)).sum()
+    }
+
+    /// A choice whose prompt has just run: its first token from `logits`, then it runs (or ends).
+    fn first_token(&mut self, mut seq: Seq<'t>, logits: &[f32]) {
+        if seq.max_tokens == 0 {
+            self.finish(seq, FinishReason::Length);
+            return;
+        }
+        if let Some(reason) = self.advance(&mut seq, logits) {
             self.finish(seq, reason);
         } else {
             self.active.push(seq);
         }
-        Ok(())
     }
 
     /// Sample the next token of `seq` from `logits` and send its text; `Some(reason)` when the
@@ -530,7 +556,6 @@ impl<'t> Engine<'t> {
         if self.active.is_empty() {
             return;
         }
-        let ids: Vec<u32> = self.active.iter().map(|s| s.next).collect();
         let order: Vec<usize> = self.active.iter().map(|s| s.slot).collect();
         // The batch's buffers are taken out for the step so that its logits can be read while
         // the sequences advance (no copy of the (n, V) logits per step).
@@ -543,7 +568,18 @@ impl<'t> Engine<'t> {
                 .iter()
                 .map(|&s| by_slot[s].take().expect("one sequence per slot"))
                 .collect();
-            match self.model.step(&mut batch, &mut refs, &ids) {
+            let feeds: Vec<&[u32]> = self
+                .active
+                .iter()
+                .map(|s| {
+                    if s.prompt_tail.is_empty() {
+                        std::slice::from_ref(&s.next)
+                    } else {
+                        &s.prompt_tail[..]
+                    }
+                })
+                .collect();
+            match self.model.step_many(&mut batch, &mut refs, &feeds) {
                 Ok(l) => l,
                 Err(e) => {
                     for seq in std::mem::take(&mut self.active) {
@@ -556,19 +592,28 @@ impl<'t> Engine<'t> {
                 }
             }
         };
-        for (&slot, &id) in order.iter().zip(&ids) {
-            self.slots[slot].tokens.push(id);
-        }
         let v = self.model.cfg.vocab_size;
         let mut active = std::mem::take(&mut self.active);
         let mut keep = Vec::with_capacity(active.len());
+        let mut joined = Vec::new();
         for (i, mut seq) in active.drain(..).enumerate() {
-            match self.advance(&mut seq, &logits[i * v..(i + 1) * v]) {
+            let logits = &logits[i * v..(i + 1) * v];
+            if !seq.prompt_tail.is_empty() {
+                let tail = std::mem::take(&mut seq.prompt_tail);
+                self.slots[seq.slot].tokens.extend_from_slice(&tail);
+                joined.push((seq, logits.to_vec()));
+                continue;
+            }
+            self.slots[seq.slot].tokens.push(seq.next);
+            match self.advance(&mut seq, logits) {
                 Some(reason) => self.finish(seq, reason),
                 None => keep.push(seq),
             }
         }
         self.active = keep;
+        for (seq, logits) in joined {
+            self.first_token(seq, &logits);
+        }
         self.batch = batch;
     }
 

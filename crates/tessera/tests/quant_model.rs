@@ -296,6 +296,52 @@ fn kv_cache_decoding_equals_one_pass() {
     assert!(worst < 1e-3 && d2 < 1e-3, "{worst} {d2}");
 }
 
+/// A step that feeds whole prompt tails beside single tokens (`Decoder::step_many`: a request
+/// joining the running batch) gives every sequence exactly the logits it gets alone, and leaves
+/// each state as feeding alone would.
+#[test]
+fn mixed_step_with_prompts_equals_each_sequence_alone() {
+    let model = model();
+    let v = model.cfg.vocab_size;
+    let prompts: [&[u32]; 3] = [&[1, 504, 3458, 282, 4649, 314], &[1, 7042, 28], &[2]];
+    let joining: [&[u32]; 2] = [&[1, 504, 3458, 282, 1450, 30, 198, 216, 60], &[1, 28]];
+    let mut alone: Vec<_> = (0..5).map(|_| model.new_state(32).unwrap()).collect();
+    let mut mixed: Vec<_> = (0..5).map(|_| model.new_state(32).unwrap()).collect();
+    let mut next = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        model.forward(&mut mixed[i], p).unwrap();
+        next.push(argmax(model.forward(&mut alone[i], p).unwrap()));
+    }
+    let mut feeds: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
+    feeds.extend(joining.iter().map(|p| p.to_vec()));
+    let mut batch = model.new_batch();
+    let rows = {
+        let mut refs: Vec<_> = mixed.iter_mut().collect();
+        let f: Vec<&[u32]> = feeds.iter().map(|f| &f[..]).collect();
+        model.step_many(&mut batch, &mut refs, &f).unwrap().to_vec()
+    };
+    assert_eq!(rows.len(), 5 * v);
+    for (i, st) in alone.iter_mut().enumerate() {
+        let one = model.forward(st, &feeds[i]).unwrap().to_vec();
+        assert_eq!(one, rows[i * v..(i + 1) * v], "sequence {i}");
+        assert_eq!(mixed[i].len(), st.len());
+    }
+    // Bad input names the problem and moves no state.
+    let before: Vec<usize> = mixed.iter().map(|s| s.len()).collect();
+    let mut refs: Vec<_> = mixed.iter_mut().take(2).collect();
+    let e = model
+        .step_many(&mut batch, &mut refs, &[&[1], &[]])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no tokens"), "{e}");
+    let e = model
+        .step_many(&mut batch, &mut refs, &[&[1]])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2 sequences but 1"), "{e}");
+    assert_eq!(mixed.iter().map(|s| s.len()).collect::<Vec<_>>(), before);
+}
+
 /// A decode step over several sequences at once (one product over the quantized weights for all
 /// of them, each attending to its own cache) gives each sequence the logits it gets alone; a
 /// prefix copied from another state (the prefix cache) equals computing it.

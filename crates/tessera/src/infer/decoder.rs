@@ -238,6 +238,8 @@ impl State {
 #[derive(Default)]
 pub struct Batch {
     scratch: Scratch,
+    /// The rows' token ids of a [`Decoder::step_many`].
+    ids: Vec<u32>,
 }
 
 /// f32 values as the bytes of an F32 [`QMatrix`].
@@ -770,31 +772,64 @@ impl Decoder {
         states: &mut [&mut State],
         ids: &[u32],
     ) -> Result<&'b [f32]> {
-        let n = ids.len();
+        let feeds: Vec<&[u32]> = ids.iter().map(std::slice::from_ref).collect();
+        self.step_many(batch, states, &feeds)
+    }
+
+    /// [`Decoder::step`] with any number of tokens per sequence: feed `feeds[i]` (at least one
+    /// token) after what `states[i]` holds, all rows through every product at once, and return
+    /// the logits of each sequence's last token, (n, V) row-major. A joining request's prompt
+    /// rides in the same pass as the running sequences' next tokens (their weights are read
+    /// once). Each row's numbers are those of [`Decoder::forward`] on its state alone as long as
+    /// every product takes the same kernel path (fewer than `F32_GEMM_MIN_ROWS` rows in all, or
+    /// the caller's split): the integer kernels give each row the same bits whatever rows share
+    /// the product.
+    ///
+    /// Errors (leaving every state unchanged) when the lengths differ, a feed is empty, an id is
+    /// outside the vocabulary, or a state would overflow.
+    pub fn step_many<'b>(
+        &self,
+        batch: &'b mut Batch,
+        states: &mut [&mut State],
+        feeds: &[&[u32]],
+    ) -> Result<&'b [f32]> {
+        let n = feeds.len();
         if states.len() != n {
             return Err(Error::Input(format!(
-                "{} sequences but {n} tokens",
+                "{} sequences but {n} token lists",
                 states.len()
             )));
         }
         if n == 0 {
             return Ok(&[]);
         }
-        for (st, id) in states.iter().zip(ids) {
-            self.check(&st.cache, std::slice::from_ref(id))?;
+        for (st, feed) in states.iter().zip(feeds) {
+            self.check(&st.cache, feed)?;
         }
+        let rows: usize = feeds.iter().map(|f| f.len()).sum();
         let cap = states.iter().map(|s| s.cache.cap).max().unwrap_or(1);
         let sc = &mut batch.scratch;
-        self.grow(sc, n, cap)?;
+        self.grow(sc, rows, cap)?;
         self.grow_logits(sc, n)?;
-        for i in 0..n {
-            sc.owner[i] = i;
+        let mut ids = std::mem::take(&mut batch.ids);
+        ids.clear();
+        let mut r = 0;
+        for (i, feed) in feeds.iter().enumerate() {
+            ids.extend_from_slice(feed);
+            sc.owner[r..r + feed.len()].fill(i);
+            r += feed.len();
         }
         let mut caches: Vec<&mut Cache> = states.iter_mut().map(|s| &mut s.cache).collect();
-        self.forward_rows(sc, &mut caches, ids)?;
+        let done = self.forward_rows(sc, &mut caches, &ids);
+        batch.ids = ids;
+        done?;
         let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
-        for i in 0..n {
-            let (x, h) = (&sc.x[i * c..(i + 1) * c], &mut sc.h[i * c..(i + 1) * c]);
+        // Row i of `h`: the final norm of sequence i's last row (at or after row i of `x`).
+        let mut last = 0;
+        for (i, feed) in feeds.iter().enumerate() {
+            last += feed.len();
+            let r = last - 1;
+            let (x, h) = (&sc.x[r * c..(r + 1) * c], &mut sc.h[i * c..(i + 1) * c]);
             self.norm.apply(x, h);
         }
         self.head
