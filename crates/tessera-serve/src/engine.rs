@@ -553,9 +553,32 @@ impl<'t> Engine<'t> {
                 i += 1;
             }
         }
+        // Choices prefilled alone after others joined can push the step to the row count where
+        // the products change kernel; then joining prompts run alone first, so that every row
+        // keeps the numbers it gets when its request is served alone.
+        while self.step_rows() >= F32_GEMM_MIN_ROWS {
+            let Some(i) = self.active.iter().rposition(|s| s.prompt_tail.len() > 1) else {
+                break;
+            };
+            let mut seq = self.active.remove(i);
+            let tail = std::mem::take(&mut seq.prompt_tail);
+            let s = &mut self.slots[seq.slot];
+            match self.model.forward(&mut s.state, &tail) {
+                Ok(logits) => {
+                    let logits = logits.to_vec();
+                    s.tokens.extend_from_slice(&tail);
+                    self.first_token(seq, &logits);
+                }
+                Err(e) => {
+                    seq.req.send(Event::Error(format!("prefill failed: {e}")));
+                    self.finish(seq, FinishReason::Cancelled);
+                }
+            }
+        }
         if self.active.is_empty() {
             return;
         }
+        debug_assert!(self.step_rows() < F32_GEMM_MIN_ROWS);
         let order: Vec<usize> = self.active.iter().map(|s| s.slot).collect();
         // The batch's buffers are taken out for the step so that its logits can be read while
         // the sequences advance (no copy of the (n, V) logits per step).
