@@ -412,18 +412,62 @@ pub fn rows_x16(
     // written (asserted).
     unsafe {
         match t {
-            QType::Q4_0 => many_x16::<Q40>(w, nrows, acts, j0, g, out, ldo),
-            QType::Q4_1 => many_x16::<Q41>(w, nrows, acts, j0, g, out, ldo),
-            QType::Q8_0 => many_x16::<Q80>(w, nrows, acts, j0, g, out, ldo),
+            QType::Q4_0 => many_x16::<Q40>(w, nrows, acts, j0, g, out.as_mut_ptr(), ldo, 1),
+            QType::Q4_1 => many_x16::<Q41>(w, nrows, acts, j0, g, out.as_mut_ptr(), ldo, 1),
+            QType::Q8_0 => many_x16::<Q80>(w, nrows, acts, j0, g, out.as_mut_ptr(), ldo, 1),
             _ => panic!("rows_x16: {t} has no interleaved layout"),
         }
     }
 }
 
-/// The loop over row groups and groups of activation rows of [`rows_x16`].
+/// [`rows_x16`] writing `out[i * ldo_w + k * ldo_a]` (weight row i, activation row j0 + k): with
+/// `ldo_w = 1` and `ldo_a` = the matrix's rows, straight into a row-major (n, rows) product,
+/// 16 outputs of an activation row per vector store.
 ///
 /// # Safety
-/// As [`rows_x16`] asserts.
+/// `out` must be valid for writes at every index `i * ldo_w + k * ldo_a` (i < nrows, k < g), and
+/// no other thread may access those elements during the call. Panics on the size checks of
+/// [`rows_x16`] (other than `out`'s).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn rows_x16_strided(
+    t: QType,
+    w: &[u8],
+    nrows: usize,
+    acts: &Acts,
+    j0: usize,
+    g: usize,
+    out: *mut f32,
+    ldo_w: usize,
+    ldo_a: usize,
+) {
+    assert!(
+        available(),
+        "AVX-512 VNNI kernel called on a CPU without it"
+    );
+    assert_eq!(acts.block, QK);
+    assert!(nrows.is_multiple_of(16));
+    assert_eq!(w.len(), nrows * acts.nb * t.block_bytes());
+    assert!(j0 + g <= acts.n);
+    assert!(acts.qs.len() >= acts.n * acts.nb * QK && acts.d.len() >= acts.n * acts.nb);
+    assert!(acts.s.len() >= acts.n * acts.nb && acts.sum.len() >= acts.n * acts.nb);
+    // SAFETY: the CPU features were checked above; `w` and the activation rows are sized as
+    // asserted; `out` is valid for every index written (the caller's contract).
+    unsafe {
+        match t {
+            QType::Q4_0 => many_x16::<Q40>(w, nrows, acts, j0, g, out, ldo_w, ldo_a),
+            QType::Q4_1 => many_x16::<Q41>(w, nrows, acts, j0, g, out, ldo_w, ldo_a),
+            QType::Q8_0 => many_x16::<Q80>(w, nrows, acts, j0, g, out, ldo_w, ldo_a),
+            _ => panic!("rows_x16_strided: {t} has no interleaved layout"),
+        }
+    }
+}
+
+/// The loop over row groups and groups of activation rows of [`rows_x16_strided`], writing
+/// `out[i * ldo_w + k * ldo_a]`.
+///
+/// # Safety
+/// As [`rows_x16`] asserts, with `out` valid at every index written.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn many_x16<const KIND: u8>(
     w: &[u8],
@@ -431,28 +475,29 @@ unsafe fn many_x16<const KIND: u8>(
     acts: &Acts,
     j0: usize,
     g: usize,
-    out: &mut [f32],
-    ldo: usize,
+    out: *mut f32,
+    ldo_w: usize,
+    ldo_a: usize,
 ) {
     let gb = 16 * acts.nb * layout(KIND).0;
     for gi in 0..nrows / 16 {
         let wg = w.as_ptr().add(gi * gb);
-        let o = out.as_mut_ptr().add(gi * 16 * ldo);
+        let o = out.add(gi * 16 * ldo_w);
         let mut k = 0;
         while k + 8 <= g {
-            group_dot::<KIND, 8>(wg, acts, j0 + k, o.add(k), ldo);
+            group_dot::<KIND, 8>(wg, acts, j0 + k, o.add(k * ldo_a), ldo_w, ldo_a);
             k += 8;
         }
         while k + 4 <= g {
-            group_dot::<KIND, 4>(wg, acts, j0 + k, o.add(k), ldo);
+            group_dot::<KIND, 4>(wg, acts, j0 + k, o.add(k * ldo_a), ldo_w, ldo_a);
             k += 4;
         }
         while k + 2 <= g {
-            group_dot::<KIND, 2>(wg, acts, j0 + k, o.add(k), ldo);
+            group_dot::<KIND, 2>(wg, acts, j0 + k, o.add(k * ldo_a), ldo_w, ldo_a);
             k += 2;
         }
         if k < g {
-            group_dot::<KIND, 1>(wg, acts, j0 + k, o.add(k), ldo);
+            group_dot::<KIND, 1>(wg, acts, j0 + k, o.add(k * ldo_a), ldo_w, ldo_a);
         }
     }
 }
@@ -461,7 +506,7 @@ unsafe fn many_x16<const KIND: u8>(
 const PREFETCH_BLOCKS: usize = 16;
 
 /// One group of 16 packed weight rows at `wg` against the `R` activation rows from `j0`: writes
-/// `o[i * ldo + r]` for rows i < 16, r < R.
+/// `o[i * ldo_w + r * ldo_a]` for rows i < 16, r < R.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL/VNNI and F16C must be available; `wg` must hold `acts.nb` packed blocks of
@@ -473,7 +518,8 @@ unsafe fn group_dot<const KIND: u8, const R: usize>(
     acts: &Acts,
     j0: usize,
     o: *mut f32,
-    ldo: usize,
+    ldo_w: usize,
+    ldo_a: usize,
 ) {
     // Bytes of one packed block of 16 rows, the offset of its quants, its 64-byte chunks.
     let bb = 16 * layout(KIND).0;
@@ -563,13 +609,13 @@ unsafe fn group_dot<const KIND: u8, const R: usize>(
         }
     }
     for r in 0..R {
-        if ldo == 1 && R == 1 {
-            _mm512_storeu_ps(o, acc[0]);
+        if ldo_w == 1 {
+            _mm512_storeu_ps(o.add(r * ldo_a), acc[r]);
         } else {
             let mut lanes = [0f32; 16];
             _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r]);
             for (i, &x) in lanes.iter().enumerate() {
-                *o.add(i * ldo + r) = x;
+                *o.add(i * ldo_w + r * ldo_a) = x;
             }
         }
     }

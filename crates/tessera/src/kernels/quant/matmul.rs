@@ -4,7 +4,8 @@
 //! Decode (n = 1): the weight rows are split into a few chunks per thread; each row is one call of
 //! the row kernel, writing straight into `out`. Prefill (n > 1): each chunk of 16 weight rows is
 //! multiplied with groups of 8 activation rows (the weights unpacked once per group), into a
-//! (rows, n) tile that is transposed into `out` at the end. Nothing is allocated per call once
+//! (rows, n) tile that is transposed into `out` at the end; interleaved weights on AVX-512 write
+//! straight into `out` instead (16 outputs of an activation row per store, no transpose pass). Nothing is allocated per call once
 //! the thread's scratch has grown to the largest shape seen.
 
 use std::cell::RefCell;
@@ -336,6 +337,36 @@ pub(crate) fn matmul(
     }
     if n >= F32_GEMM_MIN_ROWS && !int8_prefill_forced() {
         gemm_f32_tiles(t, packed, w, rows, cols, x, n, out, par);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if packed && level == SimdLevel::Avx512Vnni {
+        // Straight into `out`: each task's weight rows are a column range of every output row,
+        // written 16 at a time (no tile, no transpose pass).
+        with_scratch(|s| {
+            s.acts.quantize(x, n, cols, QK);
+            let acts = &s.acts;
+            let o = SharedMut::new(out);
+            par.run(rows.div_ceil(chunk), &|ci| {
+                let r0 = ci * chunk;
+                let r1 = (r0 + chunk).min(rows);
+                // SAFETY: this task writes columns r0..r1 of the n rows of `out` (n, rows),
+                // which no other task writes; every index lies inside `out`.
+                unsafe {
+                    super::dot_avx512::rows_x16_strided(
+                        t,
+                        &w[r0 * rb..r1 * rb],
+                        r1 - r0,
+                        acts,
+                        0,
+                        n,
+                        o.ptr().add(r0),
+                        1,
+                        rows,
+                    )
+                }
+            });
+        });
         return;
     }
     let f = kernel(level, t, packed);
