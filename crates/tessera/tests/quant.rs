@@ -499,6 +499,43 @@ fn interleaved_layout_equals_row_layout() {
         assert!(p.try_dequantize_row(rows, &mut row).is_err());
         let e = p.permute_rows(|r| r).unwrap_err().to_string();
         assert!(e.contains("interleaved"), "{e}");
+        // Several products of the same rows as one job (all interleaved), or one each (mixed
+        // with a row-layout matrix): every output equals its product alone.
+        {
+            use tessera::kernels::quant::matmul_many;
+            let p2 = m.interleaved().unwrap();
+            let k4 = QMatrix::new(
+                QType::Q4K,
+                32,
+                cols,
+                random_blocks(&mut rng, QType::Q4K, 32 * cols, |r| r.uniform_f32() * 0.1),
+            )
+            .unwrap();
+            for threads in [1, 3] {
+                let pool = HotPool::new(threads);
+                for n in [2, 7, 11] {
+                    let xs = &x[..n * cols];
+                    let (mut a, mut b, mut c) = (
+                        vec![0f32; n * rows],
+                        vec![0f32; n * rows],
+                        vec![0f32; n * 32],
+                    );
+                    matmul_many(&pool, xs, n, &mut [(&p, &mut a[..]), (&p2, &mut b[..])]).unwrap();
+                    let mut one = vec![0f32; n * rows];
+                    p.matmul_on(&pool, xs, n, &mut one).unwrap();
+                    assert_eq!(a, one, "{t} n={n} threads={threads}");
+                    assert_eq!(b, one, "{t} n={n} threads={threads}");
+                    matmul_many(&pool, xs, n, &mut [(&p, &mut a[..]), (&k4, &mut c[..])]).unwrap();
+                    let mut kone = vec![0f32; n * 32];
+                    k4.matmul_on(&pool, xs, n, &mut kone).unwrap();
+                    assert_eq!((a.clone(), c.clone()), (one, kone), "{t} mixed n={n}");
+                }
+                let mut short = vec![0f32; 3];
+                assert!(
+                    matmul_many(&pool, &x[..2 * cols], 2, &mut [(&p, &mut short[..])]).is_err()
+                );
+            }
+        }
         // Hot pool, several threads, batched with a row-layout matrix: equal to single products.
         let other = QMatrix::new(
             QType::Q4K,

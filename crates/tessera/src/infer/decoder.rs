@@ -28,7 +28,7 @@
 
 use crate::kernels::cache_attention::{self as ca, F16Kernels};
 use crate::kernels::norm::normalize_row;
-use crate::kernels::quant::{matvec_many, QMatrix, QType};
+use crate::kernels::quant::{matmul_many, QMatrix, QType};
 use crate::kernels::rotary;
 use crate::models::gguf_loader::config_from_gguf;
 use crate::models::params::names;
@@ -887,15 +887,17 @@ impl Decoder {
         Ok(())
     }
 
-    /// Several projections of one input row (decode): one parallel job, nothing allocated.
-    fn project_one<const N: usize>(
+    /// Several projections of the same `n` input rows: one parallel job where the kernels allow
+    /// (`kernels::quant::matmul_many`), nothing allocated.
+    fn project_many<const N: usize>(
         &self,
         x: &[f32],
+        n: usize,
         prods: [(&Proj, &mut [f32]); N],
     ) -> Result<()> {
         let ps: [&Proj; N] = std::array::from_fn(|i| prods[i].0);
         let mut jobs = prods.map(|(p, o)| (&p.w, o));
-        matvec_many(&self.pool, x, &mut jobs)?;
+        matmul_many(&self.pool, x, n, &mut jobs)?;
         for ((_, out), p) in jobs.iter_mut().zip(ps) {
             add_bias(out, p.b.as_deref());
         }
@@ -960,14 +962,11 @@ impl Decoder {
                 &mut sc.kn[..n * kvd],
                 &mut sc.vn[..n * kvd],
             );
-            if n == 1 {
-                self.project_one(&sc.h[..c], [(&layer.q, q), (&layer.k, kn), (&layer.v, vn)])?;
-            } else {
-                let h = &sc.h[..n * c];
-                self.project(&layer.q, h, n, q)?;
-                self.project(&layer.k, h, n, kn)?;
-                self.project(&layer.v, h, n, vn)?;
-            }
+            self.project_many(
+                &sc.h[..n * c],
+                n,
+                [(&layer.q, q), (&layer.k, kn), (&layer.v, vn)],
+            )?;
             if rotary {
                 for i in 0..n {
                     let cs = &sc.cs[i * d..(i + 1) * d];
@@ -993,12 +992,7 @@ impl Decoder {
             match &layer.mlp {
                 Mlp::Gated { gate, up, down } => {
                     let u = &mut sc.up[..n * ff];
-                    if n == 1 {
-                        self.project_one(h, [(gate, g), (up, u)])?;
-                    } else {
-                        self.project(gate, h, n, g)?;
-                        self.project(up, h, n, u)?;
-                    }
+                    self.project_many(h, n, [(gate, g), (up, u)])?;
                     cfg.activation.apply_gated(g, u);
                     self.project(down, g, n, &mut sc.tmp[..n * c])?;
                 }

@@ -278,6 +278,82 @@ pub(crate) fn matvec_many(
     });
 }
 
+/// Several products `out_i = x W_i^T` with the same `x` of `n` rows (the q, k and v
+/// projections of a step): one parallel job when every matrix is interleaved and the integer
+/// kernels apply (`x` quantized once, the rows of all matrices split over the threads together,
+/// results written straight into each `out_i`); otherwise one [`matmul`] each. Each output row
+/// gets the same numbers as from [`matmul`] alone. Sizes are checked by the caller.
+pub(crate) fn matmul_many(
+    level: SimdLevel,
+    x: &[f32],
+    n: usize,
+    jobs: &mut [MatVec<'_>],
+    par: &dyn Parallel,
+) {
+    if n == 1 {
+        return matvec_many(level, x, jobs, par);
+    }
+    let cols = x.len() / n.max(1);
+    let together = level == SimdLevel::Avx512Vnni
+        && cfg!(target_arch = "x86_64")
+        && (n < F32_GEMM_MIN_ROWS || int8_prefill_forced())
+        && jobs.iter().all(|j| j.packed);
+    if !together {
+        for j in jobs.iter_mut() {
+            matmul(level, j.t, j.packed, j.w, j.rows, cols, x, n, j.out, par);
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        const MAX_JOBS: usize = 8;
+        assert!(
+            jobs.len() <= MAX_JOBS,
+            "at most {MAX_JOBS} products per batch"
+        );
+        let threads = par.threads();
+        let njobs = jobs.len();
+        let mut first = [0usize; MAX_JOBS + 1];
+        let mut chunk = [0usize; MAX_JOBS];
+        let mut meta: [(QType, &[u8], usize); MAX_JOBS] = [(QType::F32, &[], 0); MAX_JOBS];
+        let mut outs: [Option<SharedMut<'_, f32>>; MAX_JOBS] = Default::default();
+        for (i, j) in jobs.iter_mut().enumerate() {
+            chunk[i] = chunk_rows(j.rows, cols, threads).next_multiple_of(super::interleave::GROUP);
+            first[i + 1] = first[i] + j.rows.div_ceil(chunk[i]);
+            meta[i] = (j.t, j.w, j.rows);
+            outs[i] = Some(SharedMut::new(&mut *j.out));
+        }
+        with_scratch(|s| {
+            s.acts.quantize(x, n, cols, QK);
+            let acts = &s.acts;
+            par.run(first[njobs], &|task| {
+                let i = (0..njobs).find(|&i| task < first[i + 1]).unwrap_or(0);
+                let (t, w, rows) = meta[i];
+                let r0 = (task - first[i]) * chunk[i];
+                let r1 = (r0 + chunk[i]).min(rows);
+                let rb = t.bytes_for(cols).unwrap_or(0);
+                if let Some(o) = outs[i].as_ref() {
+                    // SAFETY: this task writes columns r0..r1 of the n rows of job i's output
+                    // (n, rows), which no other task writes; every index lies inside it.
+                    unsafe {
+                        super::dot_avx512::rows_x16_strided(
+                            t,
+                            &w[r0 * rb..r1 * rb],
+                            r1 - r0,
+                            acts,
+                            0,
+                            n,
+                            o.ptr().add(r0),
+                            1,
+                            rows,
+                        )
+                    }
+                }
+            });
+        });
+    }
+}
+
 /// `out (n, rows) = x (n, cols) W^T` for W = `w` (rows of `row_bytes` bytes of type `t`, or
 /// groups of 16 such rows interleaved when `packed`). Sizes are checked by the caller
 /// (`QMatrix::matmul_with`); `level` must be available.

@@ -26,7 +26,7 @@ pub(crate) mod dot_neon;
 
 pub use formats::QType;
 pub use matmul::{Parallel, Rayon};
-pub use qmatrix::{matvec_many, QMatrix};
+pub use qmatrix::{matmul_many, matvec_many, QMatrix};
 pub use quantize::{quantize, Acts};
 
 use formats::{QK, QK_K};

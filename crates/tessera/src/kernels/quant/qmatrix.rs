@@ -341,17 +341,33 @@ pub fn matvec_many(
     x: &[f32],
     prods: &mut [(&QMatrix, &mut [f32])],
 ) -> Result<()> {
+    matmul_many(par, x, 1, prods)
+}
+
+/// `outs[i] = x W_i^T` for several matrices with the same `x` of `n` rows (the q, k and v
+/// projections of a step): [`matvec_many`] for one row; for several, one parallel job when the
+/// matrices are interleaved (AVX-512), else one product each. Every output row equals what
+/// [`QMatrix::matmul_on`] gives it alone. At most 8 products.
+pub fn matmul_many(
+    par: &dyn Parallel,
+    x: &[f32],
+    n: usize,
+    prods: &mut [(&QMatrix, &mut [f32])],
+) -> Result<()> {
     if prods.len() > 8 {
         return Err(Error::Input(format!(
-            "matvec_many: {} products (at most 8)",
+            "matmul_many: {} products (at most 8)",
             prods.len()
         )));
     }
     let level = SimdLevel::detect();
     for (m, out) in prods.iter() {
-        m.check(level, x, 1, out)?;
+        m.check(level, x, n, out)?;
     }
-    let n = prods.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let count = prods.len();
     let mut it = prods.iter_mut();
     let mut list: [matmul::MatVec<'_>; 8] = std::array::from_fn(|_| match it.next() {
         Some((m, out)) => matmul::MatVec {
@@ -369,6 +385,6 @@ pub fn matvec_many(
             out: &mut [],
         },
     });
-    matmul::matvec_many(level, x, &mut list[..n], par);
+    matmul::matmul_many(level, x, n, &mut list[..count], par);
     Ok(())
 }
