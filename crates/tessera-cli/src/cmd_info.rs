@@ -263,7 +263,7 @@ fn print_system() {
     );
     println!(
         "weight layout:   {}",
-        if level.is_avx512() {
+        if level == tessera::kernels::quant::SimdLevel::Avx512Vnni {
             "Q4_0/Q4_1/Q8_0 interleaved by 16 rows at load (broadcast kernel); other types as stored"
         } else {
             "as stored (GGUF rows)"

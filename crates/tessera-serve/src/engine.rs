@@ -3,8 +3,9 @@
 //! waiting ones join (placed in a free slot, reusing the longest cached prompt prefix any slot
 //! holds), every active sequence advances by one token in a single batched step
 //! ([`Decoder::step_many`]: one product per weight for all of them; a joining sequence's
-//! uncached prompt tokens ride in the same step when the step stays short, else they are
-//! prefilled alone first), and finished or cancelled ones leave, freeing their slot at once.
+//! uncached prompt tokens ride in the same step while it stays below the products' kernel
+//! switch, else they run alone first), and finished or cancelled ones leave, freeing their slot
+//! at once.
 
 use crate::metrics::Metrics;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -416,20 +417,11 @@ impl<'t> Engine<'t> {
                 self.token_texts = Some(token_texts(&self.tok.tokenizer));
             }
         }
-        let tail = &prompt[keep..];
-        // A short prompt joins the next step: its rows go through the products with the running
-        // choices' tokens (the weights read once for all). The step stays below the row count
-        // where the products change kernel, so every row gets the numbers it would get alone.
-        if self.step_rows() + tail.len() < F32_GEMM_MIN_ROWS {
-            seq.prompt_tail = tail.to_vec();
-            self.active.push(seq);
-            return Ok(());
-        }
-        let s = &mut self.slots[slot];
-        let logits = self.model.forward(&mut s.state, tail)?;
-        s.tokens.extend_from_slice(tail);
-        let logits = logits.to_vec();
-        self.first_token(seq, &logits);
+        // The uncached prompt joins the next step: its rows go through the products with the
+        // running choices' tokens (the weights read once for all); `step` runs it alone first if
+        // the step would grow too long.
+        seq.prompt_tail = prompt[keep..].to_vec();
+        self.active.push(seq);
         Ok(())
     }
 
@@ -438,16 +430,19 @@ impl<'t> Engine<'t> {
         self.active.iter().map(|s| s.prompt_tail.len().max(1)).sum()
     }
 
-    /// A choice whose prompt has just run: its first token from `logits`, then it runs (or ends).
-    fn first_token(&mut self, mut seq: Seq<'t>, logits: &[f32]) {
+    /// A choice whose prompt has just run: its first token from `logits`; the choice if it runs
+    /// on (else it has ended).
+    fn first_token(&mut self, mut seq: Seq<'t>, logits: &[f32]) -> Option<Seq<'t>> {
         if seq.max_tokens == 0 {
             self.finish(seq, FinishReason::Length);
-            return;
+            return None;
         }
-        if let Some(reason) = self.advance(&mut seq, logits) {
-            self.finish(seq, reason);
-        } else {
-            self.active.push(seq);
+        match self.advance(&mut seq, logits) {
+            Some(reason) => {
+                self.finish(seq, reason);
+                None
+            }
+            None => Some(seq),
         }
     }
 
@@ -553,9 +548,9 @@ impl<'t> Engine<'t> {
                 i += 1;
             }
         }
-        // Choices prefilled alone after others joined can push the step to the row count where
-        // the products change kernel; then joining prompts run alone first, so that every row
-        // keeps the numbers it gets when its request is served alone.
+        // The step stays below the row count where the products change kernel, so that every
+        // row keeps the numbers it gets when its request is served alone: joining prompts that
+        // do not fit run alone first (the latest first).
         while self.step_rows() >= F32_GEMM_MIN_ROWS {
             let Some(i) = self.active.iter().rposition(|s| s.prompt_tail.len() > 1) else {
                 break;
@@ -567,7 +562,9 @@ impl<'t> Engine<'t> {
                 Ok(logits) => {
                     let logits = logits.to_vec();
                     s.tokens.extend_from_slice(&tail);
-                    self.first_token(seq, &logits);
+                    if let Some(seq) = self.first_token(seq, &logits) {
+                        self.active.push(seq);
+                    }
                 }
                 Err(e) => {
                     seq.req.send(Event::Error(format!("prefill failed: {e}")));
@@ -618,13 +615,12 @@ impl<'t> Engine<'t> {
         let v = self.model.cfg.vocab_size;
         let mut active = std::mem::take(&mut self.active);
         let mut keep = Vec::with_capacity(active.len());
-        let mut joined = Vec::new();
         for (i, mut seq) in active.drain(..).enumerate() {
             let logits = &logits[i * v..(i + 1) * v];
             if !seq.prompt_tail.is_empty() {
                 let tail = std::mem::take(&mut seq.prompt_tail);
                 self.slots[seq.slot].tokens.extend_from_slice(&tail);
-                joined.push((seq, logits.to_vec()));
+                keep.extend(self.first_token(seq, logits));
                 continue;
             }
             self.slots[seq.slot].tokens.push(seq.next);
@@ -634,9 +630,6 @@ impl<'t> Engine<'t> {
             }
         }
         self.active = keep;
-        for (seq, logits) in joined {
-            self.first_token(seq, &logits);
-        }
         self.batch = batch;
     }
 

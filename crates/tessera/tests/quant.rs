@@ -27,6 +27,20 @@ fn levels() -> Vec<SimdLevel> {
         .collect()
 }
 
+/// Integer activations in -127..=127 with a 127 in every 32-block: each block's scale is exactly
+/// 1, so every kernel's partial sums are exact integers.
+fn integer_acts(rng: &mut Rng, len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            if i % 32 == 5 {
+                127.0
+            } else {
+                rng.below(255) as f32 - 127.0
+            }
+        })
+        .collect()
+}
+
 fn randn(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.normal() as f32).collect()
 }
@@ -134,15 +148,7 @@ fn simd_kernels_equal_scalar_exactly_on_integer_data() {
     // kernel level must give exactly the same numbers.
     let mut rng = Rng::new(1);
     let (rows, cols, n) = (37, 576, 6);
-    let x: Vec<f32> = (0..n * cols)
-        .map(|i| {
-            if i % 32 == 5 {
-                127.0
-            } else {
-                rng.below(255) as f32 - 127.0
-            }
-        })
-        .collect();
+    let x = integer_acts(&mut rng, n * cols);
     for t in BLOCK32 {
         let mut w = random_blocks(&mut rng, t, rows * cols, |_| 1.0);
         if matches!(t, QType::Q4_1 | QType::Q5_1) {
@@ -422,15 +428,7 @@ fn interleaved_layout_equals_row_layout() {
     // activation rows the kernel groups differently (8, 4, 2, 1 at a time).
     let (rows, cols) = (48, 576);
     let nmax = 19;
-    let x: Vec<f32> = (0..nmax * cols)
-        .map(|i| {
-            if i % 32 == 5 {
-                127.0
-            } else {
-                rng.below(255) as f32 - 127.0
-            }
-        })
-        .collect();
+    let x = integer_acts(&mut rng, nmax * cols);
     for t in X16 {
         let mut w = random_blocks(&mut rng, t, rows * cols, |_| 1.0);
         if t == QType::Q4_1 {

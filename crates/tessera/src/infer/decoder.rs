@@ -321,7 +321,7 @@ impl Decoder {
             // Copied either way: the mapped pages are not read again.
             g.release(name);
             Ok(Proj {
-                w: packed(name, w),
+                w: w.packed(),
                 b: None,
             })
         };

@@ -91,7 +91,8 @@ impl F16Kernels {
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::quant::SimdLevel::detect() != crate::kernels::quant::SimdLevel::Scalar {
             // Both x86 levels include F16C, AVX2 and FMA.
-            let fused: Option<AttendFn> = if crate::kernels::quant::SimdLevel::detect().is_avx512()
+            let fused: Option<AttendFn> = if crate::kernels::quant::SimdLevel::detect()
+                == crate::kernels::quant::SimdLevel::Avx512Vnni
             {
                 Some(f16x86::attend512)
             } else {

@@ -155,13 +155,20 @@ pub fn read_conll(path: &Path) -> Result<Vec<Tagged>> {
     Ok(out)
 }
 
+/// A dev fraction must lie strictly between 0 and 1.
+fn check_fraction(fraction: f64) -> Result<()> {
+    if fraction > 0.0 && fraction < 1.0 {
+        Ok(())
+    } else {
+        Err(Error::Input(format!(
+            "dev fraction must be in (0, 1), got {fraction}"
+        )))
+    }
+}
+
 /// Split `n` items into (train, dev) index lists: a seeded shuffle, the last `fraction` to dev.
 pub fn split_dev(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
-    if !(0.0..1.0).contains(&fraction) || fraction == 0.0 {
-        return Err(Error::Input(format!(
-            "dev fraction must be in (0, 1), got {fraction}"
-        )));
-    }
+    check_fraction(fraction)?;
     let mut idx: Vec<usize> = (0..n).collect();
     Rng::new(seed).shuffle(&mut idx);
     let n_dev = ((n as f64 * fraction).round() as usize).clamp(1, n.saturating_sub(1));
@@ -255,11 +262,7 @@ pub fn split_dev_by_group(
     fraction: f64,
     seed: u64,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
-    if !(0.0..1.0).contains(&fraction) || fraction == 0.0 {
-        return Err(Error::Input(format!(
-            "dev fraction must be in (0, 1), got {fraction}"
-        )));
-    }
+    check_fraction(fraction)?;
     let mut names: Vec<&str> = groups.to_vec();
     names.sort_unstable();
     names.dedup();

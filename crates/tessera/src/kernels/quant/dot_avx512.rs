@@ -29,6 +29,20 @@ pub fn available() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
+/// The checks every 32-block kernel here makes before its unsafe loop: the CPU features, `w`
+/// exactly `nrows` rows of `acts.nb` blocks of `t`, activation rows `j0..j0 + g` present.
+fn check_sizes(t: QType, w: &[u8], nrows: usize, acts: &Acts, j0: usize, g: usize) {
+    assert!(
+        available(),
+        "AVX-512 VNNI kernel called on a CPU without it"
+    );
+    assert_eq!(acts.block, QK);
+    assert_eq!(w.len(), nrows * acts.nb * t.block_bytes());
+    assert!(j0 + g <= acts.n);
+    assert!(acts.qs.len() >= acts.n * acts.nb * QK && acts.d.len() >= acts.n * acts.nb);
+    assert!(acts.s.len() >= acts.n * acts.nb && acts.sum.len() >= acts.n * acts.nb);
+}
+
 const Q40: u8 = 0;
 const Q41: u8 = 1;
 const Q50: u8 = 2;
@@ -50,16 +64,8 @@ pub fn rows32(
     out: &mut [f32],
     ldo: usize,
 ) {
-    assert!(
-        available(),
-        "AVX-512 VNNI kernel called on a CPU without it"
-    );
-    assert_eq!(acts.block, QK);
-    assert_eq!(w.len(), nrows * acts.nb * t.block_bytes());
-    assert!(j0 + g <= acts.n);
+    check_sizes(t, w, nrows, acts, j0, g);
     assert!(nrows == 0 || g == 0 || out.len() >= (nrows - 1) * ldo + g);
-    assert!(acts.qs.len() >= acts.n * acts.nb * QK && acts.d.len() >= acts.n * acts.nb);
-    assert!(acts.s.len() >= acts.n * acts.nb && acts.sum.len() >= acts.n * acts.nb);
     // SAFETY: the CPU features were checked above; `w` holds exactly `nrows` rows of `nb` blocks,
     // the activation arrays hold rows `j0..j0 + g`, and `out` holds every index written (asserted).
     unsafe {
@@ -396,28 +402,9 @@ pub fn rows_x16(
     out: &mut [f32],
     ldo: usize,
 ) {
-    assert!(
-        available(),
-        "AVX-512 VNNI kernel called on a CPU without it"
-    );
-    assert_eq!(acts.block, QK);
-    assert!(nrows.is_multiple_of(16));
-    assert_eq!(w.len(), nrows * acts.nb * t.block_bytes());
-    assert!(j0 + g <= acts.n);
     assert!(nrows == 0 || g == 0 || out.len() >= (nrows - 1) * ldo + g);
-    assert!(acts.qs.len() >= acts.n * acts.nb * QK && acts.d.len() >= acts.n * acts.nb);
-    assert!(acts.s.len() >= acts.n * acts.nb && acts.sum.len() >= acts.n * acts.nb);
-    // SAFETY: the CPU features were checked above; `w` holds exactly `nrows / 16` groups of `nb`
-    // packed blocks, the activation arrays hold rows `j0..j0 + g`, and `out` holds every index
-    // written (asserted).
-    unsafe {
-        match t {
-            QType::Q4_0 => many_x16::<Q40>(w, nrows, acts, j0, g, out.as_mut_ptr(), ldo, 1),
-            QType::Q4_1 => many_x16::<Q41>(w, nrows, acts, j0, g, out.as_mut_ptr(), ldo, 1),
-            QType::Q8_0 => many_x16::<Q80>(w, nrows, acts, j0, g, out.as_mut_ptr(), ldo, 1),
-            _ => panic!("rows_x16: {t} has no interleaved layout"),
-        }
-    }
+    // SAFETY: `out` holds every index `i * ldo + k` written (asserted) and is borrowed mutably.
+    unsafe { rows_x16_strided(t, w, nrows, acts, j0, g, out.as_mut_ptr(), ldo, 1) }
 }
 
 /// [`rows_x16`] writing `out[i * ldo_w + k * ldo_a]` (weight row i, activation row j0 + k): with
@@ -440,16 +427,8 @@ pub unsafe fn rows_x16_strided(
     ldo_w: usize,
     ldo_a: usize,
 ) {
-    assert!(
-        available(),
-        "AVX-512 VNNI kernel called on a CPU without it"
-    );
-    assert_eq!(acts.block, QK);
+    check_sizes(t, w, nrows, acts, j0, g);
     assert!(nrows.is_multiple_of(16));
-    assert_eq!(w.len(), nrows * acts.nb * t.block_bytes());
-    assert!(j0 + g <= acts.n);
-    assert!(acts.qs.len() >= acts.n * acts.nb * QK && acts.d.len() >= acts.n * acts.nb);
-    assert!(acts.s.len() >= acts.n * acts.nb && acts.sum.len() >= acts.n * acts.nb);
     // SAFETY: the CPU features were checked above; `w` and the activation rows are sized as
     // asserted; `out` is valid for every index written (the caller's contract).
     unsafe {

@@ -23,7 +23,6 @@
 //! This module packs and unpacks the layout and holds its portable product (the reference and
 //! the path of CPUs without the AVX-512 kernel).
 
-use super::dequant::decode32;
 use super::formats::{f16_at, QType, QK};
 use super::quantize::Acts;
 
@@ -111,16 +110,22 @@ pub(crate) fn unpack_block(t: QType, group: &[u8], nb: usize, n: usize, b: usize
 
 /// The GGML bytes of rows `0..rows` of packed bytes `w` (the inverse of [`pack`]).
 pub fn unpack(t: QType, w: &[u8], rows: usize, cols: usize) -> Vec<u8> {
-    let (bb, nb) = (t.block_bytes(), cols / QK);
-    let mut out = vec![0u8; rows * nb * bb];
-    for r in 0..rows {
-        let group = &w[(r / GROUP) * GROUP * nb * bb..][..GROUP * nb * bb];
-        for b in 0..nb {
-            let blk = &mut out[(r * nb + b) * bb..(r * nb + b + 1) * bb];
-            unpack_block(t, group, nb, r % GROUP, b, blk);
-        }
+    let rb = cols / QK * t.block_bytes();
+    let mut out = vec![0u8; rows * rb];
+    for (r, row) in out.chunks_exact_mut(rb).enumerate() {
+        unpack_row(t, w, cols, r, row);
     }
     out
+}
+
+/// The GGML bytes of row `r` of packed bytes `w` (whole groups of `cols`-element rows) into
+/// `row` (`cols / 32` blocks).
+pub(crate) fn unpack_row(t: QType, w: &[u8], cols: usize, r: usize, row: &mut [u8]) {
+    let (bb, nb) = (t.block_bytes(), cols / QK);
+    let group = &w[(r / GROUP) * GROUP * nb * bb..][..GROUP * nb * bb];
+    for (b, blk) in row.chunks_exact_mut(bb).enumerate() {
+        unpack_block(t, group, nb, r % GROUP, b, blk);
+    }
 }
 
 /// Row `r` of packed bytes `w` (whole groups of `cols`-element rows) as f32 into `out`.
@@ -130,10 +135,7 @@ pub fn dequantize_row(t: QType, w: &[u8], cols: usize, r: usize, out: &mut [f32]
     let mut blk = [0u8; 34];
     for (b, o) in out.chunks_exact_mut(QK).enumerate() {
         unpack_block(t, group, nb, r % GROUP, b, &mut blk);
-        let k = decode32(t, &blk[..bb]);
-        for (y, &q) in o.iter_mut().zip(k.q.iter()) {
-            *y = q as f32 * k.d + k.m;
-        }
+        super::dequant::dequantize_into(t, &blk[..bb], o);
     }
 }
 
@@ -181,7 +183,7 @@ fn dequantize_groups<const T: u8>(w: &[u8], cols: usize, out: &mut [f32]) {
 
 /// The portable product of packed weight rows with activation rows: `out[i * ldo + k] =
 /// w_i · x_{j0 + k}` for the `nrows` rows in `w` (whole groups) and the `g` activation rows from
-/// `j0`, with the arithmetic of `dot_scalar::row32`.
+/// `j0`: each row unpacked to GGML bytes and multiplied by `dot_scalar::row32`.
 #[allow(clippy::too_many_arguments)]
 pub fn rows_scalar(
     t: QType,
@@ -193,23 +195,10 @@ pub fn rows_scalar(
     out: &mut [f32],
     ldo: usize,
 ) {
-    let (bb, nb) = (t.block_bytes(), acts.nb);
-    let mut blk = [0u8; 34];
+    let mut row = vec![0u8; acts.nb * t.block_bytes()];
     for i in 0..nrows {
-        let group = &w[(i / GROUP) * GROUP * nb * bb..][..GROUP * nb * bb];
-        for k in 0..g {
-            let j = j0 + k;
-            let y = acts.row(j);
-            let mut acc = 0f32;
-            for b in 0..nb {
-                unpack_block(t, group, nb, i % GROUP, b, &mut blk);
-                let q = decode32(t, &blk[..bb]);
-                let isum = super::dot_scalar::idot(&q.q, &y[b * QK..(b + 1) * QK]);
-                let (dx, sx) = (acts.d[j * nb + b], acts.s[j * nb + b]);
-                acc += (q.d * dx) * isum as f32 + q.m * sx;
-            }
-            out[i * ldo + k] = acc;
-        }
+        unpack_row(t, w, acts.nb * QK, i, &mut row);
+        super::dot_scalar::row32(t, &row, acts, j0, &mut out[i * ldo..i * ldo + g]);
     }
 }
 

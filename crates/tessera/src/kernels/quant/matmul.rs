@@ -5,8 +5,8 @@
 //! the row kernel, writing straight into `out`. Prefill (n > 1): each chunk of 16 weight rows is
 //! multiplied with groups of 8 activation rows (the weights unpacked once per group), into a
 //! (rows, n) tile that is transposed into `out` at the end; interleaved weights on AVX-512 write
-//! straight into `out` instead (16 outputs of an activation row per store, no transpose pass). Nothing is allocated per call once
-//! the thread's scratch has grown to the largest shape seen.
+//! straight into `out` instead (16 outputs of an activation row per store, no transpose pass).
+//! Nothing is allocated per call once the thread's scratch has grown to the largest shape seen.
 
 use std::cell::RefCell;
 
@@ -198,6 +198,16 @@ fn chunk_rows(rows: usize, cols: usize, threads: usize) -> usize {
     rows.div_ceil(items).max(4)
 }
 
+/// Rows per parallel task of one product: [`chunk_rows`], whole 16-row groups when `packed`.
+fn job_chunk(rows: usize, cols: usize, threads: usize, packed: bool) -> usize {
+    let c = chunk_rows(rows, cols, threads);
+    if packed {
+        c.next_multiple_of(super::interleave::GROUP)
+    } else {
+        c
+    }
+}
+
 /// One product of a [`matvec_many`] batch: `out (rows) = W x`.
 pub(crate) struct MatVec<'a> {
     pub t: QType,
@@ -231,10 +241,7 @@ pub(crate) fn matvec_many(
     let mut outs: [Option<SharedMut<'_, f32>>; MAX_JOBS] = Default::default();
     let njobs = jobs.len();
     for (i, j) in jobs.iter_mut().enumerate() {
-        chunk[i] = chunk_rows(j.rows, cols, threads);
-        if j.packed {
-            chunk[i] = chunk[i].next_multiple_of(super::interleave::GROUP);
-        }
+        chunk[i] = job_chunk(j.rows, cols, threads, j.packed);
         first[i + 1] = first[i] + j.rows.div_ceil(chunk[i]);
         meta[i] = (j.t, j.packed, j.w, j.rows);
         outs[i] = Some(SharedMut::new(&mut *j.out));
@@ -318,7 +325,7 @@ pub(crate) fn matmul_many(
         let mut meta: [(QType, &[u8], usize); MAX_JOBS] = [(QType::F32, &[], 0); MAX_JOBS];
         let mut outs: [Option<SharedMut<'_, f32>>; MAX_JOBS] = Default::default();
         for (i, j) in jobs.iter_mut().enumerate() {
-            chunk[i] = chunk_rows(j.rows, cols, threads).next_multiple_of(super::interleave::GROUP);
+            chunk[i] = job_chunk(j.rows, cols, threads, true);
             first[i + 1] = first[i] + j.rows.div_ceil(chunk[i]);
             meta[i] = (j.t, j.w, j.rows);
             outs[i] = Some(SharedMut::new(&mut *j.out));
@@ -386,11 +393,7 @@ pub(crate) fn matmul(
     // task stay in cache across its activation groups); interleaved groups are read by the
     // broadcast kernel as a long contiguous stream, which the hardware prefetcher follows only
     // when a task keeps reading (the chunks of a mat-vec product).
-    let chunk = if packed {
-        chunk_rows(rows, cols, par.threads()).next_multiple_of(super::interleave::GROUP)
-    } else {
-        chunk_rows(rows, cols, par.threads()).clamp(1, PREFILL_ROWS)
-    };
+    let chunk = job_chunk(rows, cols, par.threads(), packed).clamp(1, PREFILL_ROWS);
     if t.is_float() && n >= F32_GEMM_MIN_ROWS {
         // Float weights (dense checkpoints): tiles converted to f32 and the GEMM kernel.
         gemm_f32_tiles(t, false, w, rows, cols, x, n, out, par);
@@ -415,34 +418,16 @@ pub(crate) fn matmul(
         gemm_f32_tiles(t, packed, w, rows, cols, x, n, out, par);
         return;
     }
-    #[cfg(target_arch = "x86_64")]
     if packed && level == SimdLevel::Avx512Vnni {
-        // Straight into `out`: each task's weight rows are a column range of every output row,
-        // written 16 at a time (no tile, no transpose pass).
-        with_scratch(|s| {
-            s.acts.quantize(x, n, cols, QK);
-            let acts = &s.acts;
-            let o = SharedMut::new(out);
-            par.run(rows.div_ceil(chunk), &|ci| {
-                let r0 = ci * chunk;
-                let r1 = (r0 + chunk).min(rows);
-                // SAFETY: this task writes columns r0..r1 of the n rows of `out` (n, rows),
-                // which no other task writes; every index lies inside `out`.
-                unsafe {
-                    super::dot_avx512::rows_x16_strided(
-                        t,
-                        &w[r0 * rb..r1 * rb],
-                        r1 - r0,
-                        acts,
-                        0,
-                        n,
-                        o.ptr().add(r0),
-                        1,
-                        rows,
-                    )
-                }
-            });
-        });
+        // Straight into `out` (no tile, no transpose pass): the many-product job with one product.
+        let job = MatVec {
+            t,
+            packed,
+            w,
+            rows,
+            out,
+        };
+        matmul_many(level, x, n, &mut [job], par);
         return;
     }
     let f = kernel(level, t, packed);

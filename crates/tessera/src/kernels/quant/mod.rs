@@ -85,11 +85,6 @@ impl SimdLevel {
         }
     }
 
-    /// Whether the level runs the AVX-512 kernels.
-    pub fn is_avx512(self) -> bool {
-        self == SimdLevel::Avx512Vnni
-    }
-
     /// The fastest level this CPU has, capped by the environment variable `TESSERA_SIMD`
     /// (`avx512-vnni`, `avx2`, `neon-dotprod`, `neon` or `scalar`) when set. Detected once.
     pub fn detect() -> SimdLevel {

@@ -113,7 +113,7 @@ impl QMatrix {
     /// layout ([`QMatrix::interleaved`]) where the AVX-512 VNNI kernels run and the matrix has
     /// one; otherwise `self` unchanged (a clone sharing the bytes).
     pub fn packed(&self) -> QMatrix {
-        if !SimdLevel::detect().is_avx512() {
+        if SimdLevel::detect() != SimdLevel::Avx512Vnni {
             return self.clone();
         }
         self.interleaved().unwrap_or_else(|_| self.clone())
