@@ -929,3 +929,56 @@ fn fused_projected_attention_matches_two_ops() {
         }
     }
 }
+
+/// Label smoothing in the fused head + loss (`linear_cross_entropy_smoothed`) against the
+/// engine-op formula (`smoothed_cross_entropy`: `(1 − ε)·CE − ε·mean log p`) and PyTorch's value
+/// computed by hand, with finite differences; ε = 0 is the plain loss.
+#[test]
+fn label_smoothed_linear_cross_entropy_matches_reference() {
+    use tessera::kernels::cross_entropy::{linear_cross_entropy, linear_cross_entropy_smoothed};
+    let mut rng = Rng::new(187);
+    let h = var(&mut rng, &[5, 6], 1.0);
+    let w = var(&mut rng, &[9, 6], 0.8);
+    let t = Tensor::new(&[0u32, 8, 3, 3, 5], &Device::Cpu).unwrap();
+    let eps = 0.1;
+    let fused = || linear_cross_entropy_smoothed(h.as_tensor(), w.as_tensor(), &t, eps).unwrap();
+    let reference = || {
+        let logits = Linear::new(w.as_tensor().clone(), None)
+            .forward_reference(h.as_tensor())
+            .unwrap();
+        tessera::nn::loss::smoothed_cross_entropy(&logits, &t, eps).unwrap()
+    };
+    let (a, b) = (fused(), reference());
+    let d = max_abs_diff(&a, &b);
+    assert!(d < 1e-12, "smoothed loss differs by {d}");
+    // By hand: q = (1 − ε)·onehot + ε/V, loss = −Σ q log p, averaged over rows.
+    let logits = h
+        .as_tensor()
+        .matmul(&w.as_tensor().t().unwrap())
+        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
+    let ts = t.to_vec1::<u32>().unwrap();
+    let mut want = 0.0;
+    for (row, &k) in logits.iter().zip(&ts) {
+        let m = row.iter().copied().fold(f64::MIN, f64::max);
+        let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+        for (j, x) in row.iter().enumerate() {
+            let q = eps / 9.0 + if j == k as usize { 1.0 - eps } else { 0.0 };
+            want -= q * (x - lse);
+        }
+    }
+    want /= 5.0;
+    let got = a.to_scalar::<f64>().unwrap();
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
+    for v in [&h, &w] {
+        let d = max_abs_diff(ga.get(v).unwrap(), gb.get(v).unwrap());
+        assert!(d < 1e-12, "smoothed gradients differ by {d}");
+    }
+    check("smoothed linear cross-entropy", &[&h, &w], 30, &|| fused());
+    let plain = linear_cross_entropy(h.as_tensor(), w.as_tensor(), &t).unwrap();
+    let zero = linear_cross_entropy_smoothed(h.as_tensor(), w.as_tensor(), &t, 0.0).unwrap();
+    assert_eq!(max_abs_diff(&plain, &zero), 0.0);
+    assert!(linear_cross_entropy_smoothed(h.as_tensor(), w.as_tensor(), &t, 1.0).is_err());
+}

@@ -528,7 +528,7 @@ fn interleaved_layout_equals_row_layout() {
                     k4.matmul_on(&pool, xs, n, &mut kone).unwrap();
                     assert_eq!((a.clone(), c.clone()), (one, kone), "{t} mixed n={n}");
                 }
-                let mut short = vec![0f32; 3];
+                let mut short = [0f32; 3];
                 assert!(
                     matmul_many(&pool, &x[..2 * cols], 2, &mut [(&p, &mut short[..])]).is_err()
                 );

@@ -1,5 +1,6 @@
 //! Text generation: sampling step by step with the KV cache, stop conditions, streaming.
 
+pub mod beam;
 pub mod chat;
 pub mod json;
 pub mod json_schema;

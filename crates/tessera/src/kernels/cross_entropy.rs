@@ -212,14 +212,18 @@ type Kept = std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>;
 /// as one op. Forward: the product, each row's logsumexp, the mean loss; the (N, V) logits stay in
 /// the op. Backward: the logits turn into `(softmax − onehot) · scale` in place, then
 /// `dh = G W` and `dW = Gᵀ h` (no (N, V) gradient goes through the engine).
+/// With label smoothing ε the target distribution is `(1 − ε)·onehot + ε/V`: each row's loss is
+/// `lse − (1 − ε)·z_t − ε·mean(z)` and its gradient `softmax − (1 − ε)·onehot − ε/V`.
 #[derive(Default)]
 struct LinearCrossEntropy {
     kept: Kept,
+    smoothing: f64,
 }
 
 /// Backward of [`LinearCrossEntropy`]: inputs (h, W, targets); output `[dh | dW]` flat.
 struct LinearCrossEntropyGrad {
     scale: f64,
+    smoothing: f64,
     kept: Kept,
 }
 
@@ -286,8 +290,17 @@ impl CustomOp3 for LinearCrossEntropy {
         }
         float_dispatch!(s1, self.name(), |F| {
             let (logits, lse) = head_logits::<F>(slice(s1, l1)?, slice(s2, l2)?, (n, c, v));
+            let eps = self.smoothing;
             let total = (0..n)
-                .map(|i| lse[i] - logits[i * v + t[i] as usize])
+                .map(|i| {
+                    let row = &logits[i * v..(i + 1) * v];
+                    let mut l = lse[i] - F::from_f64(1.0 - eps) * row[t[i] as usize];
+                    if eps != 0.0 {
+                        let sum: f64 = row.iter().map(|&z| WithDType::to_f64(z)).sum();
+                        l -= F::from_f64(eps * sum / v as f64);
+                    }
+                    l
+                })
                 .sum::<F>();
             let mean = total / F::from_f64(n.max(1) as f64);
             if let Ok(mut keep) = self.kept.lock() {
@@ -314,6 +327,7 @@ impl CustomOp3 for LinearCrossEntropy {
             t,
             &LinearCrossEntropyGrad {
                 scale: g / n.max(1) as f64,
+                smoothing: self.smoothing,
                 kept: std::sync::Mutex::new(kept),
             },
         )?; // [dh | dW]
@@ -355,16 +369,22 @@ impl CustomOp3 for LinearCrossEntropyGrad {
                 None => head_logits::<F>(h, w, (n, c, v)),
             };
             let scale = F::from_f64(self.scale);
+            let hit = F::from_f64(self.scale * (1.0 - self.smoothing));
+            let spread = F::from_f64(self.scale * self.smoothing / v as f64);
             par_rows(&mut g, v, |i, row| {
                 #[cfg(target_arch = "x86_64")]
                 if super::avx512() {
                     // SAFETY: the CPU has the features the AVX-512 build was compiled for.
                     unsafe { softmax_in_place_avx512(row, lse[i], scale) };
-                    row[t[i] as usize] -= scale;
-                    return;
+                } else {
+                    softmax_in_place(row, lse[i], scale);
                 }
+                #[cfg(not(target_arch = "x86_64"))]
                 softmax_in_place(row, lse[i], scale);
-                row[t[i] as usize] -= scale;
+                row[t[i] as usize] -= hit;
+                if self.smoothing != 0.0 {
+                    row.iter_mut().for_each(|x| *x -= spread);
+                }
             });
             let len = n * c + v * c;
             // SAFETY: dh (n × c) and dW (v × c) are disjoint parts of the buffer, each written in
@@ -396,8 +416,29 @@ impl CustomOp3 for LinearCrossEntropyGrad {
 /// no bias), targets (N) u32 with N = the rows of h; fused on the CPU (f32 / f64). Same value
 /// as `cross_entropy(linear(h, W), targets)`; the (N, V) logits never become a tensor.
 pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    linear_cross_entropy_smoothed(h, w, targets, 0.0)
+}
+
+/// [`linear_cross_entropy`] with label smoothing ε (PyTorch's `label_smoothing`): the target
+/// distribution is `(1 − ε)·onehot + ε/V`.
+pub fn linear_cross_entropy_smoothed(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    smoothing: f64,
+) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&smoothing) {
+        candle_core::bail!("label smoothing must be in [0, 1), got {smoothing}");
+    }
     let h = h.contiguous()?;
     let w = w.contiguous()?;
     let targets = targets.contiguous()?;
-    h.apply_op3(&w, &targets, LinearCrossEntropy::default())
+    h.apply_op3(
+        &w,
+        &targets,
+        LinearCrossEntropy {
+            kept: Default::default(),
+            smoothing,
+        },
+    )
 }

@@ -24,6 +24,10 @@ pub enum Arch {
     Llama,
     /// BERT: post-norm encoder, learned positions and token types, embedding LayerNorm.
     Bert,
+    /// Marian (`MarianMTModel`): one stack of a post-norm encoder-decoder (the encoder's, or the
+    /// decoder's with the cross-attention slot), sinusoidal positions, scaled embeddings shared
+    /// by both stacks and the head. See [`crate::models::seq2seq`].
+    Marian,
 }
 
 /// Normalization kind.
@@ -95,6 +99,10 @@ pub struct TransformerConfig {
     /// A norm over the summed embeddings (BERT).
     #[serde(default)]
     pub embedding_norm: bool,
+    /// Token embeddings multiplied by sqrt(hidden_size) before positions are added (Marian's
+    /// `scale_embedding`, Vaswani et al.).
+    #[serde(default)]
+    pub scale_embedding: bool,
     /// Self-attention visibility.
     pub attention: AttentionKind,
     /// A cross-attention slot in every block (the decoder of an encoder-decoder).
@@ -168,6 +176,26 @@ pub struct HfConfig {
     pub rope_theta: Option<f64>,
     pub rope_scaling: Option<Value>,
     pub rope_parameters: Option<Value>,
+    // Encoder-decoder (Marian) fields.
+    pub d_model: Option<usize>,
+    pub encoder_layers: Option<usize>,
+    pub decoder_layers: Option<usize>,
+    pub encoder_attention_heads: Option<usize>,
+    pub decoder_attention_heads: Option<usize>,
+    pub encoder_ffn_dim: Option<usize>,
+    pub decoder_ffn_dim: Option<usize>,
+    pub decoder_vocab_size: Option<usize>,
+    pub scale_embedding: Option<bool>,
+    pub share_encoder_decoder_embeddings: Option<bool>,
+    pub dropout: Option<f64>,
+    pub activation_dropout: Option<f64>,
+    pub init_std: Option<f64>,
+    pub normalize_before: Option<bool>,
+    pub add_final_layer_norm: Option<bool>,
+    pub layernorm_embedding: Option<bool>,
+    pub static_position_embeddings: Option<bool>,
+    pub decoder_start_token_id: Option<Value>,
+    pub forced_eos_token_id: Option<Value>,
     /// Token ids are read leniently (a number, or a list whose first entry is canonical).
     pub bos_token_id: Option<Value>,
     pub eos_token_id: Option<Value>,
@@ -232,6 +260,13 @@ impl TransformerConfig {
             Some("gpt2") => super::family::gpt2::config(&hf)?,
             Some("llama") => super::family::llama::config(&hf)?,
             Some("bert") => super::family::bert::config(&hf)?,
+            Some("marian") => {
+                return Err(Error::Config(
+                    "model_type 'marian' is an encoder-decoder: it loads as a Seq2Seq model \
+                     (tessera translate / summarize), not as one stack"
+                        .into(),
+                ))
+            }
             Some(other) => {
                 return Err(Error::Config(format!(
                     "unsupported model_type '{other}' (expected \"gpt2\", \"llama\" or \"bert\")"
@@ -265,6 +300,9 @@ impl TransformerConfig {
             Arch::Gpt2 => super::family::gpt2::to_hf(self),
             Arch::Llama => super::family::llama::to_hf(self),
             Arch::Bert => super::family::bert::to_hf(self),
+            // One stack of an encoder-decoder has no config.json of its own (the pair's is
+            // `Seq2SeqConfig::to_hf_json`); tessera's dialect describes it.
+            Arch::Marian => return serde_json::to_value(self).expect("a config serializes"),
         };
         let obj = v.as_object_mut().expect("object");
         obj.insert("torch_dtype".into(), Value::from("float32"));
@@ -398,7 +436,8 @@ impl TransformerConfig {
         if self.arch == Arch::Bert && self.attention != AttentionKind::Bidirectional {
             return bad("the BERT layout is an encoder (bidirectional attention)".into());
         }
-        if self.arch != Arch::Bert && self.attention != AttentionKind::Causal {
+        if matches!(self.arch, Arch::Gpt2 | Arch::Llama) && self.attention != AttentionKind::Causal
+        {
             return bad(format!(
                 "the {:?} layout is a decoder (causal attention)",
                 self.arch

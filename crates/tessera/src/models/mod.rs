@@ -7,6 +7,7 @@ pub mod family;
 pub mod gguf_loader;
 pub mod limits;
 pub mod params;
+pub mod seq2seq;
 pub mod transformer;
 
 pub use block::{Block, BlockDropout, CrossAttention, Memory, NormPlacement};
@@ -14,4 +15,5 @@ pub use config::{
     Activation, Arch, AttentionKind, HfConfig, NormKind, PositionKind, TransformerConfig,
 };
 pub use params::ParamStore;
+pub use seq2seq::{Seq2Seq, Seq2SeqBatch, Seq2SeqConfig};
 pub use transformer::Transformer;

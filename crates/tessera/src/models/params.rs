@@ -213,7 +213,16 @@ impl ParamStore {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let specs = param_specs(cfg);
+        Self::init_specs(param_specs(cfg), rng, dtype, device)
+    }
+
+    /// Fresh parameters for `specs` (e.g. both stacks of an encoder-decoder) from `rng`.
+    pub fn init_specs(
+        specs: Vec<ParamSpec>,
+        rng: &mut Rng,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let mut vars = Vec::with_capacity(specs.len());
         for s in &specs {
             let t = s.init_tensor(rng, device)?.to_dtype(dtype)?;
@@ -229,7 +238,16 @@ impl ParamStore {
         dtype: DType,
         path: &Path,
     ) -> Result<Self> {
-        let specs = param_specs(cfg);
+        Self::from_tensors_specs(param_specs(cfg), tensors, dtype, path)
+    }
+
+    /// Parameters `specs` from a map of tensors (shapes checked), made trainable.
+    pub fn from_tensors_specs(
+        specs: Vec<ParamSpec>,
+        tensors: &HashMap<String, Tensor>,
+        dtype: DType,
+        path: &Path,
+    ) -> Result<Self> {
         let mut vars = Vec::with_capacity(specs.len());
         for s in &specs {
             let t = fetch(tensors, &s.name, &s.shape, path)?;

@@ -312,6 +312,9 @@ impl Transformer {
         let mut shape = ids.dims().to_vec();
         shape.push(self.cfg.hidden_size);
         let mut x = self.wte.index_select(&flat, 0)?.reshape(shape.as_slice())?;
+        if self.cfg.scale_embedding {
+            x = (x * (self.cfg.hidden_size as f64).sqrt())?;
+        }
         if let Some(table) = &self.positions {
             x = match pos {
                 Positions::Prefix(t) => x.broadcast_add(&table.narrow(0, 0, t)?)?, // + (T, C)
@@ -451,10 +454,14 @@ impl Transformer {
         self.blocks(x, &mixing, None, drop)
     }
 
+    /// The LM head's matrix (V, C): its own, or the tied token embeddings.
+    pub fn head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.wte)
+    }
+
     /// Hidden (..., C) -> logits (..., V).
     pub fn head(&self, h: &Tensor) -> Result<Tensor> {
-        let w = self.lm_head.as_ref().unwrap_or(&self.wte);
-        Ok(Linear::new(w.clone(), None).forward(h)?)
+        Ok(Linear::new(self.head_weight().clone(), None).forward(h)?)
     }
 
     /// Logits for every position: ids (B, T) -> (B, T, V).
@@ -471,7 +478,7 @@ impl Transformer {
         drop: Option<&mut BlockDropout<'_>>,
     ) -> Result<Tensor> {
         let h = self.forward_hidden(ids, drop)?; // (B, T, C)
-        let w = self.lm_head.as_ref().unwrap_or(&self.wte);
+        let w = self.head_weight();
         if crate::kernels::applicable(&h) && w.dtype() == h.dtype() && w.device().is_cpu() {
             // Head and loss as one op: the (B T, V) logits never enter the autograd graph.
             return Ok(crate::kernels::cross_entropy::linear_cross_entropy(

@@ -33,3 +33,19 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     let s = e.sum_keepdim(D::Minus1)?;
     e.broadcast_div(&s)
 }
+
+/// Label-smoothed mean cross-entropy (PyTorch's `label_smoothing`): the target distribution is
+/// `(1 − ε)·onehot + ε/V`, so the loss is `(1 − ε)·CE − ε·mean_v log p_v`. ε = 0 is [`cross_entropy`].
+pub fn smoothed_cross_entropy(logits: &Tensor, targets: &Tensor, smoothing: f64) -> Result<Tensor> {
+    if smoothing == 0.0 {
+        return cross_entropy(logits, targets);
+    }
+    let n = logits.dim(0)?;
+    let log_probs = log_softmax(logits)?; // (N, V)
+    let nll = log_probs
+        .gather(&targets.reshape((n, 1))?, 1)?
+        .neg()?
+        .mean_all()?;
+    let uniform = log_probs.mean(D::Minus1)?.neg()?.mean_all()?;
+    (nll * (1.0 - smoothing))? + (uniform * smoothing)?
+}

@@ -36,6 +36,7 @@ pub fn config(hf: &HfConfig) -> Result<TransformerConfig> {
         norm_placement: NormPlacement::Post,
         norm_eps: hf.layer_norm_eps.unwrap_or(1e-12),
         embedding_norm: true,
+        scale_embedding: false,
         attention: AttentionKind::Bidirectional,
         cross_attention: false,
         position: PositionKind::Learned,

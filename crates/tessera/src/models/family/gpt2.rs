@@ -32,6 +32,7 @@ pub fn config(hf: &HfConfig) -> Result<TransformerConfig> {
         norm_placement: NormPlacement::Pre,
         norm_eps: hf.layer_norm_epsilon.unwrap_or(1e-5),
         embedding_norm: false,
+        scale_embedding: false,
         attention: AttentionKind::Causal,
         cross_attention: false,
         position: PositionKind::Learned,

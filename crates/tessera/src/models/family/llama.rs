@@ -78,6 +78,7 @@ pub fn config(hf: &HfConfig) -> Result<TransformerConfig> {
         norm_placement: NormPlacement::Pre,
         norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
         embedding_norm: false,
+        scale_embedding: false,
         attention: AttentionKind::Causal,
         cross_attention: false,
         position: PositionKind::Rotary {

@@ -5,11 +5,12 @@
 pub mod bert;
 pub mod gpt2;
 pub mod llama;
+pub mod marian;
 
 use super::config::Arch;
 
 /// Maps (layer index, part) to a tensor-name prefix. Parts: ln1, ln2, qkv, q, k, v, o, fc, proj,
-/// gate, up, down.
+/// gate, up, down; the cross-attention slot's lnx, xq, xk, xv, xo.
 pub type LayerNamer = Box<dyn Fn(usize, &str) -> String + Send + Sync>;
 
 /// Tensor names of one family (weights are `{name}.weight`, biases `{name}.bias`, except the
@@ -38,11 +39,12 @@ pub struct Names {
 }
 
 /// Tensor names of `arch`'s checkpoints, under `prefix` (`""`, or `"bert."` in BERT task
-/// checkpoints).
+/// checkpoints; Marian: `"model.encoder."` or `"model.decoder."`, the stack).
 pub fn names(arch: Arch, prefix: &str) -> Names {
     match arch {
         Arch::Gpt2 => gpt2::names(),
         Arch::Llama => llama::names(),
         Arch::Bert => bert::names(prefix),
+        Arch::Marian => marian::names(prefix),
     }
 }

@@ -1,0 +1,154 @@
+//! The encoder-decoder against transformers' `MarianMTModel`: a tiny random model written by
+//! transformers (`scripts/marian_fixture.py`: 2 + 2 post-norm layers, C = 16, 2 encoder and 4
+//! decoder heads, swish MLP, scaled embeddings, sinusoidal positions, a nonzero
+//! `final_logits_bias`) loaded from its directory as the one Transformer configured twice.
+//! Checks the encoder's output and the logits on padded inputs (1e-4), then greedy and beam
+//! search `generate` outputs (tokens identical, sequence scores within 1e-4) for several beam
+//! sizes, length penalties, early-stopping modes and n-best counts.
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tessera::generate::beam::{generate_seq2seq, Seq2SeqGenerate};
+use tessera::models::seq2seq::Seq2Seq;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/marian-tiny")
+}
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string(dir().join("expected.json"))
+        .expect("run scripts/marian_fixture.py");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn model() -> Seq2Seq {
+    Seq2Seq::load_dir(&dir(), DType::F32, &Device::Cpu).unwrap()
+}
+
+/// The fixture's padded source batch and its mask.
+fn source(e: &Value, pad: u32) -> (Tensor, Tensor) {
+    let src = ids(&e["src"]);
+    let s = src.iter().map(|x| x.len()).max().unwrap();
+    let mut flat = vec![];
+    let mut mask = vec![];
+    for x in &src {
+        for i in 0..s {
+            flat.push(x.get(i).copied().unwrap_or(pad));
+            mask.push(u32::from(i < x.len()));
+        }
+    }
+    let dev = Device::Cpu;
+    (
+        Tensor::from_vec(flat, (src.len(), s), &dev).unwrap(),
+        Tensor::from_vec(mask, (src.len(), s), &dev).unwrap(),
+    )
+}
+
+#[test]
+fn encoder_output_and_logits_equal_transformers() {
+    let e = expected();
+    let m = model();
+    assert_eq!(m.cfg.decoder_start_token_id, 39);
+    assert!(m.cfg.decoder.scale_embedding);
+    let (src, mask) = source(&e, m.cfg.pad().unwrap());
+    let enc = m.encode(&src, &mask, None).unwrap();
+    let enc: Vec<f32> = enc.flatten_all().unwrap().to_vec1().unwrap();
+    // Padded positions of the encoder output are computed but never read; compare them all
+    // (transformers computes them the same way).
+    let d = max_diff(&enc, &floats(&e["encoder_hidden"]));
+    assert!(d < 1e-4, "encoder output differs by {d}");
+    let dec = ids(&e["decoder_input_ids"]);
+    let t = dec[0].len();
+    let dec = Tensor::from_vec(dec.concat(), (dec.len(), t), &Device::Cpu).unwrap();
+    let logits = m.forward(&src, &mask, &dec).unwrap();
+    let shape: Vec<usize> = e["logits_shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(logits.dims(), shape.as_slice());
+    let logits: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
+    let d = max_diff(&logits, &floats(&e["logits"]));
+    assert!(d < 1e-4, "logits differ by {d}");
+}
+
+#[test]
+fn greedy_and_beam_search_equal_transformers_generate() {
+    let e = expected();
+    let m = model();
+    let src = ids(&e["src"]);
+    let pad = m.cfg.pad().unwrap();
+    for case in e["generate"].as_array().unwrap() {
+        let s = &case["settings"];
+        let opts = Seq2SeqGenerate {
+            num_beams: s["num_beams"].as_u64().unwrap() as usize,
+            max_new_tokens: s["max_new_tokens"].as_u64().unwrap() as usize,
+            length_penalty: s
+                .get("length_penalty")
+                .and_then(Value::as_f64)
+                .unwrap_or(1.0),
+            early_stopping: match s.get("early_stopping") {
+                Some(Value::Bool(true)) => tessera::generate::beam::EarlyStopping::Yes,
+                Some(Value::String(n)) if n == "never" => {
+                    tessera::generate::beam::EarlyStopping::Never
+                }
+                _ => tessera::generate::beam::EarlyStopping::No,
+            },
+            num_return_sequences: s
+                .get("num_return_sequences")
+                .and_then(Value::as_u64)
+                .unwrap_or(1) as usize,
+        };
+        let srcs: Vec<&[u32]> = src.iter().map(|x| x.as_slice()).collect();
+        let out = generate_seq2seq(&m, &srcs, &opts).unwrap();
+        let want = ids(&case["sequences"]);
+        let want_scores = case.get("scores").map(floats);
+        let got: Vec<&tessera::generate::beam::Hypothesis> = out.iter().flatten().collect();
+        assert_eq!(got.len(), want.len(), "{s}");
+        for (k, (h, w)) in got.iter().zip(&want).enumerate() {
+            // transformers pads finished sequences to the batch's longest with the pad token, and
+            // starts each with the decoder start token.
+            let mut w: Vec<u32> = w[1..].to_vec();
+            while w.last() == Some(&pad) {
+                w.pop();
+            }
+            assert_eq!(h.tokens, w, "{s} sequence {k}");
+            if let Some(ws) = &want_scores {
+                let d = (h.score as f32 - ws[k]).abs();
+                assert!(d < 1e-4, "{s} sequence {k}: score {} vs {}", h.score, ws[k]);
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+"""Reference for tessera's encoder-decoder (the Marian family): a tiny random `MarianMTModel`
+written by transformers, its logits on padded inputs, and `generate` outputs (greedy and beam
+search in several settings: beam size, length penalty, early stopping, n-best with scores).
+
+Writes crates/tessera/tests/fixtures/marian-tiny/{config.json, model.safetensors,
+generation_config.json, expected.json}, read by crates/tessera/tests/seq2seq_marian.rs.
+
+    ~/.cache/tessera-peers/venv/bin/python scripts/marian_fixture.py
+"""
+import json
+import os
+
+import torch
+from transformers import MarianConfig, MarianMTModel
+
+torch.manual_seed(0)
+V, PAD, EOS = 40, 39, 0
+cfg = MarianConfig(
+    vocab_size=V, d_model=16, encoder_layers=2, decoder_layers=2,
+    encoder_attention_heads=2, decoder_attention_heads=4, encoder_ffn_dim=32, decoder_ffn_dim=24,
+    max_position_embeddings=64, activation_function="swish", scale_embedding=True,
+    pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD, forced_eos_token_id=EOS,
+    dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+)
+model = MarianMTModel(cfg)
+with torch.no_grad():
+    # Random weights everywhere (norms and biases too), and a logits bias that makes the end of a
+    # sentence likely enough that beams finish at different lengths.
+    for name, p in model.named_parameters():
+        if "embed_positions" in name:
+            continue
+        p.copy_(torch.randn_like(p) * (0.6 if p.dim() > 1 else 0.2) + (1.0 if name.endswith("layer_norm.weight") else 0.0))
+    bias = torch.randn(1, V) * 0.1
+    bias[0, EOS] = 2.0
+    model.final_logits_bias.copy_(bias)
+model.eval()
+
+out = os.path.join(os.path.dirname(__file__), "..", "crates", "tessera", "tests", "fixtures", "marian-tiny")
+os.makedirs(out, exist_ok=True)
+model.save_pretrained(out)
+
+src = [[5, 9, 13, 2, 7, 21, EOS], [17, 3, 30, EOS]]
+S = max(len(s) for s in src)
+ids = torch.tensor([s + [PAD] * (S - len(s)) for s in src])
+mask = torch.tensor([[1] * len(s) + [0] * (S - len(s)) for s in src])
+dec = torch.tensor([[PAD, 4, 8, 15, 16], [PAD, 23, 42 % V, 1, 11]])
+with torch.no_grad():
+    logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+    enc = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+
+expected = {
+    "src": src,
+    "decoder_input_ids": dec.tolist(),
+    "encoder_hidden": enc.flatten().tolist(),
+    "logits": logits.flatten().tolist(),
+    "logits_shape": list(logits.shape),
+    "generate": [],
+}
+settings = [
+    {"num_beams": 1, "max_new_tokens": 10},
+    {"num_beams": 3, "max_new_tokens": 10, "length_penalty": 1.0, "early_stopping": False},
+    {"num_beams": 4, "max_new_tokens": 12, "length_penalty": 0.6, "early_stopping": True},
+    {"num_beams": 4, "max_new_tokens": 12, "length_penalty": 2.0, "early_stopping": "never"},
+    {"num_beams": 5, "max_new_tokens": 8, "length_penalty": 1.0, "early_stopping": False,
+     "num_return_sequences": 3},
+    {"num_beams": 2, "max_new_tokens": 6, "length_penalty": 0.0, "early_stopping": True,
+     "num_return_sequences": 2},
+]
+for s in settings:
+    with torch.no_grad():
+        g = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                           output_scores=True, return_dict_in_generate=True, **s)
+    item = {"settings": s, "sequences": g.sequences.tolist()}
+    if s["num_beams"] > 1:
+        item["scores"] = g.sequences_scores.tolist()
+    expected["generate"].append(item)
+with open(os.path.join(out, "expected.json"), "w") as f:
+    json.dump(expected, f)
+print("wrote", out, sorted(os.listdir(out)))
