@@ -22,14 +22,34 @@ pub const BUILTIN_CONFIGS: [(&str, &str); 3] = [
     ),
 ];
 
+/// What `tessera train` trains.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// A decoder language model on text.
+    Lm,
+    /// An encoder-decoder on sentence pairs (a TSV with a header naming the columns).
+    Translation,
+}
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// UTF-8 training text (the last part is held out for validation).
+    /// What to train.
+    #[arg(long, value_enum, default_value = "lm")]
+    task: Task,
+    /// Training data: UTF-8 text (lm; the last part is held out for validation), or a TSV of
+    /// sentence pairs (translation; dev split by the `ref` column's book).
     #[arg(long)]
     data: PathBuf,
-    /// Model + training config: a JSON file with Hugging Face names, or a built-in name (small, tiny, tiny-llama).
-    #[arg(long, default_value = "small")]
-    config: String,
+    /// Translation: the source column of the TSV (e.g. en).
+    #[arg(long)]
+    src: Option<String>,
+    /// Translation: the target column of the TSV (e.g. es).
+    #[arg(long)]
+    tgt: Option<String>,
+    /// Model + training config: a JSON file with Hugging Face names, or a built-in name (lm:
+    /// small, tiny, tiny-llama; translation: seq2seq-small, seq2seq-tiny).
+    #[arg(long)]
+    config: Option<String>,
     /// Run directory: checkpoint/, metrics.jsonl, loss.png.
     #[arg(long)]
     out: PathBuf,
@@ -122,7 +142,51 @@ impl Observer for Bar {
     }
 }
 
+/// Make `out` ready for a fresh run: with `overwrite`, remove what an earlier run left there
+/// (`dirs`, `metrics.jsonl`, `loss.png`); without, refuse when it holds a run.
+pub fn prepare_out(out: &Path, overwrite: bool, dirs: &[&str]) -> Result<()> {
+    let files = ["metrics.jsonl", "loss.png"];
+    if overwrite {
+        for f in dirs.iter().chain(&files) {
+            let p = out.join(f);
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+            } else if p.exists() {
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+    }
+    if dirs.iter().any(|d| out.join(d).exists()) {
+        bail!(
+            "{} already holds a run (use --resume to continue it, --overwrite to start over, or another --out)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(a: TrainArgs) -> Result<()> {
+    if a.task == Task::Translation {
+        return crate::cmd_seq2seq::train(crate::cmd_seq2seq::TrainTranslation {
+            data: &a.data,
+            src: a.src.as_deref(),
+            tgt: a.tgt.as_deref(),
+            config: a.config.as_deref().unwrap_or("seq2seq-small"),
+            out: &a.out,
+            tokenizer: a.tokenizer.as_deref(),
+            resume: a.resume,
+            overwrite: a.overwrite,
+            max_steps: a.max_steps,
+            max_time: a.max_time,
+            lr: a.lr,
+            seed: a.seed,
+            eval_every: a.eval_every,
+            no_plot: a.no_plot,
+        });
+    }
+    if a.src.is_some() || a.tgt.is_some() {
+        bail!("--src and --tgt belong to --task translation");
+    }
     let text = tessera::error::read_text(&a.data)?;
     if text.trim().is_empty() {
         bail!("{}: the training text is empty", a.data.display());
@@ -145,25 +209,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         );
         t
     } else {
-        if a.overwrite {
-            for f in ["checkpoint", "metrics.jsonl", "loss.png"] {
-                let p = a.out.join(f);
-                if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                        .with_context(|| format!("removing {}", p.display()))?;
-                } else if p.exists() {
-                    std::fs::remove_file(&p)
-                        .with_context(|| format!("removing {}", p.display()))?;
-                }
-            }
-        }
-        if ckpt.exists() {
-            bail!(
-                "{} already holds a run (use --resume to continue it, --overwrite to start over, or another --out)",
-                a.out.display()
-            );
-        }
-        let (mut mcfg, mut tcfg) = load_config(&a.config)?;
+        prepare_out(&a.out, a.overwrite, &["checkpoint"])?;
+        let (mut mcfg, mut tcfg) = load_config(a.config.as_deref().unwrap_or("small"))?;
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = a.$f { tcfg.$f = v; } )* };
         }

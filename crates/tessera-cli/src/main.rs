@@ -12,6 +12,7 @@ mod cmd_finetune;
 mod cmd_generate;
 mod cmd_hub;
 mod cmd_info;
+mod cmd_seq2seq;
 mod cmd_serve;
 mod cmd_tokenize;
 mod cmd_tokenizer;
@@ -46,8 +47,12 @@ enum Cmd {
     Tokenizer(cmd_tokenizer::TokenizerCmd),
     /// Chat with a model in the terminal (default: SmolLM2-135M-Instruct, fetched on first use).
     Chat(cmd_chat::ChatArgs),
-    /// Train a language model from scratch on text.
+    /// Train from scratch: a language model on text, or a translation model on sentence pairs
+    /// (`--task translation`).
     Train(cmd_train::TrainArgs),
+    /// Translate lines (standard input or --input) with an encoder-decoder, one line out per line
+    /// in: greedy or beam search.
+    Translate(cmd_seq2seq::TranslateArgs),
     /// Generate text from a prompt, streaming it as it is decoded.
     Generate(cmd_generate::GenerateArgs),
     /// Serve a model over HTTP: the OpenAI API (chat, completions, embeddings), a web chat page,
@@ -90,6 +95,7 @@ impl Cmd {
     fn tensor_workload(&self) -> bool {
         match self {
             Cmd::Train(_)
+            | Cmd::Translate(_)
             | Cmd::Finetune(_)
             | Cmd::Embed(_)
             | Cmd::Similar(_)
@@ -129,6 +135,7 @@ fn main() {
         Cmd::Tokenizer(c) => cmd_tokenizer::run(c),
         Cmd::Chat(a) => cmd_chat::run(a),
         Cmd::Train(a) => cmd_train::run(a),
+        Cmd::Translate(a) => cmd_seq2seq::translate(a),
         Cmd::Generate(a) => cmd_generate::run(a),
         Cmd::Serve(a) => cmd_serve::run(a),
         Cmd::Eval(c) => cmd_eval::run(c),

@@ -11,6 +11,7 @@ pub mod npy;
 pub mod pretrain;
 pub mod scratch;
 pub mod tag;
+pub mod translate;
 
 use crate::{Error, Result};
 use std::path::Path;

@@ -56,6 +56,28 @@ pub fn save(
     v: &[Tensor],
     state: &TrainerState,
 ) -> Result<()> {
+    write_dir(
+        dir,
+        &cfg.to_config_json(),
+        &Transformer::safetensors_bytes(params)?,
+        tok,
+        params,
+        (m, v),
+        state,
+    )
+}
+
+/// Write a checkpoint directory of any model at `dir` atomically: its `config.json`, its
+/// `model.safetensors` bytes, the tokenizer, the AdamW moments of `params` and the trainer state.
+pub fn write_dir(
+    dir: &Path,
+    config: &serde_json::Value,
+    model: &[u8],
+    tok: &Tokenizer,
+    params: &ParamStore,
+    (m, v): (&[Tensor], &[Tensor]),
+    state: &impl Serialize,
+) -> Result<()> {
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -74,12 +96,9 @@ pub fn save(
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     write_atomic(
         &tmp.join("config.json"),
-        serde_json::to_string_pretty(&cfg.to_config_json())?.as_bytes(),
+        serde_json::to_string_pretty(config)?.as_bytes(),
     )?;
-    write_atomic(
-        &tmp.join("model.safetensors"),
-        &Transformer::safetensors_bytes(params)?,
-    )?;
+    write_atomic(&tmp.join("model.safetensors"), model)?;
     write_atomic(&tmp.join("tokenizer.json"), tok.to_json()?.as_bytes())?;
     let mut moments = Vec::with_capacity(2 * m.len());
     for (spec, (mi, vi)) in params.specs.iter().zip(m.iter().zip(v)) {
@@ -97,7 +116,37 @@ pub fn save(
     replace_dir(&tmp, dir)
 }
 
-/// A checkpoint read back for resuming.
+/// The AdamW moments of `params` from a checkpoint directory's `optimizer.safetensors`.
+pub fn read_moments(
+    dir: &Path,
+    params: &ParamStore,
+    device: &Device,
+) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+    let opt_path = need(dir, "optimizer.safetensors")?;
+    let opt = load_safetensors(&opt_path, device)?;
+    let mut m = Vec::new();
+    let mut v = Vec::new();
+    for s in &params.specs {
+        for (out, kind) in [(&mut m, "m"), (&mut v, "v")] {
+            out.push(crate::models::params::fetch(
+                &opt,
+                &format!("{kind}.{}", s.name),
+                &s.shape,
+                &opt_path,
+            )?);
+        }
+    }
+    Ok((m, v))
+}
+
+/// A checkpoint directory's `trainer_state.json`.
+pub fn read_state<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<T> {
+    let state_path = need(dir, "trainer_state.json")?;
+    serde_json::from_str(&crate::error::read_text(&state_path)?)
+        .map_err(|e| Error::checkpoint(&state_path, format!("unreadable trainer state: {e}")))
+}
+
+/// A training checkpoint read back.
 pub struct Loaded {
     pub cfg: TransformerConfig,
     pub params: ParamStore,
@@ -124,30 +173,11 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     let st = need(dir, "model.safetensors")?;
     let params = ParamStore::from_tensors(&cfg, &load_safetensors(&st, device)?, DType::F32, &st)?;
     let tokenizer = Tokenizer::from_file(need(dir, "tokenizer.json")?)?;
-    let opt_path = need(dir, "optimizer.safetensors")?;
-    let opt = load_safetensors(&opt_path, device)?;
-    let mut m = Vec::new();
-    let mut v = Vec::new();
-    for s in &params.specs {
-        m.push(crate::models::params::fetch(
-            &opt,
-            &format!("m.{}", s.name),
-            &s.shape,
-            &opt_path,
-        )?);
-        v.push(crate::models::params::fetch(
-            &opt,
-            &format!("v.{}", s.name),
-            &s.shape,
-            &opt_path,
-        )?);
-    }
-    let state_path = need(dir, "trainer_state.json")?;
-    let state: TrainerState = serde_json::from_str(&crate::error::read_text(&state_path)?)
-        .map_err(|e| Error::checkpoint(&state_path, format!("unreadable trainer state: {e}")))?;
+    let (m, v) = read_moments(dir, &params, device)?;
+    let state: TrainerState = read_state(dir)?;
     if state.version != STATE_VERSION {
         return Err(Error::checkpoint(
-            &state_path,
+            dir.join("trainer_state.json"),
             format!("unsupported state version {}", state.version),
         ));
     }

@@ -146,6 +146,16 @@ impl RunState {
             ..Default::default()
         }
     }
+
+    /// A resumed run: steps and epochs completed, the best merit so far and evaluations since.
+    pub fn resumed(step: usize, epoch: usize, best: Option<f64>, since_best: usize) -> Self {
+        RunState {
+            step,
+            epoch,
+            best,
+            since_best,
+        }
+    }
 }
 
 /// Progress for display; the default does nothing.

@@ -430,7 +430,7 @@ pub fn run(
 }
 
 /// Drop log lines past `step` (a killed run may have logged further than its checkpoint).
-fn trim_metrics(path: &Path, step: usize) -> Result<()> {
+pub fn trim_metrics(path: &Path, step: usize) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
