@@ -152,3 +152,53 @@ fn greedy_and_beam_search_equal_transformers_generate() {
         }
     }
 }
+
+/// The inference backend (KV cache, cross-attention keys/values projected once) gives the logits
+/// of the tensor model's full pass, position by position, for each sentence alone (1e-5).
+#[test]
+fn cached_decoding_equals_the_full_pass() {
+    let e = expected();
+    let m = model();
+    let (src, mask) = source(&e, m.cfg.pad().unwrap());
+    let dec = ids(&e["decoder_input_ids"]);
+    let t = dec[0].len();
+    let dec_t = Tensor::from_vec(dec.concat(), (dec.len(), t), &Device::Cpu).unwrap();
+    let full: Vec<f32> = m
+        .forward(&src, &mask, &dec_t)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let memory = m.encode(&src, &mask, None).unwrap();
+    let backend = m.inference_decoder().unwrap();
+    let v = m.cfg.decoder.vocab_size;
+    let c = m.cfg.decoder.hidden_size;
+    for (b, (x, y)) in ids(&e["src"]).iter().zip(&dec).enumerate() {
+        let rows: Vec<f32> = memory
+            .get(b)
+            .unwrap()
+            .narrow(0, 0, x.len())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mem = backend.cross_memory(&rows, x.len()).unwrap();
+        let mut st = backend.new_state(16).unwrap();
+        backend.set_memory(&mut st, mem).unwrap();
+        // Two tokens, then one at a time: the cache carries the rest.
+        let mut got = backend.forward_all(&mut st, &y[..2]).unwrap();
+        for &tok in &y[2..] {
+            got.extend_from_slice(backend.forward(&mut st, &[tok]).unwrap());
+        }
+        let want = &full[b * t * v..(b + 1) * t * v];
+        let d = max_diff(&got, want);
+        assert!(d < 1e-5, "sentence {b}: cached logits differ by {d}");
+        assert_eq!(rows.len(), x.len() * c);
+    }
+    // A state without its encoder output is an error, not a panic.
+    let mut st = backend.new_state(4).unwrap();
+    let err = backend.forward(&mut st, &[1]).unwrap_err().to_string();
+    assert!(err.contains("encoder output"), "{err}");
+}

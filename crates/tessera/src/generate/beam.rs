@@ -10,13 +10,17 @@
 //! ([`EarlyStopping`]). When the model forces the end token at the length limit
 //! (`forced_eos_token_id`), the last step allows nothing else.
 //!
-//! The encoder runs once per batch; every step runs the decoder on all running beams of all
-//! sentences as one batch (rows gather their sentence's encoder output).
+//! The encoder runs once per batch (the tensor engine); its output is projected once per sentence
+//! into every layer's cross-attention keys and values. Every step then runs the decoder's
+//! inference backend ([`crate::infer::Decoder`], a KV cache per beam) on all running beams of all
+//! sentences as one batch, one token each; beam search reorders the caches by copying each chosen
+//! beam's parent.
 
-use crate::models::block::Memory;
+use crate::infer::{Batch, CrossMemory, Decoder, State};
 use crate::models::seq2seq::Seq2Seq;
 use crate::{Error, Result};
 use candle_core::Tensor;
+use std::sync::Arc;
 
 /// When beam search stops (transformers' `early_stopping`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,19 +90,21 @@ fn log_softmax(row: &mut [f32]) {
     row.iter_mut().for_each(|x| *x -= lse);
 }
 
-/// The encoder output of a batch and the decoder run over rows of it.
+/// A batch's encoder outputs and the decoder backend that reads them.
 struct Decoding<'m> {
     model: &'m Seq2Seq,
-    /// (B, S, C)
-    memory: Tensor,
-    /// (B, 1, 1, S)
-    mask: Tensor,
+    backend: Decoder,
+    /// Each sentence's encoder output, projected for every layer's cross-attention.
+    memories: Vec<Arc<CrossMemory>>,
+    batch: Batch,
     start: u32,
     vocab: usize,
+    /// Positions a state holds (the start token and every generated token).
+    cap: usize,
 }
 
 impl<'m> Decoding<'m> {
-    fn new(model: &'m Seq2Seq, srcs: &[&[u32]]) -> Result<Self> {
+    fn new(model: &'m Seq2Seq, srcs: &[&[u32]], cap: usize) -> Result<Self> {
         let cfg = &model.cfg;
         let (pad, eos) = (cfg.pad()?, cfg.eos()?);
         let max = cfg.encoder.max_position_embeddings;
@@ -111,6 +117,7 @@ impl<'m> Decoding<'m> {
         let b = srcs.len();
         let mut ids = vec![pad; b * s];
         let mut mask = vec![0u32; b * s];
+        let mut lens = Vec::with_capacity(b);
         for (i, x) in srcs.iter().enumerate() {
             ids[i * s..i * s + x.len()].copy_from_slice(x);
             mask[i * s..i * s + x.len()].fill(1);
@@ -118,50 +125,50 @@ impl<'m> Decoding<'m> {
                 ids[i * s] = eos;
                 mask[i * s] = 1;
             }
+            lens.push(x.len().max(1));
         }
         let dev = model.decoder.device();
         let ids = Tensor::from_vec(ids, (b, s), dev)?;
         let mask = Tensor::from_vec(mask, (b, s), dev)?;
-        let memory = model.encode(&ids, &mask, None)?;
+        let memory = model.encode(&ids, &mask, None)?; // (B, S, C)
+        let c = cfg.encoder.hidden_size;
+        let memory: Vec<f32> = memory
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let backend = model.inference_decoder()?;
+        // Each sentence's real positions only: padding is never attended to.
+        let memories = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| backend.cross_memory(&memory[i * s * c..(i * s + len) * c], len))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Decoding {
-            memory,
-            mask: model.memory_mask(&mask)?,
+            batch: backend.new_batch(),
+            backend,
+            memories,
             start: cfg.decoder_start_token_id,
             vocab: cfg.decoder.vocab_size,
+            cap,
             model,
         })
     }
 
-    /// Next-token logits (rows × V) of rows that have each generated `seqs[r]` so far for
-    /// sentence `items[r]` (all the same length).
-    fn logits(&self, items: &[usize], seqs: &[&[u32]]) -> Result<Vec<f32>> {
-        let r = items.len();
-        let t = seqs.first().map_or(0, |s| s.len()) + 1;
-        let mut ids = Vec::with_capacity(r * t);
-        for s in seqs {
-            debug_assert_eq!(s.len() + 1, t);
-            ids.push(self.start);
-            ids.extend_from_slice(s);
-        }
-        let dev = self.memory.device();
-        let rows = Tensor::from_vec(items.iter().map(|&i| i as u32).collect(), r, dev)?;
-        let memory = self.memory.index_select(&rows, 0)?;
-        let mask = self.mask.index_select(&rows, 0)?;
-        let tgt = Tensor::from_vec(ids, (r, t), dev)?;
-        let h = self.model.decode_hidden(
-            &tgt,
-            Memory {
-                states: &memory,
-                mask: Some(&mask),
-            },
-            None,
-        )?; // (R, T, C)
-        let last = h.narrow(1, t - 1, 1)?.squeeze(1)?;
-        let logits = self.model.logits(&last)?; // (R, V)
-        Ok(logits
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1()?)
+    /// A fresh state of sentence `item` (nothing decoded yet).
+    fn state(&self, item: usize) -> Result<State> {
+        let mut st = self.backend.new_state(self.cap)?;
+        self.backend
+            .set_memory(&mut st, self.memories[item].clone())?;
+        Ok(st)
+    }
+
+    /// Feed each state its next token; the next-token logits, (states × V).
+    fn step(&mut self, states: &mut [State], tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut refs: Vec<&mut State> = states.iter_mut().collect();
+        Ok(self
+            .backend
+            .step(&mut self.batch, &mut refs, tokens)?
+            .to_vec())
     }
 }
 
@@ -192,11 +199,11 @@ pub fn generate_seq2seq(
     if srcs.is_empty() || opts.max_new_tokens == 0 {
         return Ok(srcs.iter().map(|_| vec![]).collect());
     }
-    let dec = Decoding::new(model, srcs)?;
+    let mut dec = Decoding::new(model, srcs, opts.max_new_tokens + 1)?;
     if opts.num_beams == 1 {
-        greedy(&dec, srcs.len(), opts)
+        greedy(&mut dec, srcs.len(), opts)
     } else {
-        beam(&dec, srcs.len(), opts)
+        beam(&mut dec, srcs.len(), opts)
     }
 }
 
@@ -211,7 +218,11 @@ fn force_eos(model: &Seq2Seq, row: &mut [f32], cur_len: usize, max_length: usize
     }
 }
 
-fn greedy(dec: &Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<Vec<Hypothesis>>> {
+fn greedy(
+    dec: &mut Decoding<'_>,
+    b: usize,
+    opts: &Seq2SeqGenerate,
+) -> Result<Vec<Vec<Hypothesis>>> {
     let eos = dec.model.cfg.eos()?;
     let v = dec.vocab;
     let max_length = opts.max_new_tokens + 1;
@@ -222,11 +233,15 @@ fn greedy(dec: &Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<Ve
         })
         .collect();
     let mut open: Vec<usize> = (0..b).collect();
+    let mut states = (0..b).map(|i| dec.state(i)).collect::<Result<Vec<_>>>()?;
     let mut cur_len = 1;
     while !open.is_empty() && cur_len < max_length {
-        let seqs: Vec<&[u32]> = open.iter().map(|&i| hyps[i].tokens.as_slice()).collect();
-        let mut logits = dec.logits(&open, &seqs)?;
-        let mut still = vec![];
+        let last: Vec<u32> = open
+            .iter()
+            .map(|&i| *hyps[i].tokens.last().unwrap_or(&dec.start))
+            .collect();
+        let mut logits = dec.step(&mut states, &last)?;
+        let mut keep = vec![];
         for (r, &i) in open.iter().enumerate() {
             let row = &mut logits[r * v..(r + 1) * v];
             force_eos(dec.model, row, cur_len, max_length);
@@ -235,11 +250,12 @@ fn greedy(dec: &Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<Ve
             let h = &mut hyps[i];
             h.score += row[tok as usize] as f64;
             h.tokens.push(tok);
-            if tok != eos {
-                still.push(i);
-            }
+            keep.push(tok != eos);
         }
-        open = still;
+        let mut k = keep.iter();
+        open.retain(|_| *k.next().expect("one flag per row"));
+        let mut k = keep.iter();
+        states.retain(|_| *k.next().expect("one flag per row"));
         cur_len += 1;
     }
     Ok(hyps.into_iter().map(|h| vec![h]).collect())
@@ -247,8 +263,11 @@ fn greedy(dec: &Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<Ve
 
 /// One sentence's beam search state.
 struct Beams {
-    /// Running hypotheses (tokens, cumulative log probability), best first.
-    running: Vec<(Vec<u32>, f32)>,
+    /// Running hypotheses (tokens, cumulative log probability, the beam they continue), best
+    /// first.
+    running: Vec<(Vec<u32>, f32, usize)>,
+    /// Their decoder states (KV caches), in the same order.
+    states: Vec<State>,
     /// Finished slots (tokens, normalized score, finished?), best first.
     finished: Vec<(Vec<u32>, f32, bool)>,
     /// transformers' `is_early_stop_heuristic_unsatisfied`.
@@ -256,34 +275,53 @@ struct Beams {
     done: bool,
 }
 
-fn beam(dec: &Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<Vec<Hypothesis>>> {
+fn beam(dec: &mut Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<Vec<Hypothesis>>> {
     let eos = dec.model.cfg.eos()?;
     let (v, nb) = (dec.vocab, opts.num_beams);
     let keep = 2 * nb; // one end token: max(2, 1 + 1) beams per kept beam
     let max_length = opts.max_new_tokens + 1;
     let lp = opts.length_penalty;
     let mut sents: Vec<Beams> = (0..b)
-        .map(|_| Beams {
-            running: (0..nb)
-                .map(|k| (vec![], if k == 0 { 0.0 } else { MASKED }))
-                .collect(),
-            finished: (0..nb).map(|_| (vec![], MASKED, false)).collect(),
-            improvable: true,
-            done: false,
+        .map(|i| {
+            Ok(Beams {
+                running: (0..nb)
+                    .map(|k| (vec![], if k == 0 { 0.0 } else { MASKED }, k))
+                    .collect(),
+                states: (0..nb).map(|_| dec.state(i)).collect::<Result<_>>()?,
+                finished: (0..nb).map(|_| (vec![], MASKED, false)).collect(),
+                improvable: true,
+                done: false,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
+    // Spare states the reordered caches are copied into.
+    let mut spare: Vec<State> = (0..nb).map(|_| dec.state(0)).collect::<Result<_>>()?;
     let mut cur_len = 1;
     loop {
         let active: Vec<usize> = (0..b).filter(|&i| !sents[i].done).collect();
         if active.is_empty() {
             break;
         }
-        let items: Vec<usize> = active.iter().flat_map(|&i| [i].repeat(nb)).collect();
-        let seqs: Vec<&[u32]> = active
+        // Every running beam of every active sentence, one token each, as one batch.
+        let last: Vec<u32> = active
             .iter()
-            .flat_map(|&i| sents[i].running.iter().map(|(t, _)| t.as_slice()))
+            .flat_map(|&i| {
+                sents[i]
+                    .running
+                    .iter()
+                    .map(|(t, _, _)| *t.last().unwrap_or(&dec.start))
+            })
             .collect();
-        let mut logits = dec.logits(&items, &seqs)?;
+        let mut states: Vec<State> = active
+            .iter()
+            .flat_map(|&i| std::mem::take(&mut sents[i].states))
+            .collect();
+        let logits = dec.step(&mut states, &last);
+        let mut states = states.into_iter();
+        for &i in &active {
+            sents[i].states = states.by_ref().take(nb).collect();
+        }
+        let mut logits = logits?;
         for (a, &i) in active.iter().enumerate() {
             let s = &mut sents[i];
             let block = &mut logits[a * nb * v..(a + 1) * nb * v];
@@ -299,21 +337,21 @@ fn beam(dec: &Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<Vec<
             order.select_nth_unstable_by(keep - 1, cmp);
             order.truncate(keep);
             order.sort_by(cmp);
-            let cands: Vec<(Vec<u32>, f32, bool)> = order
+            let cands: Vec<(Vec<u32>, f32, bool, usize)> = order
                 .iter()
                 .map(|&idx| {
                     let (beam, tok) = (idx / v, (idx % v) as u32);
                     let mut t = s.running[beam].0.clone();
                     t.push(tok);
                     let ends = tok == eos || cur_len + 1 >= max_length;
-                    (t, block[idx], ends)
+                    (t, block[idx], ends, beam)
                 })
                 .collect();
             // Finished candidates among the top `nb` join the finished slots if they beat them.
             let full = s.finished.iter().all(|f| f.2) && opts.early_stopping == EarlyStopping::Yes;
             let norm = (cur_len as f64).powf(lp) as f32;
             let mut merged: Vec<(Vec<u32>, f32, bool)> = std::mem::take(&mut s.finished);
-            for (r, (t, score, ends)) in cands.iter().enumerate() {
+            for (r, (t, score, ends, _)) in cands.iter().enumerate() {
                 let joins = *ends && r < nb;
                 let mut sc = score / norm;
                 if full {
@@ -330,11 +368,18 @@ fn beam(dec: &Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<Vec<
             stable_top(&mut merged, nb, |m| m.1);
             s.finished = merged;
             // The best `nb` candidates that did not end keep running.
-            let mut running: Vec<(Vec<u32>, f32)> = cands
+            let mut running: Vec<(Vec<u32>, f32, usize)> = cands
                 .into_iter()
-                .map(|(t, sc, ends)| (t, if ends { sc + MASKED } else { sc }))
+                .map(|(t, sc, ends, beam)| (t, if ends { sc + MASKED } else { sc }, beam))
                 .collect();
             stable_top(&mut running, nb, |r| r.1);
+            // Reorder the caches: beam k continues its parent's.
+            for (k, r) in running.iter().enumerate() {
+                let parent = &s.states[r.2];
+                dec.backend
+                    .copy_prefix(&mut spare[k], parent, parent.len())?;
+            }
+            std::mem::swap(&mut s.states, &mut spare);
             s.running = running;
         }
         cur_len += 1;

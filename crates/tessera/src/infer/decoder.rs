@@ -32,13 +32,14 @@ use crate::kernels::quant::{matmul_many, QMatrix, QType};
 use crate::kernels::rotary;
 use crate::models::gguf_loader::config_from_gguf;
 use crate::models::params::names;
-use crate::models::{NormKind, PositionKind, TransformerConfig};
+use crate::models::{NormKind, NormPlacement, PositionKind, TransformerConfig};
 use crate::util::pool::{HotPool, SharedMut};
 use crate::weights::{ggml_type_name, Gguf};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Prompt tokens processed per forward pass (longer prompts go in chunks of this many).
 const PREFILL_CHUNK: usize = 256;
@@ -57,6 +58,7 @@ pub enum Numerics {
 }
 
 /// A normalization layer's weights.
+#[derive(Clone)]
 struct Norm {
     w: Vec<f32>,
     b: Option<Vec<f32>>,
@@ -87,8 +89,41 @@ struct Layer {
     k: Proj,
     v: Proj,
     o: Proj,
+    /// The cross-attention slot (the decoder of an encoder-decoder).
+    cross: Option<Cross>,
     norm2: Norm,
     mlp: Mlp,
+}
+
+/// A block's cross-attention: queries from the stream, keys and values from the encoder's output
+/// (projected once per sentence into a [`CrossMemory`]).
+struct Cross {
+    norm: Norm,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
+}
+
+/// An encoder output as every layer's cross-attention reads it: keys and values of its `len`
+/// positions, (layers, kv heads, len, D) each. Shared (one per sentence) by the states of its
+/// beams.
+pub struct CrossMemory {
+    len: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl CrossMemory {
+    /// Encoder positions it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when it holds no position.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// A decoder ready for inference. See the module documentation.
@@ -99,7 +134,14 @@ pub struct Decoder {
     /// Learned (or sinusoidal) positions, (P, C) row-major.
     positions: Option<Vec<f32>>,
     layers: Vec<Layer>,
-    norm: Norm,
+    /// The final norm (pre-norm models; post-norm blocks end normalized).
+    norm: Option<Norm>,
+    /// Each block normalizes after its residual adds (Marian, BERT) instead of before.
+    post_norm: bool,
+    /// Token embeddings are multiplied by this (Marian's sqrt(C)).
+    embed_scale: Option<f32>,
+    /// Added to every logit row (Marian's `final_logits_bias`).
+    logits_bias: Option<Vec<f32>>,
     head: QMatrix,
     numerics: Numerics,
     /// Rotary frequencies (transformers' table; [`Numerics::Ggml`] computes its angles apart).
@@ -169,6 +211,16 @@ struct Cache {
     pos: usize,
     cap: usize,
     kv: KvCache,
+    /// The encoder output its cross-attention reads (encoder-decoders).
+    cross: Option<std::sync::Arc<CrossMemory>>,
+}
+
+impl Cache {
+    /// Attention scores a query of this sequence may need (its own positions or the encoder
+    /// output's, whichever is longer).
+    fn score_need(&self) -> usize {
+        self.cap.max(self.cross.as_ref().map_or(0, |m| m.len))
+    }
 }
 
 /// Working buffers of one forward pass over `rows` tokens (one sequence's prompt chunk, or one
@@ -343,6 +395,7 @@ impl Decoder {
                 k: rotary_proj(&n("attn_k"), kvd)?,
                 v: proj(&n("attn_v"), kvd, c)?,
                 o: proj(&n("attn_output"), c, qd)?,
+                cross: None,
                 norm2: norm(&n("ffn_norm"))?,
                 mlp: Mlp::Gated {
                     gate: proj(&n("ffn_gate"), ff, c)?,
@@ -361,7 +414,10 @@ impl Decoder {
             embed.clone()
         };
         Ok(Decoder {
-            norm: norm("output_norm.weight")?,
+            norm: Some(norm("output_norm.weight")?),
+            post_norm: false,
+            embed_scale: None,
+            logits_bias: None,
             freqs: Vec::new(),
             numerics: Numerics::Ggml,
             f16: F16Kernels::detect(),
@@ -383,9 +439,27 @@ impl Decoder {
         tensors: &HashMap<String, Tensor>,
         source: &Path,
     ) -> Result<Self> {
-        cfg.validate()?;
         cfg.require_decoder("the inference backend")?;
-        let n = names(cfg.arch, "");
+        Self::from_tensors_prefixed(cfg, tensors, "", source)
+    }
+
+    /// [`Decoder::from_tensors`] for any causal stack, with its tensors under `prefix`: also
+    /// post-norm blocks and the cross-attention slot (the decoder of an encoder-decoder, whose
+    /// states then need [`Decoder::set_memory`]).
+    pub fn from_tensors_prefixed(
+        cfg: &TransformerConfig,
+        tensors: &HashMap<String, Tensor>,
+        prefix: &str,
+        source: &Path,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if !cfg.is_decoder() {
+            return Err(Error::Config(format!(
+                "the inference backend runs causal stacks; this {:?} one is bidirectional",
+                cfg.arch
+            )));
+        }
+        let n = names(cfg.arch, prefix);
         let conv = n.conv1d;
         let bad = |m: String| Error::checkpoint(source, m);
         // A tensor as f32 values with its shape.
@@ -495,12 +569,24 @@ impl Decoder {
                     proj: proj(&name("proj"), i, c)?,
                 }
             };
+            let cross = if cfg.cross_attention {
+                Some(Cross {
+                    norm: norm(&name("lnx"))?,
+                    q: proj(&name("xq"), c, qd)?,
+                    k: proj(&name("xk"), c, kvd)?,
+                    v: proj(&name("xv"), c, kvd)?,
+                    o: proj(&name("xo"), qd, c)?,
+                })
+            } else {
+                None
+            };
             layers.push(Layer {
                 norm1: norm(&name("ln1"))?,
                 q,
                 k,
                 v,
                 o: proj(&name("o"), qd, c)?,
+                cross,
                 norm2: norm(&name("ln2"))?,
                 mlp,
             });
@@ -530,7 +616,14 @@ impl Decoder {
             embed,
             positions,
             layers,
-            norm: norm(&n.ln_f)?,
+            norm: if cfg.norm_placement == NormPlacement::Pre {
+                Some(norm(&n.ln_f)?)
+            } else {
+                None
+            },
+            post_norm: cfg.norm_placement == NormPlacement::Post,
+            embed_scale: cfg.scale_embedding.then(|| (cfg.hidden_size as f32).sqrt()),
+            logits_bias: None,
             head,
             numerics: Numerics::Hf,
             freqs,
@@ -567,6 +660,16 @@ impl Decoder {
                     k: p(&l.k)?,
                     v: p(&l.v)?,
                     o: p(&l.o)?,
+                    cross: match &l.cross {
+                        Some(x) => Some(Cross {
+                            norm: n(&x.norm),
+                            q: p(&x.q)?,
+                            k: p(&x.k)?,
+                            v: p(&x.v)?,
+                            o: p(&x.o)?,
+                        }),
+                        None => None,
+                    },
                     norm2: n(&l.norm2),
                     mlp: match &l.mlp {
                         Mlp::Gated { gate, up, down } => Mlp::Gated {
@@ -591,7 +694,10 @@ impl Decoder {
             embed: f(&self.embed)?,
             positions: self.positions.clone(),
             layers,
-            norm: n(&self.norm),
+            norm: self.norm.clone(),
+            post_norm: self.post_norm,
+            embed_scale: self.embed_scale,
+            logits_bias: self.logits_bias.clone(),
             head: f(&self.head)?,
             numerics: Numerics::Hf,
             freqs,
@@ -651,6 +757,7 @@ impl Decoder {
                 pos: 0,
                 cap,
                 kv: KvCache::new(self.numerics == Numerics::Ggml, kv, &what)?,
+                cross: None,
             },
             scratch: Scratch::default(),
         };
@@ -730,9 +837,10 @@ impl Decoder {
         let sc = &mut st.scratch;
         let i = last - 1;
         let (x, h) = (&sc.x[i * c..(i + 1) * c], &mut sc.h[..c]);
-        self.norm.apply(x, h);
+        self.final_norm(x, h);
         self.head
             .matmul_on(&self.pool, &sc.h[..c], 1, &mut sc.logits[..v])?;
+        add_bias(&mut sc.logits[..v], self.logits_bias.as_deref());
         Ok(&sc.logits[..v])
     }
 
@@ -749,10 +857,11 @@ impl Decoder {
             let sc = &mut st.scratch;
             for i in 0..n {
                 let (x, h) = (&sc.x[i * c..(i + 1) * c], &mut sc.h[i * c..(i + 1) * c]);
-                self.norm.apply(x, h);
+                self.final_norm(x, h);
             }
             let o = &mut out[done * v..(done + n) * v];
             self.head.matmul_on(&self.pool, &sc.h[..n * c], n, o)?;
+            add_bias(o, self.logits_bias.as_deref());
             done += n;
         }
         Ok(out)
@@ -807,7 +916,11 @@ impl Decoder {
             self.check(&st.cache, feed)?;
         }
         let rows: usize = feeds.iter().map(|f| f.len()).sum();
-        let cap = states.iter().map(|s| s.cache.cap).max().unwrap_or(1);
+        let cap = states
+            .iter()
+            .map(|s| s.cache.score_need())
+            .max()
+            .unwrap_or(1);
         let sc = &mut batch.scratch;
         self.grow(sc, rows, cap)?;
         self.grow_logits(sc, n)?;
@@ -830,10 +943,11 @@ impl Decoder {
             last += feed.len();
             let r = last - 1;
             let (x, h) = (&sc.x[r * c..(r + 1) * c], &mut sc.h[i * c..(i + 1) * c]);
-            self.norm.apply(x, h);
+            self.final_norm(x, h);
         }
         self.head
             .matmul_on(&self.pool, &sc.h[..n * c], n, &mut sc.logits[..n * v])?;
+        add_bias(&mut sc.logits[..n * v], self.logits_bias.as_deref());
         Ok(&sc.logits[..n * v])
     }
 
@@ -856,6 +970,9 @@ impl Decoder {
                 .copy_from(&src.cache.kv, j * cb * d, j * ca_ * d, len * d);
         }
         dst.cache.pos = len;
+        if let Some(m) = &src.cache.cross {
+            self.set_memory(dst, m.clone())?;
+        }
         Ok(())
     }
 
@@ -909,7 +1026,7 @@ impl Decoder {
     fn forward_chunk(&self, st: &mut State, ids: &[u32]) -> Result<()> {
         let n = ids.len();
         let State { cache, scratch } = st;
-        self.grow(scratch, n, cache.cap)?;
+        self.grow(scratch, n, cache.score_need())?;
         scratch.owner[..n].fill(0);
         self.forward_rows(scratch, &mut [cache], ids)
     }
@@ -938,6 +1055,9 @@ impl Decoder {
             let pos = sc.pos[i];
             let x = &mut sc.x[i * c..(i + 1) * c];
             self.embed.dequantize_row(id as usize, x);
+            if let Some(s) = self.embed_scale {
+                x.iter_mut().for_each(|v| *v *= s);
+            }
             if let Some(p) = &self.positions {
                 ca::add_assign(x, &p[pos * c..(pos + 1) * c]);
             }
@@ -951,19 +1071,18 @@ impl Decoder {
         }
         let rotary = matches!(cfg.position, PositionKind::Rotary { .. });
         for (l, layer) in self.layers.iter().enumerate() {
-            // Attention.
-            for i in 0..n {
-                layer
-                    .norm1
-                    .apply(&sc.x[i * c..(i + 1) * c], &mut sc.h[i * c..(i + 1) * c]);
+            // Attention: pre-norm reads norm1(x), post-norm x itself.
+            if !self.post_norm {
+                self.norm_rows(&layer.norm1, &sc.x[..n * c], &mut sc.h[..n * c]);
             }
+            let input = if self.post_norm { &sc.x } else { &sc.h };
             let (q, kn, vn) = (
                 &mut sc.q[..n * qd],
                 &mut sc.kn[..n * kvd],
                 &mut sc.vn[..n * kvd],
             );
             self.project_many(
-                &sc.h[..n * c],
+                &input[..n * c],
                 n,
                 [(&layer.q, q), (&layer.k, kn), (&layer.v, vn)],
             )?;
@@ -980,14 +1099,27 @@ impl Decoder {
             self.store_kv(sc, caches, l, n);
             self.attention(sc, caches, l, n);
             self.project(&layer.o, &sc.att[..n * qd], n, &mut sc.tmp[..n * c])?;
-            ca::add_assign(&mut sc.x[..n * c], &sc.tmp[..n * c]);
-            // MLP.
-            for i in 0..n {
-                layer
-                    .norm2
-                    .apply(&sc.x[i * c..(i + 1) * c], &mut sc.h[i * c..(i + 1) * c]);
+            self.residual(&layer.norm1, sc, n);
+            // Cross-attention over the encoder output.
+            if let Some(cross) = &layer.cross {
+                if !self.post_norm {
+                    self.norm_rows(&cross.norm, &sc.x[..n * c], &mut sc.h[..n * c]);
+                }
+                let input = if self.post_norm { &sc.x } else { &sc.h };
+                self.project(&cross.q, &input[..n * c], n, &mut sc.q[..n * qd])?;
+                self.cross_attention(sc, caches, l, n)?;
+                self.project(&cross.o, &sc.att[..n * qd], n, &mut sc.tmp[..n * c])?;
+                self.residual(&cross.norm, sc, n);
             }
-            let h = &sc.h[..n * c];
+            // MLP.
+            if !self.post_norm {
+                self.norm_rows(&layer.norm2, &sc.x[..n * c], &mut sc.h[..n * c]);
+            }
+            let h = if self.post_norm {
+                &sc.x[..n * c]
+            } else {
+                &sc.h[..n * c]
+            };
             let g = &mut sc.gate[..n * ff];
             match &layer.mlp {
                 Mlp::Gated { gate, up, down } => {
@@ -1002,12 +1134,166 @@ impl Decoder {
                     self.project(proj, g, n, &mut sc.tmp[..n * c])?;
                 }
             }
-            ca::add_assign(&mut sc.x[..n * c], &sc.tmp[..n * c]);
+            self.residual(&layer.norm2, sc, n);
         }
         for i in 0..n {
             let o = sc.owner[i];
             caches[o].pos = caches[o].pos.max(sc.pos[i] + 1);
         }
+        Ok(())
+    }
+
+    /// `out` row i = norm(`x` row i).
+    fn norm_rows(&self, norm: &Norm, x: &[f32], out: &mut [f32]) {
+        let c = self.cfg.hidden_size;
+        for (xi, oi) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+            norm.apply(xi, oi);
+        }
+    }
+
+    /// Add a sublayer's output (`sc.tmp`) to the residual stream `sc.x`; post-norm blocks then
+    /// normalize the sum with the sublayer's `norm`.
+    fn residual(&self, norm: &Norm, sc: &mut Scratch, n: usize) {
+        let c = self.cfg.hidden_size;
+        ca::add_assign(&mut sc.x[..n * c], &sc.tmp[..n * c]);
+        if self.post_norm {
+            self.norm_rows(norm, &sc.x[..n * c], &mut sc.h[..n * c]);
+            sc.x[..n * c].copy_from_slice(&sc.h[..n * c]);
+        }
+    }
+
+    /// The last norm before the head (none after post-norm blocks: `x` is copied).
+    fn final_norm(&self, x: &[f32], h: &mut [f32]) {
+        match &self.norm {
+            Some(n) => n.apply(x, h),
+            None => h.copy_from_slice(x),
+        }
+    }
+
+    /// Add `bias` (V values) to every logit row: Marian's `final_logits_bias`.
+    pub fn set_logits_bias(&mut self, bias: Vec<f32>) -> Result<()> {
+        if bias.len() != self.cfg.vocab_size {
+            return Err(Error::Input(format!(
+                "a logits bias of {} values for a vocabulary of {}",
+                bias.len(),
+                self.cfg.vocab_size
+            )));
+        }
+        self.logits_bias = Some(bias);
+        Ok(())
+    }
+
+    /// An encoder output, `len` rows of C values, projected into every layer's cross-attention
+    /// keys and values (once per sentence; its states share it through [`Decoder::set_memory`]).
+    pub fn cross_memory(&self, memory: &[f32], len: usize) -> Result<Arc<CrossMemory>> {
+        let cfg = &self.cfg;
+        let (c, d, hkv) = (cfg.hidden_size, cfg.head_dim, cfg.num_kv_heads);
+        let kvd = hkv * d;
+        if memory.len() != len * c {
+            return Err(Error::Input(format!(
+                "an encoder output of {} values is not {len} rows of {c}",
+                memory.len()
+            )));
+        }
+        if !cfg.cross_attention {
+            return Err(Error::Input(
+                "this decoder has no cross-attention to read an encoder output".into(),
+            ));
+        }
+        let size = cfg.num_layers * kvd * len;
+        let mut k = crate::util::alloc::zeroed(size, "cross-attention keys")?;
+        let mut v = crate::util::alloc::zeroed(size, "cross-attention values")?;
+        let (mut pk, mut pv) = (vec![0f32; len * kvd], vec![0f32; len * kvd]);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let cross = layer
+                .cross
+                .as_ref()
+                .expect("a cross-attention decoder's layers have it");
+            if len > 0 {
+                self.project_many(
+                    memory,
+                    len,
+                    [(&cross.k, &mut pk[..]), (&cross.v, &mut pv[..])],
+                )?;
+            }
+            // (len, Hkv·D) rows -> (Hkv, len, D) runs of this layer.
+            for h in 0..hkv {
+                for p in 0..len {
+                    let dst = ((l * hkv + h) * len + p) * d;
+                    let src = p * kvd + h * d;
+                    k[dst..dst + d].copy_from_slice(&pk[src..src + d]);
+                    v[dst..dst + d].copy_from_slice(&pv[src..src + d]);
+                }
+            }
+        }
+        Ok(Arc::new(CrossMemory { len, k, v }))
+    }
+
+    /// Make `st` read `mem` in its cross-attention (kept until replaced; [`State::clear`] keeps
+    /// it too).
+    pub fn set_memory(&self, st: &mut State, mem: Arc<CrossMemory>) -> Result<()> {
+        let need = st.cache.cap.max(mem.len);
+        self.grow(&mut st.scratch, 1, need)?;
+        st.cache.cross = Some(mem);
+        Ok(())
+    }
+
+    /// Cross-attention of the `n` queries in `sc.q` of layer `l`, each over its own sequence's
+    /// encoder output (every position), into `sc.att`.
+    fn cross_attention(
+        &self,
+        sc: &mut Scratch,
+        caches: &[&mut Cache],
+        l: usize,
+        n: usize,
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let (h, hkv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        for i in 0..n {
+            match &caches[sc.owner[i]].cross {
+                Some(m) if m.len <= sc.score_cap && m.len > 0 => {}
+                Some(m) if m.len == 0 => {
+                    return Err(Error::Input("an empty encoder output to attend to".into()))
+                }
+                Some(_) => return Err(Error::Input("internal: scores buffer too small".into())),
+                None => {
+                    return Err(Error::Input(
+                        "a sequence of an encoder-decoder without its encoder output \
+                         (Decoder::set_memory)"
+                            .into(),
+                    ))
+                }
+            }
+        }
+        let rep = h / hkv;
+        let split = n.min(ATT_SPLIT);
+        let scale = 1.0 / (d as f32).sqrt();
+        let score_cap = sc.score_cap;
+        let (q, owner) = (&sc.q, &sc.owner);
+        let att = SharedMut::new(&mut sc.att[..n * h * d]);
+        let scores = SharedMut::new(&mut sc.scores);
+        self.pool.run(h * split, &|task| {
+            let (head, part) = (task / split, task % split);
+            // SAFETY: task `task` owns score row `task`, and the output slices of its queries.
+            let sc = unsafe { scores.range(task * score_cap, (task + 1) * score_cap) };
+            for i in (part..n).step_by(split) {
+                let mem = caches[owner[i]].cross.as_deref().expect("checked above");
+                let len = mem.len;
+                let base = (l * hkv + head / rep) * len * d;
+                let at = (i * h + head) * d;
+                // SAFETY: query i's slice of head `head` is written by this task alone.
+                let o = unsafe { att.range(at, at + d) };
+                ca::attend(
+                    &q[at..at + d],
+                    &mem.k[base..base + len * d],
+                    &mem.v[base..base + len * d],
+                    len,
+                    scale,
+                    &mut sc[..len],
+                    o,
+                );
+            }
+        });
         Ok(())
     }
 

@@ -9,4 +9,4 @@
 
 pub mod decoder;
 
-pub use decoder::{Batch, Decoder, KvCache, Numerics, State};
+pub use decoder::{Batch, CrossMemory, Decoder, KvCache, Numerics, State};

@@ -232,6 +232,10 @@ pub struct Seq2Seq {
     pub decoder: Transformer,
     /// (V,) added to every logit row; none = zeros.
     logits_bias: Option<Tensor>,
+    /// The named tensors it was built from (sharing storage with the stacks' weights, and with
+    /// the trained variables during training), for the inference backend.
+    tensors: std::sync::Arc<HashMap<String, Tensor>>,
+    source: std::path::PathBuf,
 }
 
 impl Seq2Seq {
@@ -268,6 +272,8 @@ impl Seq2Seq {
             encoder,
             decoder,
             logits_bias,
+            tensors: std::sync::Arc::new(t.clone()),
+            source: path.to_path_buf(),
         })
     }
 
@@ -281,6 +287,22 @@ impl Seq2Seq {
         let cfg = Seq2SeqConfig::from_file(dir.join("config.json"))?;
         let (tensors, st) = super::encoder::load_float_tensors(dir, dtype, device)?;
         Self::from_tensors(&cfg, &tensors, &st)
+    }
+
+    /// The decoder stack as the inference backend ([`crate::infer::Decoder`]: f32 slices, a KV
+    /// cache per sequence, the encoder output read through [`crate::infer::Decoder::set_memory`]),
+    /// built from the current weights.
+    pub fn inference_decoder(&self) -> Result<crate::infer::Decoder> {
+        let mut d = crate::infer::Decoder::from_tensors_prefixed(
+            &self.cfg.decoder,
+            &self.tensors,
+            DECODER_PREFIX,
+            &self.source,
+        )?;
+        if let Some(b) = &self.logits_bias {
+            d.set_logits_bias(b.to_dtype(DType::F32)?.to_vec1()?)?;
+        }
+        Ok(d)
     }
 
     /// The logits bias as a `(1, V)` tensor for saving (zeros when the model has none).

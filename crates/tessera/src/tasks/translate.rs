@@ -615,6 +615,15 @@ pub fn train_translation(
         resumed_at: run_state.step,
     });
     std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+    // The split, for other tools that must evaluate on the same dev pairs (the PyTorch
+    // comparison script reads it).
+    let split = json!({"src": run.src, "tgt": run.tgt, "dev_groups": dev_groups,
+                       "dev_pairs": data.dev.len(), "train_pairs": data.train.len(),
+                       "eval_sentences": t.eval_sentences, "seed": t.seed});
+    write_atomic(
+        &run.out.join("split.json"),
+        serde_json::to_string_pretty(&split)?.as_bytes(),
+    )?;
     let metrics = run.out.join("metrics.jsonl");
     crate::train::trainer::trim_metrics(&metrics, run_state.step)?;
     let plan = Plan {
