@@ -14,6 +14,7 @@ mod cmd_hub;
 mod cmd_info;
 mod cmd_seq2seq;
 mod cmd_serve;
+mod cmd_summarize;
 mod cmd_tokenize;
 mod cmd_tokenizer;
 mod cmd_train;
@@ -53,6 +54,9 @@ enum Cmd {
     /// Translate lines (standard input or --input) with an encoder-decoder, one line out per line
     /// in: greedy or beam search.
     Translate(cmd_seq2seq::TranslateArgs),
+    /// Summarize a document (or one per line): with an encoder-decoder, with an instruct decoder
+    /// through its chat template (default SmolLM2-135M-Instruct), or the Lead-N baseline.
+    Summarize(cmd_summarize::SummarizeArgs),
     /// Generate text from a prompt, streaming it as it is decoded.
     Generate(cmd_generate::GenerateArgs),
     /// Serve a model over HTTP: the OpenAI API (chat, completions, embeddings), a web chat page,
@@ -136,6 +140,7 @@ fn main() {
         Cmd::Chat(a) => cmd_chat::run(a),
         Cmd::Train(a) => cmd_train::run(a),
         Cmd::Translate(a) => cmd_seq2seq::translate(a),
+        Cmd::Summarize(a) => cmd_summarize::run(a),
         Cmd::Generate(a) => cmd_generate::run(a),
         Cmd::Serve(a) => cmd_serve::run(a),
         Cmd::Eval(c) => cmd_eval::run(c),

@@ -457,3 +457,159 @@ fn chat_answers_piped_input() {
     // Only the answer is printed: no banner, no prompt.
     assert!(!answer.contains("tessera chat"), "{answer}");
 }
+
+/// `train --task translation` → `translate` (stdin, one line out per line in, empty lines kept,
+/// `--json` n-best) → `summarize --lead`; and the bad inputs of those commands.
+#[test]
+fn translation_train_translate_and_summarize() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let words = [
+        ("red", "rojo"),
+        ("blue", "azul"),
+        ("green", "verde"),
+        ("black", "negro"),
+    ];
+    let mut tsv = String::from("ref\ten\tes\n");
+    for (b, book) in ["Gen", "Exod", "Lev", "Num"].iter().enumerate() {
+        for v in 0..25 {
+            let (a, x) = words[(b + v) % 4];
+            let (c, y) = words[(b + 2 * v + 1) % 4];
+            tsv.push_str(&format!("{book}.1.{v}\t{a} and {c}\t{x} y {y}\n"));
+        }
+    }
+    let data = write(d, "pairs.tsv", tsv.as_bytes());
+    let out = d.join("run");
+    let out_s = out.to_string_lossy().into_owned();
+    let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/seq2seq-tiny.json");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let run = tessera(&[
+        "train",
+        "--task",
+        "translation",
+        "--data",
+        &data,
+        "--src",
+        "en",
+        "--tgt",
+        "es",
+        "--config",
+        &cfg,
+        "--out",
+        &out_s,
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--no-plot",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"bleu\""), "{metrics}");
+    let best = out.join("best").to_string_lossy().into_owned();
+    let translate = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A command that fails early may close its input first (a broken pipe is fine).
+        let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+        child.wait_with_output().unwrap()
+    };
+    let o = translate(
+        &[
+            "translate",
+            "--model",
+            &best,
+            "--beam",
+            "2",
+            "--max-new-tokens",
+            "8",
+        ],
+        "red and blue\n\ngreen and black\n",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(lines.len(), 4, "{text:?}"); // three lines and the final newline
+    assert_eq!(lines[1], "");
+    let o = translate(
+        &[
+            "translate",
+            "--model",
+            &best,
+            "--beam",
+            "3",
+            "--num-return-sequences",
+            "2",
+            "--json",
+            "--max-new-tokens",
+            "6",
+        ],
+        "red and blue\n",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["translations"].as_array().unwrap().len(), 2);
+    assert!(
+        v["translations"][0]["score"].as_f64().unwrap()
+            >= v["translations"][1]["score"].as_f64().unwrap()
+    );
+    fails_with(
+        &translate(
+            &["translate", "--model", &best, "--num-return-sequences", "2"],
+            "x\n",
+        ),
+        "needs --json",
+    );
+    fails_with(
+        &tessera(&["translate", "--model", &d.join("nowhere").to_string_lossy()]),
+        "not a model directory",
+    );
+    fails_with(
+        &tessera(&[
+            "train",
+            "--task",
+            "translation",
+            "--data",
+            &data,
+            "--out",
+            &out_s,
+        ]),
+        "--src and --tgt",
+    );
+    fails_with(
+        &tessera(&[
+            "train",
+            "--task",
+            "translation",
+            "--data",
+            &data,
+            "--src",
+            "en",
+            "--tgt",
+            "fr",
+            "--config",
+            &cfg,
+            "--out",
+            &d.join("o2").to_string_lossy(),
+        ]),
+        "no column 'fr'",
+    );
+    let o = translate(
+        &["summarize", "--lead", "2", "--lines"],
+        "One. Two! Three?\nAlpha beta.\n",
+    );
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        "One. Two!\nAlpha beta.\n"
+    );
+}

@@ -99,7 +99,7 @@ pub struct Plan<'a> {
     pub eval: EvalAt,
     /// Stop after this many evaluations without a better one (0 = never).
     pub patience: usize,
-    /// Stop after this much wall time.
+    /// Stop after this much training time (evaluations not counted).
     pub max_time: Option<Duration>,
     /// Set (e.g. by Ctrl-C) to stop after the current step.
     pub stop: Option<&'a AtomicBool>,
@@ -288,6 +288,9 @@ pub fn run(
         Ok(())
     };
     let start = Instant::now();
+    // Time spent evaluating: not training time (the time limit and the logged
+    // `train_seconds` leave it out).
+    let mut eval_time = Duration::ZERO;
     let stopped = || plan.stop.is_some_and(|s| s.load(Ordering::SeqCst));
     let mut last_eval_step = None;
     // The variables are shared handles (the objective builds its model on the same ones).
@@ -306,7 +309,10 @@ pub fn run(
                 ended = Ended::Interrupted;
                 break 'epochs;
             }
-            if plan.max_time.is_some_and(|m| start.elapsed() >= m) {
+            if plan
+                .max_time
+                .is_some_and(|m| start.elapsed().saturating_sub(eval_time) >= m)
+            {
                 ended = Ended::TimeLimit;
                 break 'epochs;
             }
@@ -349,7 +355,7 @@ pub fn run(
                     (every > 0 && state.step.is_multiple_of(every)) || state.step == plan.max_steps;
                 if due {
                     last_eval_step = Some(state.step);
-                    if evaluate(obj, obs, state, plan, &mut write)? {
+                    if evaluate(obj, obs, state, plan, &mut write, start, &mut eval_time)? {
                         ended = Ended::EarlyStop;
                         break 'epochs;
                     }
@@ -367,7 +373,7 @@ pub fn run(
         );
         if plan.eval == EvalAt::Epochs {
             last_eval_step = Some(state.step);
-            if evaluate(obj, obs, state, plan, &mut write)? {
+            if evaluate(obj, obs, state, plan, &mut write, start, &mut eval_time)? {
                 ended = Ended::EarlyStop;
                 break;
             }
@@ -379,21 +385,28 @@ pub fn run(
     // A run that evaluates always ends with an evaluation of its final weights (also when it
     // stopped between evaluations: interrupted, out of time).
     if plan.eval != EvalAt::Never && state.step > 0 && last_eval_step != Some(state.step) {
-        evaluate(obj, obs, state, plan, &mut write)?;
+        evaluate(obj, obs, state, plan, &mut write, start, &mut eval_time)?;
     }
     Ok(ended)
 }
 
-/// Evaluate, keep track of the best, log, tell the objective and the observer; true when
-/// `patience` evaluations in a row brought nothing better.
+/// Evaluate, keep track of the best, log (with the training seconds so far, this process's:
+/// `start` less `eval_time`, which grows by the evaluation's own time), tell the objective and
+/// the observer; true when `patience` evaluations in a row brought nothing better.
 fn evaluate(
     obj: &mut dyn Objective,
     obs: &mut dyn Observer,
     state: &mut RunState,
     plan: &Plan<'_>,
     write: &mut dyn FnMut(Value) -> Result<()>,
+    start: Instant,
+    eval_time: &mut Duration,
 ) -> Result<bool> {
-    let Some(mut e) = obj.evaluate()? else {
+    let t0 = Instant::now();
+    let train_seconds = start.elapsed().saturating_sub(*eval_time).as_secs_f64();
+    let evaluated = obj.evaluate();
+    *eval_time += t0.elapsed();
+    let Some(mut e) = evaluated? else {
         return Ok(false);
     };
     let best = state.best.is_none_or(|b| e.merit() > b);
@@ -404,7 +417,8 @@ fn evaluate(
         state.since_best += 1;
     }
     obj.on_eval(state.step, &mut e, best)?;
-    let mut line = json!({"step": state.step});
+    let mut line = json!({"step": state.step, "train_seconds": train_seconds,
+                          "eval_seconds": t0.elapsed().as_secs_f64()});
     if let (Some(l), Some(f)) = (line.as_object_mut(), e.log.as_object()) {
         l.extend(f.clone());
     }
