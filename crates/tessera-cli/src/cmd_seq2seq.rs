@@ -211,6 +211,18 @@ pub struct TranslateArgs {
     /// Lines decoded together.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Sample instead of greedy decoding (with --beam 1): the temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sampling: keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sampling: nucleus mass (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Sampling seed (line i of a batch draws from seed + i).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// One JSON object per line: the translations with their scores.
     #[arg(long)]
     json: bool,
@@ -249,6 +261,13 @@ pub fn translate(a: TranslateArgs) -> Result<()> {
             EarlyStopping::No
         },
         num_return_sequences: a.num_return_sequences,
+        sampling: (a.temperature > 0.0).then(|| tessera::generate::SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+            ..Default::default()
+        }),
     };
     if opts.num_beams == 0 || opts.num_return_sequences > opts.num_beams {
         bail!("--beam must be at least 1 and --num-return-sequences at most --beam");

@@ -130,6 +130,7 @@ fn greedy_and_beam_search_equal_transformers_generate() {
                 .get("num_return_sequences")
                 .and_then(Value::as_u64)
                 .unwrap_or(1) as usize,
+            sampling: None,
         };
         let srcs: Vec<&[u32]> = src.iter().map(|x| x.as_slice()).collect();
         let out = generate_seq2seq(&m, &srcs, &opts).unwrap();
@@ -201,4 +202,51 @@ fn cached_decoding_equals_the_full_pass() {
     let mut st = backend.new_state(4).unwrap();
     let err = backend.forward(&mut st, &[1]).unwrap_err().to_string();
     assert!(err.contains("encoder output"), "{err}");
+}
+
+/// Sampling: reproducible per seed, a sentence's draw independent of its batch, a near-zero
+/// temperature is greedy, and beam search with sampling is refused.
+#[test]
+fn sampling_is_seeded_per_sentence() {
+    use tessera::generate::SamplingParams;
+    let e = expected();
+    let m = model();
+    let src = ids(&e["src"]);
+    let srcs: Vec<&[u32]> = src.iter().map(|x| x.as_slice()).collect();
+    let opts = |t: f32, seed: u64| Seq2SeqGenerate {
+        max_new_tokens: 10,
+        sampling: Some(SamplingParams {
+            temperature: t,
+            seed,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let a = generate_seq2seq(&m, &srcs, &opts(1.5, 7)).unwrap();
+    assert_eq!(a, generate_seq2seq(&m, &srcs, &opts(1.5, 7)).unwrap());
+    // The second sentence alone, with the seed it had in the batch (seed + 1).
+    let alone = generate_seq2seq(&m, &srcs[1..], &opts(1.5, 8)).unwrap();
+    // Same tokens; the score may differ in the last bits (the batch's padding changes the
+    // encoder's summation order).
+    assert_eq!(alone[0][0].tokens, a[1][0].tokens);
+    assert!((alone[0][0].score - a[1][0].score).abs() < 1e-4);
+    let greedy = generate_seq2seq(
+        &m,
+        &srcs,
+        &Seq2SeqGenerate {
+            max_new_tokens: 10,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cold: Vec<Vec<u32>> = generate_seq2seq(&m, &srcs, &opts(1e-4, 3))
+        .unwrap()
+        .iter()
+        .map(|h| h[0].tokens.clone())
+        .collect();
+    let want: Vec<Vec<u32>> = greedy.iter().map(|h| h[0].tokens.clone()).collect();
+    assert_eq!(cold, want);
+    let mut beam = opts(1.0, 0);
+    beam.num_beams = 2;
+    assert!(generate_seq2seq(&m, &srcs, &beam).is_err());
 }

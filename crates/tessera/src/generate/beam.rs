@@ -47,6 +47,10 @@ pub struct Seq2SeqGenerate {
     pub early_stopping: EarlyStopping,
     /// Hypotheses returned per sentence (≤ `num_beams`), best first.
     pub num_return_sequences: usize,
+    /// Sample instead of taking the most likely token (`num_beams` 1 only): temperature, top-k/p,
+    /// min-p, repetition penalty; sentence i draws from its own generator (seed + i), so a
+    /// sentence's output does not depend on the batch it is in. `None` or temperature 0: greedy.
+    pub sampling: Option<super::SamplingParams>,
 }
 
 impl Default for Seq2SeqGenerate {
@@ -57,6 +61,7 @@ impl Default for Seq2SeqGenerate {
             length_penalty: 1.0,
             early_stopping: EarlyStopping::No,
             num_return_sequences: 1,
+            sampling: None,
         }
     }
 }
@@ -66,7 +71,7 @@ impl Default for Seq2SeqGenerate {
 pub struct Hypothesis {
     /// Generated ids (the start token excluded, the end token included when it was produced).
     pub tokens: Vec<u32>,
-    /// Beam search: the length-normalized score; greedy: the sum of log probabilities.
+    /// Beam search: the length-normalized score; greedy or sampled: the sum of log probabilities.
     pub score: f64,
 }
 
@@ -182,6 +187,15 @@ pub fn generate_seq2seq(
     if opts.num_beams == 0 {
         return Err(Error::Input("num_beams must be at least 1".into()));
     }
+    let sampled = opts.sampling.as_ref().is_some_and(|p| p.temperature > 0.0);
+    if sampled && opts.num_beams > 1 {
+        return Err(Error::Input(
+            "sampling decodes one beam (beam search is deterministic)".into(),
+        ));
+    }
+    if let Some(p) = &opts.sampling {
+        p.validate()?;
+    }
     if opts.num_return_sequences == 0 || opts.num_return_sequences > opts.num_beams {
         return Err(Error::Input(format!(
             "num_return_sequences must be between 1 and num_beams ({}), got {}",
@@ -234,6 +248,19 @@ fn greedy(
         .collect();
     let mut open: Vec<usize> = (0..b).collect();
     let mut states = (0..b).map(|i| dec.state(i)).collect::<Result<Vec<_>>>()?;
+    let mut samplers: Vec<Option<super::Sampler>> = (0..b)
+        .map(|i| {
+            opts.sampling
+                .as_ref()
+                .filter(|p| p.temperature > 0.0)
+                .map(|p| {
+                    super::Sampler::new(super::SamplingParams {
+                        seed: p.seed.wrapping_add(i as u64),
+                        ..p.clone()
+                    })
+                })
+        })
+        .collect();
     let mut cur_len = 1;
     while !open.is_empty() && cur_len < max_length {
         let last: Vec<u32> = open
@@ -245,7 +272,10 @@ fn greedy(
         for (r, &i) in open.iter().enumerate() {
             let row = &mut logits[r * v..(r + 1) * v];
             force_eos(dec.model, row, cur_len, max_length);
-            let tok = super::sampler::argmax(row);
+            let tok = match &mut samplers[i] {
+                Some(s) => s.sample(row, &hyps[i].tokens),
+                None => super::sampler::argmax(row),
+            };
             log_softmax(row);
             let h = &mut hyps[i];
             h.score += row[tok as usize] as f64;
@@ -332,11 +362,14 @@ fn beam(dec: &mut Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<
                 row.iter_mut().for_each(|x| *x += base);
             }
             // The best `keep` continuations over all beams (ties: the lower index first).
-            let mut order: Vec<usize> = (0..nb * v).collect();
-            let cmp = |x: &usize, y: &usize| block[*y].total_cmp(&block[*x]).then(x.cmp(y));
-            order.select_nth_unstable_by(keep - 1, cmp);
-            order.truncate(keep);
-            order.sort_by(cmp);
+            // Each beam's best `keep` (the overall best are among them), then the best of those.
+            let mut top: Vec<(f32, usize)> = Vec::with_capacity(nb * keep);
+            for (k, row) in block.chunks(v).enumerate() {
+                top_k_row(row, k * v, keep, &mut top);
+            }
+            top.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            top.truncate(keep);
+            let order: Vec<usize> = top.iter().map(|t| t.1).collect();
             let cands: Vec<(Vec<u32>, f32, bool, usize)> = order
                 .iter()
                 .map(|&idx| {
@@ -413,6 +446,23 @@ fn beam(dec: &mut Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<
         .collect())
 }
 
+/// Append the `k` best entries of `row` as (score, `base` + index), best first; among equal
+/// scores the lower index first (a later equal score never displaces an earlier one).
+fn top_k_row(row: &[f32], base: usize, k: usize, out: &mut Vec<(f32, usize)>) {
+    let start = out.len();
+    for (j, &x) in row.iter().enumerate() {
+        let best = &out[start..];
+        if best.len() == k && x.partial_cmp(&best[k - 1].0) != Some(std::cmp::Ordering::Greater) {
+            continue;
+        }
+        let p = start + best.partition_point(|e| e.0 >= x);
+        out.insert(p, (x, base + j));
+        if out.len() - start > k {
+            out.pop();
+        }
+    }
+}
+
 /// Keep the `k` highest-scoring items, best first; equal scores keep their order (as the
 /// concatenation order transformers' `topk` sees).
 fn stable_top<T>(items: &mut Vec<T>, k: usize, score: impl Fn(&T) -> f32) {
@@ -436,6 +486,20 @@ mod tests {
         let mut v = vec![("a", 1.0), ("b", 3.0), ("c", 1.0), ("d", 3.0)];
         stable_top(&mut v, 3, |x| x.1);
         assert_eq!(v, [("b", 3.0), ("d", 3.0), ("a", 1.0)]);
+    }
+
+    #[test]
+    fn top_k_row_is_sorted_with_ties_by_index() {
+        let mut out = vec![];
+        top_k_row(
+            &[1.0, 3.0, f32::NEG_INFINITY, 3.0, 2.0, 3.0],
+            10,
+            3,
+            &mut out,
+        );
+        assert_eq!(out, [(3.0, 11), (3.0, 13), (3.0, 15)]);
+        top_k_row(&[0.5, -1.0], 20, 3, &mut out);
+        assert_eq!(out[3..], [(0.5, 20), (-1.0, 21)]);
     }
 
     #[test]

@@ -252,7 +252,9 @@ impl Attention {
         let (b, t, _c) = x.dims3()?;
         let (h, d) = (self.num_heads, self.head_dim);
         let (q, k, v) = self.project(x, None)?;
-        if drop.is_none() && t <= FUSED_MAX_T && crate::kernels::applicable(&q) {
+        // A zero rate drops nothing and draws nothing: the fused kernel applies.
+        let no_dropout = drop.as_ref().is_none_or(|d| d.p <= 0.0);
+        if no_dropout && t <= FUSED_MAX_T && crate::kernels::applicable(&q) {
             let k = repeat_kv(k, h / self.num_kv_heads)?; // (B, H, T, D)
             let v = repeat_kv(v, h / self.num_kv_heads)?;
             let m = match mask {
