@@ -12,7 +12,10 @@
 //!
 //! The same configuration the tensor-engine [`Transformer`](crate::models::Transformer) trains
 //! (GPT-2 and Llama layouts: LayerNorm or RMSNorm, learned or rotary positions, GELU or gated
-//! MLP, biases, grouped-query heads, tied head), with every weight a [`QMatrix`]: the blocks of a
+//! MLP, biases, grouped-query heads, tied head; and the decoder of an encoder-decoder: post-norm
+//! blocks, scaled embeddings, sinusoidal positions, a logits bias, and the cross-attention slot
+//! reading a [`CrossMemory`] after `attend`: `x += attend(q(x), memory) Wo^T`), with every weight
+//! a [`QMatrix`]: the blocks of a
 //! GGUF file (read in place from the memory map, or, for Q4_0/Q4_1/Q8_0 on AVX-512 VNNI CPUs,
 //! copied once into the 16-row interleaved layout of the broadcast kernels), or f32 rows from a
 //! safetensors checkpoint.
