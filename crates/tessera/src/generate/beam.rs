@@ -17,9 +17,8 @@
 //! beam's parent.
 
 use crate::infer::{Batch, CrossMemory, Decoder, State};
-use crate::models::seq2seq::Seq2Seq;
+use crate::models::seq2seq::{pad_sources, Seq2Seq};
 use crate::{Error, Result};
-use candle_core::Tensor;
 use std::sync::Arc;
 
 /// When beam search stops (transformers' `early_stopping`).
@@ -98,7 +97,7 @@ fn log_softmax(row: &mut [f32]) {
 /// A batch's encoder outputs and the decoder backend that reads them.
 struct Decoding<'m> {
     model: &'m Seq2Seq,
-    backend: Decoder,
+    backend: &'m Decoder,
     /// Each sentence's encoder output, projected for every layer's cross-attention.
     memories: Vec<Arc<CrossMemory>>,
     batch: Batch,
@@ -109,39 +108,22 @@ struct Decoding<'m> {
 }
 
 impl<'m> Decoding<'m> {
-    fn new(model: &'m Seq2Seq, srcs: &[&[u32]], cap: usize) -> Result<Self> {
+    fn new(model: &'m Seq2Seq, backend: &'m Decoder, srcs: &[&[u32]], cap: usize) -> Result<Self> {
         let cfg = &model.cfg;
-        let (pad, eos) = (cfg.pad()?, cfg.eos()?);
         let max = cfg.encoder.max_position_embeddings;
-        let s = srcs.iter().map(|x| x.len()).max().unwrap_or(0).max(1);
-        if s > max {
+        if let Some(long) = srcs.iter().map(|x| x.len()).find(|&n| n > max) {
             return Err(Error::Input(format!(
-                "a source of {s} tokens exceeds the model's maximum of {max}"
+                "a source of {long} tokens exceeds the model's maximum of {max}"
             )));
         }
-        let b = srcs.len();
-        let mut ids = vec![pad; b * s];
-        let mut mask = vec![0u32; b * s];
-        let mut lens = Vec::with_capacity(b);
-        for (i, x) in srcs.iter().enumerate() {
-            ids[i * s..i * s + x.len()].copy_from_slice(x);
-            mask[i * s..i * s + x.len()].fill(1);
-            if x.is_empty() {
-                ids[i * s] = eos;
-                mask[i * s] = 1;
-            }
-            lens.push(x.len().max(1));
-        }
-        let dev = model.decoder.device();
-        let ids = Tensor::from_vec(ids, (b, s), dev)?;
-        let mask = Tensor::from_vec(mask, (b, s), dev)?;
+        let (ids, mask, lens) = pad_sources(srcs, cfg.pad()?, cfg.eos()?, model.decoder.device())?;
+        let s = ids.dim(1)?;
         let memory = model.encode(&ids, &mask, None)?; // (B, S, C)
         let c = cfg.encoder.hidden_size;
         let memory: Vec<f32> = memory
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1()?;
-        let backend = model.inference_decoder()?;
         // Each sentence's real positions only: padding is never attended to.
         let memories = lens
             .iter()
@@ -184,6 +166,17 @@ pub fn generate_seq2seq(
     srcs: &[&[u32]],
     opts: &Seq2SeqGenerate,
 ) -> Result<Vec<Vec<Hypothesis>>> {
+    generate_seq2seq_with(model, &model.inference_decoder()?, srcs, opts)
+}
+
+/// [`generate_seq2seq`] with the decoder backend built once by the caller
+/// ([`Seq2Seq::inference_decoder`]) for many batches.
+pub fn generate_seq2seq_with(
+    model: &Seq2Seq,
+    backend: &Decoder,
+    srcs: &[&[u32]],
+    opts: &Seq2SeqGenerate,
+) -> Result<Vec<Vec<Hypothesis>>> {
     if opts.num_beams == 0 {
         return Err(Error::Input("num_beams must be at least 1".into()));
     }
@@ -213,7 +206,7 @@ pub fn generate_seq2seq(
     if srcs.is_empty() || opts.max_new_tokens == 0 {
         return Ok(srcs.iter().map(|_| vec![]).collect());
     }
-    let mut dec = Decoding::new(model, srcs, opts.max_new_tokens + 1)?;
+    let mut dec = Decoding::new(model, backend, srcs, opts.max_new_tokens + 1)?;
     if opts.num_beams == 1 {
         greedy(&mut dec, srcs.len(), opts)
     } else {

@@ -245,6 +245,20 @@ impl HfConfig {
     }
 }
 
+/// Read a JSON config file and `parse` it; errors name the file.
+pub fn read_config_file<T>(
+    path: &std::path::Path,
+    parse: impl FnOnce(&Value) -> Result<T>,
+) -> Result<T> {
+    let text = crate::error::read_text(path)?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    parse(&v).map_err(|e| match e {
+        Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+        e => e,
+    })
+}
+
 impl TransformerConfig {
     /// Parse a Hugging Face `config.json` value (`model_type` `gpt2`, `llama` or `bert`), or
     /// tessera's own serialized config (an object with `"arch"` and no `model_type`).
@@ -284,14 +298,7 @@ impl TransformerConfig {
 
     /// Read and parse a `config.json` file (errors name the file).
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = crate::error::read_text(path)?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-        Self::from_hf_json(&v).map_err(|e| match e {
-            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
-            e => e,
-        })
+        read_config_file(path.as_ref(), Self::from_hf_json)
     }
 
     /// The Hugging Face `config.json` for this model.

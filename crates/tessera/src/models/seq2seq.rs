@@ -72,14 +72,7 @@ impl Seq2SeqConfig {
 
     /// Read and parse a `config.json` file (errors name the file).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = crate::error::read_text(path)?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-        Self::from_hf_json(&v).map_err(|e| match e {
-            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
-            e => e,
-        })
+        super::config::read_config_file(path.as_ref(), Self::from_hf_json)
     }
 
     /// The Marian `config.json` of this model (pad, eos and bos ids included).
@@ -182,6 +175,36 @@ pub struct Seq2SeqBatch {
     pub tokens: usize,
 }
 
+/// Right-pad source id sequences into (B, S) ids and a (B, S) 0/1 mask (S at least 1); an empty
+/// source becomes its end token alone (attention needs one key). Also each source's length as
+/// encoded (at least 1).
+pub fn pad_sources(
+    srcs: &[&[u32]],
+    pad: u32,
+    eos: u32,
+    device: &Device,
+) -> Result<(Tensor, Tensor, Vec<usize>)> {
+    let b = srcs.len();
+    let s = srcs.iter().map(|x| x.len()).max().unwrap_or(0).max(1);
+    let mut ids = vec![pad; b * s];
+    let mut mask = vec![0u32; b * s];
+    let mut lens = Vec::with_capacity(b);
+    for (i, x) in srcs.iter().enumerate() {
+        ids[i * s..i * s + x.len()].copy_from_slice(x);
+        mask[i * s..i * s + x.len()].fill(1);
+        if x.is_empty() {
+            ids[i * s] = eos;
+            mask[i * s] = 1;
+        }
+        lens.push(x.len().max(1));
+    }
+    Ok((
+        Tensor::from_vec(ids, (b, s), device)?,
+        Tensor::from_vec(mask, (b, s), device)?,
+        lens,
+    ))
+}
+
 impl Seq2SeqBatch {
     /// Pad `pairs` (source ids, target ids without start or end) into a batch: the source as
     /// given, the decoder reading `start y..` and predicting `y.. eos`.
@@ -193,21 +216,13 @@ impl Seq2SeqBatch {
         device: &Device,
     ) -> Result<Self> {
         let b = pairs.len();
-        let s = pairs.iter().map(|p| p.0.len()).max().unwrap_or(0).max(1);
         let t = pairs.iter().map(|p| p.1.len() + 1).max().unwrap_or(1);
-        let mut src = vec![pad; b * s];
-        let mut mask = vec![0u32; b * s];
+        let srcs: Vec<&[u32]> = pairs.iter().map(|p| p.0).collect();
+        let (src, src_mask, _) = pad_sources(&srcs, pad, eos, device)?;
         let mut tgt_in = vec![pad; b * t];
         let mut targets = vec![IGNORE; b * t];
         let mut tokens = 0;
-        for (i, (x, y)) in pairs.iter().enumerate() {
-            src[i * s..i * s + x.len()].copy_from_slice(x);
-            mask[i * s..i * s + x.len()].fill(1);
-            if x.is_empty() {
-                // An empty source still needs one key to attend to: its end token.
-                src[i * s] = eos;
-                mask[i * s] = 1;
-            }
+        for (i, (_, y)) in pairs.iter().enumerate() {
             tgt_in[i * t] = start;
             tgt_in[i * t + 1..i * t + 1 + y.len()].copy_from_slice(y);
             targets[i * t..i * t + y.len()].copy_from_slice(y);
@@ -215,8 +230,8 @@ impl Seq2SeqBatch {
             tokens += y.len() + 1;
         }
         Ok(Seq2SeqBatch {
-            src: Tensor::from_vec(src, (b, s), device)?,
-            src_mask: Tensor::from_vec(mask, (b, s), device)?,
+            src,
+            src_mask,
             tgt_in: Tensor::from_vec(tgt_in, (b, t), device)?,
             targets,
             tokens,

@@ -7,7 +7,7 @@
 //! `best/` (Marian layout: transformers loads it), the latest state in `checkpoint/` (resumable).
 
 use super::data::{group_of, read_pairs, split_dev_by_group, token_batches, Pair};
-use crate::generate::beam::{generate_seq2seq, Seq2SeqGenerate};
+use crate::generate::beam::{generate_seq2seq_with, Seq2SeqGenerate};
 use crate::models::seq2seq::{Seq2Seq, Seq2SeqBatch, Seq2SeqConfig, LOGITS_BIAS};
 use crate::models::{BlockDropout, ParamStore};
 use crate::tokenizer::Tokenizer;
@@ -451,15 +451,22 @@ pub fn translate_ids(
     let mut order: Vec<usize> = (0..srcs.len()).collect();
     order.sort_by_key(|&i| srcs[i].len());
     let mut out = vec![Vec::new(); srcs.len()];
+    if srcs.is_empty() {
+        return Ok(out);
+    }
+    let backend = model.inference_decoder()?;
+    let limit = Seq2SeqGenerate {
+        max_new_tokens: opts
+            .max_new_tokens
+            .min(model.cfg.decoder.max_position_embeddings - 1),
+        ..opts.clone()
+    };
     for chunk in order.chunks(batch.max(1)) {
         let part: Vec<&[u32]> = chunk.iter().map(|&i| srcs[i]).collect();
-        let limit = Seq2SeqGenerate {
-            max_new_tokens: opts
-                .max_new_tokens
-                .min(model.cfg.decoder.max_position_embeddings - 1),
-            ..opts.clone()
-        };
-        for (&i, h) in chunk.iter().zip(generate_seq2seq(model, &part, &limit)?) {
+        for (&i, h) in chunk
+            .iter()
+            .zip(generate_seq2seq_with(model, &backend, &part, &limit)?)
+        {
             out[i] = h;
         }
     }
