@@ -1269,23 +1269,18 @@ impl Decoder {
             }
         }
         let rep = h / hkv;
-        let split = n.min(ATT_SPLIT);
         let scale = 1.0 / (d as f32).sqrt();
-        let score_cap = sc.score_cap;
         let (q, owner) = (&sc.q, &sc.owner);
-        let att = SharedMut::new(&mut sc.att[..n * h * d]);
-        let scores = SharedMut::new(&mut sc.scores);
-        self.pool.run(h * split, &|task| {
-            let (head, part) = (task / split, task % split);
-            // SAFETY: task `task` owns score row `task`, and the output slices of its queries.
-            let sc = unsafe { scores.range(task * score_cap, (task + 1) * score_cap) };
-            for i in (part..n).step_by(split) {
+        self.per_head_query(
+            &mut sc.att,
+            &mut sc.scores,
+            sc.score_cap,
+            n,
+            &|head, i, sc, o| {
                 let mem = caches[owner[i]].cross.as_deref().expect("checked above");
                 let len = mem.len;
                 let base = (l * hkv + head / rep) * len * d;
                 let at = (i * h + head) * d;
-                // SAFETY: query i's slice of head `head` is written by this task alone.
-                let o = unsafe { att.range(at, at + d) };
                 ca::attend(
                     &q[at..at + d],
                     &mem.k[base..base + len * d],
@@ -1295,8 +1290,8 @@ impl Decoder {
                     &mut sc[..len],
                     o,
                 );
-            }
-        });
+            },
+        );
         Ok(())
     }
 
@@ -1322,25 +1317,19 @@ impl Decoder {
         let cfg = &self.cfg;
         let (h, hkv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let rep = h / hkv;
-        let split = n.min(ATT_SPLIT);
         let scale = 1.0 / (d as f32).sqrt();
         let kern = self.f16;
-        let score_cap = sc.score_cap;
         let (q, q16, owner, pos) = (&sc.q, &sc.q16, &sc.owner, &sc.pos);
-        let att = SharedMut::new(&mut sc.att[..n * h * d]);
-        let scores = SharedMut::new(&mut sc.scores);
-        self.pool.run(h * split, &|task| {
-            let (head, part) = (task / split, task % split);
-            // SAFETY: task `task` owns score row `task`, and the output slices of its queries.
-            let sc = unsafe { scores.range(task * score_cap, (task + 1) * score_cap) };
-            for i in (part..n).step_by(split) {
+        self.per_head_query(
+            &mut sc.att,
+            &mut sc.scores,
+            sc.score_cap,
+            n,
+            &|head, i, sc, o| {
                 let cache = &*caches[owner[i]];
                 let cap = cache.cap;
                 let base = (l * hkv + head / rep) * cap * d;
                 let at = (i * h + head) * d;
-                // SAFETY: query i's slice of head `head` is written by this task alone (tasks
-                // split the (head, query) pairs by head and by i mod `split`).
-                let o = unsafe { att.range(at, at + d) };
                 let len = pos[i] + 1;
                 match &cache.kv {
                     KvCache::F16 { k, v } => ca::attend_f16(
@@ -1363,10 +1352,42 @@ impl Decoder {
                         o,
                     ),
                 }
+            },
+        );
+    }
+
+    /// Run `f(head, query, scores, out)` for every (head, query) pair of `n` queries on the pool:
+    /// tasks split the pairs by head and by query index mod [`ATT_SPLIT`]; each task has its
+    /// own row of `score_cap` scores, and `out` is query `i`'s D values of head `head` in `att`.
+    fn per_head_query(
+        &self,
+        att: &mut [f32],
+        scores: &mut [f32],
+        score_cap: usize,
+        n: usize,
+        f: &HeadQueryFn<'_>,
+    ) {
+        let (h, d) = (self.cfg.num_heads, self.cfg.head_dim);
+        let split = n.min(ATT_SPLIT);
+        let att = SharedMut::new(&mut att[..n * h * d]);
+        let scores = SharedMut::new(scores);
+        self.pool.run(h * split, &|task| {
+            let (head, part) = (task / split, task % split);
+            // SAFETY: task `task` owns score row `task`, and the output slices of its queries.
+            let sc = unsafe { scores.range(task * score_cap, (task + 1) * score_cap) };
+            for i in (part..n).step_by(split) {
+                let at = (i * h + head) * d;
+                // SAFETY: query i's slice of head `head` is written by this task alone (tasks
+                // split the (head, query) pairs by head and by i mod `split`).
+                let o = unsafe { att.range(at, at + d) };
+                f(head, i, sc, o);
             }
         });
     }
 }
+
+/// The work of one (head, query) pair of [`Decoder::per_head_query`]: (head, query, scores, out).
+type HeadQueryFn<'a> = dyn Fn(usize, usize, &mut [f32], &mut [f32]) + Sync + 'a;
 
 /// `out[r] += b` for every row of `out` (rows of `b.len()`).
 fn add_bias(out: &mut [f32], b: Option<&[f32]>) {
