@@ -12,6 +12,10 @@ pub struct ChatArgs {
     /// A known model name (fetched on first use), a .gguf file, or a model directory.
     #[arg(long, default_value = "smollm2-135m-instruct")]
     model: String,
+    /// A LoRA adapter directory (adapter_config.json + adapter_model.safetensors, PEFT's layout)
+    /// merged into the model's weights after loading; refused if trained on another model.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<std::path::PathBuf>,
     /// System prompt (default: the template's own).
     #[arg(long)]
     system: Option<String>,
@@ -22,7 +26,7 @@ pub struct ChatArgs {
 pub fn run(a: ChatArgs) -> Result<()> {
     let params = a.sampling.params()?;
     let path = tessera::hub::resolve(&a.model)?;
-    let (model, tok) = tessera::generate::load(&path)?;
+    let (model, tok) = tessera::generate::load_with_adapter(&path, &a.model, a.adapter.as_deref())?;
     let mut chat = ChatSession::new(&model, &tok, a.system.clone())?;
     let stop = crate::interrupt_flag();
     let stdin = std::io::stdin();
@@ -45,8 +49,12 @@ pub fn run(a: ChatArgs) -> Result<()> {
         return Ok(());
     }
 
+    let adapter = match &a.adapter {
+        Some(d) => format!(" + adapter {}", d.display()),
+        None => String::new(),
+    };
     eprintln!(
-        "tessera chat — {} ({} layers, context {}, {}). /reset clears the conversation, /exit (or Ctrl-D) quits, Ctrl-C stops an answer.",
+        "tessera chat — {}{adapter} ({} layers, context {}, {}). /reset clears the conversation, /exit (or Ctrl-D) quits, Ctrl-C stops an answer.",
         a.model,
         model.cfg.num_layers,
         model.cfg.max_position_embeddings,

@@ -10,6 +10,9 @@ use tessera::train::evaluate_tokens;
 pub enum EvalCmd {
     /// Per-token perplexity and bits per character of a language model on a text.
     Perplexity(PerplexityArgs),
+    /// Greedy answers of a chat model (optionally with a LoRA adapter) against reference turns:
+    /// exact match, and label accuracy with --labels.
+    Chat(crate::cmd_sft::EvalChatArgs),
     #[command(flatten)]
     Metrics(crate::eval_metrics::MetricsCommand),
 }
@@ -36,6 +39,7 @@ pub struct PerplexityArgs {
 pub fn run(cmd: EvalCmd) -> Result<()> {
     match cmd {
         EvalCmd::Perplexity(a) => perplexity(a),
+        EvalCmd::Chat(a) => crate::cmd_sft::eval_chat(a),
         EvalCmd::Metrics(m) => crate::eval_metrics::run(m),
     }
 }

@@ -16,6 +16,8 @@ pub enum FinetuneCmd {
     Classify(FinetuneArgs),
     /// Named entities: CoNLL `word<TAB>BIO-tag`; a head on every token (first-piece labelling).
     Ner(FinetuneArgs),
+    /// A chat model on conversations (JSONL): LoRA adapters (PEFT layout) or every weight.
+    Chat(crate::cmd_sft::ChatArgs),
 }
 
 /// Flags whose defaults differ between fine-tuning and training from scratch are options:
@@ -164,6 +166,7 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
             let (train, dev) = split(all, dev, a.dev_fraction, a.split_seed.unwrap_or(a.seed))?;
             (a, TaskData::Classify { train, dev })
         }
+        FinetuneCmd::Chat(a) => return crate::cmd_sft::run(a),
         FinetuneCmd::Ner(a) => {
             let all = read_conll(&a.train)?;
             let dev = a.dev.as_deref().map(read_conll).transpose()?;

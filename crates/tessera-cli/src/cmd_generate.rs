@@ -61,6 +61,10 @@ pub struct GenerateArgs {
     /// A `.gguf` file, a model directory (Hugging Face layout, or a run directory of `tessera train`), or a known model name.
     #[arg(long)]
     model: String,
+    /// A LoRA adapter directory (adapter_config.json + adapter_model.safetensors, PEFT's layout)
+    /// merged into the model's weights after loading; refused if trained on another model.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<std::path::PathBuf>,
     /// The prompt text.
     #[arg(long, default_value = "")]
     prompt: String,
@@ -78,7 +82,11 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let params = a.sampling.params()?;
-    let (model, tok) = tessera::generate::load(&tessera::hub::resolve(&a.model)?)?;
+    let (model, tok) = tessera::generate::load_with_adapter(
+        &tessera::hub::resolve(&a.model)?,
+        &a.model,
+        a.adapter.as_deref(),
+    )?;
     let cfg = &model.cfg;
     let templated = !a.raw && !a.prompt.is_empty() && tok.template().is_ok();
     let mut ids = if templated {

@@ -8,12 +8,14 @@ mod cmd_bench_finetune;
 mod cmd_chat;
 mod cmd_embed;
 mod cmd_eval;
+mod cmd_export;
 mod cmd_finetune;
 mod cmd_generate;
 mod cmd_hub;
 mod cmd_info;
 mod cmd_seq2seq;
 mod cmd_serve;
+mod cmd_sft;
 mod cmd_summarize;
 mod cmd_tokenize;
 mod cmd_tokenizer;
@@ -62,6 +64,9 @@ enum Cmd {
     /// Serve a model over HTTP: the OpenAI API (chat, completions, embeddings), a web chat page,
     /// continuous batching.
     Serve(cmd_serve::ServeArgs),
+    /// Write a GGUF model with a LoRA adapter merged into its weights (`--adapter DIR`), or
+    /// converted to another tensor type (`--type q8_0`).
+    Export(cmd_export::ExportArgs),
     /// Evaluate a model or score text.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCmd),
@@ -144,6 +149,7 @@ fn main() {
         Cmd::Generate(a) => cmd_generate::run(a),
         Cmd::Serve(a) => cmd_serve::run(a),
         Cmd::Eval(c) => cmd_eval::run(c),
+        Cmd::Export(a) => cmd_export::run(a),
         Cmd::Bench(c) => cmd_bench::run(c),
         Cmd::Embed(a) => cmd_embed::run_embed(a),
         Cmd::Similar(a) => cmd_embed::run_similar(a),

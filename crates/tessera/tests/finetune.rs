@@ -32,6 +32,9 @@ fn tiny_bert(dir: &Path) {
                 Init::Normal(std) => (0..n).map(|_| (rng.normal() * std) as f32).collect(),
                 Init::Zeros => vec![0.0; n],
                 Init::Ones => vec![1.0; n],
+                Init::Uniform(b) => (0..n)
+                    .map(|_| ((rng.uniform() * 2.0 - 1.0) * b) as f32)
+                    .collect(),
             };
             (
                 s.name,

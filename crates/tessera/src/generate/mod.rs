@@ -22,6 +22,23 @@ pub fn load(path: &Path) -> Result<(Decoder, ModelTokenizer)> {
     Ok((model, tok))
 }
 
+/// [`load`], then the LoRA adapter in directory `adapter` (PEFT's layout, as `tessera finetune
+/// chat` writes it) merged into the weights ([`Decoder::apply_adapter`]). `base_name` is the model
+/// as the user named it: an adapter trained on a model of another shape is refused with both
+/// names.
+pub fn load_with_adapter(
+    path: &Path,
+    base_name: &str,
+    adapter: Option<&Path>,
+) -> Result<(Decoder, ModelTokenizer)> {
+    let (mut model, tok) = load(path)?;
+    if let Some(dir) = adapter {
+        let a = crate::models::lora::Adapter::load(dir, base_name, &model.cfg)?;
+        model.apply_adapter(&a)?;
+    }
+    Ok((model, tok))
+}
+
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

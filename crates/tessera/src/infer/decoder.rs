@@ -34,6 +34,7 @@ use crate::kernels::norm::normalize_row;
 use crate::kernels::quant::{matmul_many, QMatrix, QType};
 use crate::kernels::rotary;
 use crate::models::gguf_loader::config_from_gguf;
+use crate::models::lora::Adapter;
 use crate::models::params::names;
 use crate::models::{NormKind, NormPlacement, PositionKind, TransformerConfig};
 use crate::util::pool::{HotPool, SharedMut};
@@ -295,6 +296,39 @@ pub struct Batch {
     scratch: Scratch,
     /// The rows' token ids of a [`Decoder::step_many`].
     ids: Vec<u32>,
+}
+
+/// Self-attention or MLP projection `part` (the names of [`crate::models::family::LayerNamer`]:
+/// q, k, v, o, gate, up, down, fc, proj) of a block, if it has it.
+fn layer_proj<'a>(l: &'a Layer, part: &str) -> Option<&'a Proj> {
+    Some(match (part, &l.mlp) {
+        ("q", _) => &l.q,
+        ("k", _) => &l.k,
+        ("v", _) => &l.v,
+        ("o", _) => &l.o,
+        ("gate", Mlp::Gated { gate, .. }) => gate,
+        ("up", Mlp::Gated { up, .. }) => up,
+        ("down", Mlp::Gated { down, .. }) => down,
+        ("fc", Mlp::Plain { fc, .. }) => fc,
+        ("proj", Mlp::Plain { proj, .. }) => proj,
+        _ => return None,
+    })
+}
+
+/// [`layer_proj`], mutable.
+fn layer_proj_mut<'a>(l: &'a mut Layer, part: &str) -> Option<&'a mut Proj> {
+    Some(match (part, &mut l.mlp) {
+        ("q", _) => &mut l.q,
+        ("k", _) => &mut l.k,
+        ("v", _) => &mut l.v,
+        ("o", _) => &mut l.o,
+        ("gate", Mlp::Gated { gate, .. }) => gate,
+        ("up", Mlp::Gated { up, .. }) => up,
+        ("down", Mlp::Gated { down, .. }) => down,
+        ("fc", Mlp::Plain { fc, .. }) => fc,
+        ("proj", Mlp::Plain { proj, .. }) => proj,
+        _ => return None,
+    })
 }
 
 /// f32 values as the bytes of an F32 [`QMatrix`].
@@ -708,6 +742,84 @@ impl Decoder {
             pool: HotPool::new(self.pool.threads()),
             source: self.source.clone(),
         })
+    }
+
+    /// Merge a LoRA adapter into the weights: each projection it adapts becomes
+    /// `dequantize(W) + scale·B·A`, an F32 matrix (the merged weights exactly; a GGUF model's other
+    /// matrices stay in their blocks, and its arithmetic stays llama.cpp's). `adapter` must have
+    /// been read for this model ([`Adapter::load`] refuses a base of another shape); deltas of a
+    /// fused `qkv` target are split into the q, k and v row blocks. The deltas come in Hugging
+    /// Face row order, which is this model's (GGUF Q and K rows were un-permuted at load).
+    ///
+    /// F32 matrices take 4 bytes a weight; `tessera export` writes the merged model re-quantized
+    /// instead ([`crate::models::gguf_merge`]).
+    pub fn apply_adapter(&mut self, adapter: &Adapter) -> Result<()> {
+        use rayon::prelude::*;
+        let cfg = &self.cfg;
+        if self.layers.len() != cfg.num_layers {
+            return Err(Error::Config(format!(
+                "the model has {} blocks, its config {}",
+                self.layers.len(),
+                cfg.num_layers
+            )));
+        }
+        let (qd, kvd) = (
+            cfg.num_heads * cfg.head_dim,
+            cfg.num_kv_heads * cfg.head_dim,
+        );
+        let jobs: Vec<(usize, &str)> = (0..cfg.num_layers)
+            .flat_map(|l| adapter.lora.targets.iter().map(move |p| (l, p.as_str())))
+            .collect();
+        // (layer, part, merged matrix) for every projection the adapter changes.
+        let merged: Vec<Vec<(usize, &str, QMatrix)>> = jobs
+            .par_iter()
+            .map(|&(l, part)| -> Result<Vec<(usize, &str, QMatrix)>> {
+                let delta = adapter.delta(cfg, l, part)?.ok_or_else(|| {
+                    Error::Input(format!(
+                        "the adapter has no delta for '{part}' of block {l}"
+                    ))
+                })?;
+                // Row blocks of the delta: (projection, first row, rows).
+                let blocks: Vec<(&str, usize, usize)> = if part == "qkv" {
+                    vec![("q", 0, qd), ("k", qd, kvd), ("v", qd + kvd, kvd)]
+                } else {
+                    let p = layer_proj(&self.layers[l], part).ok_or_else(|| {
+                        Error::Config(format!("block {l} has no '{part}' projection"))
+                    })?;
+                    vec![(part, 0, p.w.rows())]
+                };
+                let total: usize = blocks.iter().map(|b| b.2).sum();
+                let mut out = Vec::with_capacity(blocks.len());
+                for (name, r0, rows) in blocks {
+                    let w = &layer_proj(&self.layers[l], name)
+                        .ok_or_else(|| {
+                            Error::Config(format!("block {l} has no '{name}' projection"))
+                        })?
+                        .w;
+                    let cols = w.cols();
+                    if w.rows() != rows || delta.len() != total * cols {
+                        return Err(Error::Input(format!(
+                            "the adapter's '{part}' delta of block {l} has {} values, which do \
+                             not fit the {}x{cols} projection",
+                            delta.len(),
+                            w.rows()
+                        )));
+                    }
+                    let mut m = w.dequantize();
+                    for (x, d) in m.iter_mut().zip(&delta[r0 * cols..(r0 + rows) * cols]) {
+                        *x += d;
+                    }
+                    out.push((l, name, f32_matrix(rows, cols, &m)?));
+                }
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        for (l, name, m) in merged.into_iter().flatten() {
+            let p =
+                layer_proj_mut(&mut self.layers[l], name).expect("the projection was found above");
+            p.w = m;
+        }
+        Ok(())
     }
 
     /// Whose arithmetic this model follows.

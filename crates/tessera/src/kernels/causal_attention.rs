@@ -277,6 +277,26 @@ fn backward<F: Float>(
 struct CausalAttention {
     heads: Heads,
     scale: f64,
+    /// Rotary base θ, when q and k are rotated (inside the op, on a copy of qkv).
+    rope: Option<f64>,
+}
+
+/// qkv with q and k rotated at positions `0..T` when `rope` is set (a copy; borrowed otherwise).
+fn rotated<'a, F: Float>(
+    qkv: &'a [F],
+    t: usize,
+    hd: Heads,
+    rope: Option<f64>,
+) -> std::borrow::Cow<'a, [F]> {
+    match rope {
+        None => std::borrow::Cow::Borrowed(qkv),
+        Some(theta) => {
+            let mut r = qkv.to_vec();
+            let (cos, sin) = rope_tables::<F>(t, hd.d, theta);
+            rotate_qk(&mut r, t, hd, (&cos, &sin), false);
+            std::borrow::Cow::Owned(r)
+        }
+    }
 }
 
 impl CustomOp1 for CausalAttention {
@@ -287,16 +307,20 @@ impl CustomOp1 for CausalAttention {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, t) = self.heads.check(l)?;
         let c = self.heads.h * self.heads.d;
-        float_dispatch!(s, "fused-causal-attention", |F| Ok((
-            F::to_cpu_storage_owned(forward::<F>(slice(s, l)?, (b, t), self.heads, self.scale)),
-            Shape::from((b, t, c))
-        )))
+        float_dispatch!(s, "fused-causal-attention", |F| {
+            let qkv = rotated::<F>(slice(s, l)?, t, self.heads, self.rope);
+            Ok((
+                F::to_cpu_storage_owned(forward::<F>(&qkv, (b, t), self.heads, self.scale)),
+                Shape::from((b, t, c)),
+            ))
+        })
     }
 
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let grad = CausalAttentionGrad {
             heads: self.heads,
             scale: self.scale,
+            rope: self.rope,
         };
         Ok(Some(qkv.apply_op2_no_bwd(&dy.contiguous()?, &grad)?))
     }
@@ -305,6 +329,7 @@ impl CustomOp1 for CausalAttention {
 struct CausalAttentionGrad {
     heads: Heads,
     scale: f64,
+    rope: Option<f64>,
 }
 
 impl CustomOp2 for CausalAttentionGrad {
@@ -323,16 +348,15 @@ impl CustomOp2 for CausalAttentionGrad {
         if l2.shape().dims() != [b, t, self.heads.h * self.heads.d] {
             candle_core::bail!("causal attention grad: output gradient has the wrong shape");
         }
-        float_dispatch!(s1, "fused-causal-attention-grad", |F| Ok((
-            F::to_cpu_storage_owned(backward::<F>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                (b, t),
-                self.heads,
-                self.scale
-            )),
-            l1.shape().clone()
-        )))
+        float_dispatch!(s1, "fused-causal-attention-grad", |F| {
+            let qkv = rotated::<F>(slice(s1, l1)?, t, self.heads, self.rope);
+            let mut dqkv = backward::<F>(&qkv, slice(s2, l2)?, (b, t), self.heads, self.scale);
+            if let Some(theta) = self.rope {
+                let (cos, sin) = rope_tables::<F>(t, self.heads.d, theta);
+                rotate_qk(&mut dqkv, t, self.heads, (&cos, &sin), true);
+            }
+            Ok((F::to_cpu_storage_owned(dqkv), l1.shape().clone()))
+        })
     }
 }
 
@@ -345,6 +369,18 @@ pub fn causal_attention(
     kv_heads: usize,
     head_dim: usize,
 ) -> Result<Tensor> {
+    causal_attention_rope(qkv, heads, kv_heads, head_dim, None)
+}
+
+/// [`causal_attention`] with q and k rotated first when `rope` (the base θ) is given (positions
+/// `0..T`, Hugging Face's half-split layout), inside the op.
+pub fn causal_attention_rope(
+    qkv: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    rope: Option<f64>,
+) -> Result<Tensor> {
     let op = CausalAttention {
         heads: Heads {
             h: heads,
@@ -352,6 +388,7 @@ pub fn causal_attention(
             d: head_dim,
         },
         scale: 1.0 / (head_dim as f64).sqrt(),
+        rope,
     };
     qkv.contiguous()?.apply_op1(op)
 }

@@ -224,6 +224,8 @@ struct LinearCrossEntropy {
 struct LinearCrossEntropyGrad {
     scale: f64,
     smoothing: f64,
+    /// Whether dW is wanted (output `[dh | dW]`), or dh alone.
+    weight_grad: bool,
     kept: Kept,
 }
 
@@ -322,17 +324,23 @@ impl CustomOp3 for LinearCrossEntropy {
         let n = t.elem_count();
         // The first backward pass takes the kept logits; a later one recomputes them.
         let kept = self.kept.lock().ok().and_then(|mut k| k.take());
+        // A frozen head (LoRA fine-tuning) needs no dW: half the backward products.
+        let weight_grad = w.track_op();
         let all = h.apply_op3_no_bwd(
             w,
             t,
             &LinearCrossEntropyGrad {
                 scale: g / n.max(1) as f64,
                 smoothing: self.smoothing,
+                weight_grad,
                 kept: std::sync::Mutex::new(kept),
             },
         )?; // [dh | dW]
         let (nh, nw) = (h.elem_count(), w.elem_count());
         let dh = all.narrow(0, 0, nh)?.reshape(h.shape())?;
+        if !weight_grad {
+            return Ok((Some(dh), None, None));
+        }
         let dw = all.narrow(0, nh, nw)?.reshape(w.shape())?;
         Ok((Some(dh), Some(dw), None))
     }
@@ -386,7 +394,7 @@ impl CustomOp3 for LinearCrossEntropyGrad {
                     row.iter_mut().for_each(|x| *x -= spread);
                 }
             });
-            let len = n * c + v * c;
+            let len = n * c + if self.weight_grad { v * c } else { 0 };
             // SAFETY: dh (n × c) and dW (v × c) are disjoint parts of the buffer, each written in
             // full by its product (k = v ≥ 1 and k = n ≥ 1).
             let all = unsafe {
@@ -394,6 +402,9 @@ impl CustomOp3 for LinearCrossEntropyGrad {
                     let gv = View::rows(&g, 0, v);
                     // dh (n × c) = G (n × v) · W (v × c)
                     gemm((n, c, v), all, c, false, gv, View::rows(w, 0, c), true);
+                    if !self.weight_grad {
+                        return;
+                    }
                     // dW (v × c) = Gᵀ (v × n) · h (n × c)
                     let gt = View::cols(&g, 0, v);
                     gemm(

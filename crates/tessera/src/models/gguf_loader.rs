@@ -155,6 +155,16 @@ fn unpermute_rows(w: &[f32], rows: usize, cols: usize, heads: usize) -> Result<V
 
 /// Load the model described by `g`, weights dequantized to `dtype` on `device`.
 pub fn load_gguf(g: &Gguf, dtype: DType, device: &Device) -> Result<Transformer> {
+    let (cfg, tensors) = gguf_tensors(g, dtype, device)?;
+    Transformer::from_tensors(&cfg, &tensors, g.path())
+}
+
+/// The config of `g` and its tensors under Hugging Face names, dequantized to `dtype`.
+pub fn gguf_tensors(
+    g: &Gguf,
+    dtype: DType,
+    device: &Device,
+) -> Result<(TransformerConfig, HashMap<String, Tensor>)> {
     let cfg = config_from_gguf(g)?;
     let mut tensors = HashMap::new();
     for t in g.tensors() {
@@ -176,7 +186,57 @@ pub fn load_gguf(g: &Gguf, dtype: DType, device: &Device) -> Result<Transformer>
         let tensor = Tensor::from_vec(data, shape, device)?.to_dtype(dtype)?;
         tensors.insert(name, tensor);
     }
-    Transformer::from_tensors(&cfg, &tensors, g.path())
+    Ok((cfg, tensors))
+}
+
+/// Load the model described by `g` for LoRA training on a quantized base: the block projections
+/// stay in their GGUF block format ([`Linear::frozen`](crate::nn::Linear::frozen), Q and K rows
+/// moved into the half-split rotary order), everything else (embeddings, norms) is dequantized to
+/// f32 tensors. No tensor is trainable; adapters are attached afterwards.
+pub fn load_gguf_frozen(g: &Gguf) -> Result<Transformer> {
+    use std::sync::Arc;
+    let cfg = config_from_gguf(g)?;
+    let mut tensors = HashMap::new();
+    let mut frozen = HashMap::new();
+    for t in g.tensors() {
+        let Some(name) = hf_name(t.name) else {
+            continue;
+        };
+        let block_proj = name.starts_with("model.layers.") && name.ends_with("_proj.weight");
+        let qtype = QType::from_ggml(t.ggml_type);
+        match (block_proj, qtype) {
+            (true, Some(qtype)) if t.dims.len() == 2 => {
+                let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+                let mut m = QMatrix::new(qtype, rows, cols, t.data.to_vec())
+                    .map_err(|e| g.error(format!("tensor '{}': {e}", t.name)))?;
+                let heads = if name.ends_with("q_proj.weight") {
+                    Some(cfg.num_heads)
+                } else if name.ends_with("k_proj.weight") {
+                    Some(cfg.num_kv_heads)
+                } else {
+                    None
+                };
+                if let Some(h) = heads {
+                    let d = rows / h.max(1);
+                    if h == 0 || rows % h != 0 || d % 2 != 0 {
+                        return Err(g.error(format!(
+                            "tensor '{}': cannot split {rows} rows into {h} rotary heads",
+                            t.name
+                        )));
+                    }
+                    m = m
+                        .permute_rows(|r| rotary::gguf_row(r, d))
+                        .map_err(|e| g.error(format!("tensor '{}': {e}", t.name)))?;
+                }
+                frozen.insert(name, Arc::new(m));
+            }
+            _ => {
+                let (data, shape) = dequantize(g, &t)?;
+                tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
+            }
+        }
+    }
+    Transformer::from_parts(&cfg, &tensors, &frozen, "", g.path())
 }
 
 /// Open a GGUF file and load its model (see [`load_gguf`]).

@@ -20,6 +20,8 @@ pub enum Init {
     Zeros,
     /// All ones (norm weights).
     Ones,
+    /// Uniform on (-bound, bound) (LoRA's A, as PEFT's Kaiming-uniform: bound 1/√in).
+    Uniform(f64),
 }
 
 impl ParamSpec {
@@ -36,6 +38,12 @@ impl ParamSpec {
             Init::Normal(std) => {
                 let mut v = filled(n, 0.0f32, &what)?;
                 v.iter_mut().for_each(|x| *x = (rng.normal() * std) as f32);
+                v
+            }
+            Init::Uniform(bound) => {
+                let mut v = filled(n, 0.0f32, &what)?;
+                v.iter_mut()
+                    .for_each(|x| *x = ((rng.uniform() * 2.0 - 1.0) * bound) as f32);
                 v
             }
             Init::Zeros => zeroed(n, &what)?,

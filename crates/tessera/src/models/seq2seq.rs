@@ -24,8 +24,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// A target position left out of the loss (padding).
-pub const IGNORE: u32 = u32::MAX;
+pub use super::transformer::IGNORE;
 
 /// Tensor-name prefixes of the two stacks.
 pub const ENCODER_PREFIX: &str = "model.encoder.";

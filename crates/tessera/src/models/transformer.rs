@@ -27,6 +27,10 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// A target position left out of the loss (padding, or a prompt token in supervised
+/// fine-tuning).
+pub const IGNORE: u32 = u32::MAX;
+
 /// A Transformer built from a [`TransformerConfig`].
 #[derive(Clone, Debug)]
 pub struct Transformer {
@@ -93,6 +97,19 @@ impl Transformer {
         prefix: &str,
         path: &Path,
     ) -> Result<Self> {
+        Self::from_parts(cfg, t, &HashMap::new(), prefix, path)
+    }
+
+    /// [`Transformer::from_tensors_prefixed`] with some projection weights kept in a block
+    /// format (`frozen`, by tensor name, (out, in)): those layers are [`Linear::frozen`] (LoRA on
+    /// a quantized base); every other tensor comes from `t`.
+    pub fn from_parts(
+        cfg: &TransformerConfig,
+        t: &HashMap<String, Tensor>,
+        frozen: &HashMap<String, std::sync::Arc<crate::kernels::quant::QMatrix>>,
+        prefix: &str,
+        path: &Path,
+    ) -> Result<Self> {
         cfg.validate()?;
         let spec_shapes: HashMap<String, Vec<usize>> = param_specs_with(cfg, prefix, true)
             .into_iter()
@@ -106,12 +123,27 @@ impl Transformer {
         };
         let n = names(cfg.arch, prefix);
         let linear = |prefix: String| -> Result<Linear> {
-            let w = get(&format!("{prefix}.weight"))?;
             let b = if cfg.bias {
                 Some(get(&format!("{prefix}.bias"))?)
             } else {
                 None
             };
+            let wname = format!("{prefix}.weight");
+            if let Some(q) = frozen.get(&wname) {
+                let want = spec_shapes.get(&wname).cloned().unwrap_or_default();
+                if n.conv1d || want != [q.rows(), q.cols()] {
+                    return Err(Error::checkpoint(
+                        path,
+                        format!(
+                            "tensor '{wname}' has shape [{}, {}], expected {want:?}",
+                            q.rows(),
+                            q.cols()
+                        ),
+                    ));
+                }
+                return Ok(Linear::frozen(q.clone(), b)?);
+            }
+            let w = get(&wname)?;
             Ok(if n.conv1d {
                 Linear::new_transposed(w, b)
             } else {
@@ -249,6 +281,26 @@ impl Transformer {
             pooler,
             wte,
             device,
+        })
+    }
+
+    /// The projection `part` (q, k, v, o, gate, up, down, fc, proj, qkv; the names of
+    /// [`super::family::LayerNamer`]) of block `layer`, if the block has it.
+    pub fn linear_mut(&mut self, layer: usize, part: &str) -> Option<&mut Linear> {
+        use crate::nn::attention::QkvProj;
+        let b = self.blocks.get_mut(layer)?;
+        Some(match (part, &mut b.attn.qkv, &mut b.mlp) {
+            ("q", QkvProj::Split { q, .. }, _) => q,
+            ("k", QkvProj::Split { k, .. }, _) => k,
+            ("v", QkvProj::Split { v, .. }, _) => v,
+            ("qkv", QkvProj::Fused(l), _) => l,
+            ("o", _, _) => &mut b.attn.out,
+            ("gate", _, Mlp::Gated { gate, .. }) => gate,
+            ("up", _, Mlp::Gated { up, .. }) => up,
+            ("down", _, Mlp::Gated { down, .. }) => down,
+            ("fc", _, Mlp::Plain { fc, .. }) => fc,
+            ("proj", _, Mlp::Plain { proj, .. }) => proj,
+            _ => return None,
         })
     }
 
@@ -478,17 +530,52 @@ impl Transformer {
         drop: Option<&mut BlockDropout<'_>>,
     ) -> Result<Tensor> {
         let h = self.forward_hidden(ids, drop)?; // (B, T, C)
+        self.head_loss(&h, targets)
+    }
+
+    /// [`Transformer::loss`] over the positions whose target is not [`IGNORE`] (their mean):
+    /// only those rows reach the head (supervised fine-tuning scores the answer alone).
+    pub fn loss_masked(
+        &self,
+        ids: &Tensor,
+        targets: &[u32],
+        drop: Option<&mut BlockDropout<'_>>,
+    ) -> Result<Tensor> {
+        let h = self.forward_hidden(ids, drop)?; // (B, T, C)
+        let (b, t, c) = h.dims3()?;
+        if targets.len() != b * t {
+            return Err(Error::Input(format!(
+                "{} targets for a batch of {b} x {t}",
+                targets.len()
+            )));
+        }
+        let rows: Vec<u32> = (0..b * t)
+            .filter(|&i| targets[i] != IGNORE)
+            .map(|i| i as u32)
+            .collect();
+        if rows.is_empty() {
+            return Err(Error::Input("no target positions in the batch".into()));
+        }
+        let kept: Vec<u32> = rows.iter().map(|&i| targets[i as usize]).collect();
+        let n = rows.len();
+        let idx = Tensor::from_vec(rows, n, h.device())?;
+        let h = h.reshape((b * t, c))?.index_select(&idx, 0)?; // (n, C)
+        self.head_loss(&h, &Tensor::from_vec(kept, n, h.device())?)
+    }
+
+    /// Mean cross-entropy of the head on hidden rows `h` (..., C) against `targets`.
+    fn head_loss(&self, h: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let w = self.head_weight();
-        if crate::kernels::applicable(&h) && w.dtype() == h.dtype() && w.device().is_cpu() {
+        if crate::kernels::applicable(h) && w.dtype() == h.dtype() && w.device().is_cpu() {
             // Head and loss as one op: the (B T, V) logits never enter the autograd graph.
             return Ok(crate::kernels::cross_entropy::linear_cross_entropy(
-                &h,
+                h,
                 w,
                 &targets.flatten_all()?,
             )?);
         }
-        let (b, t, c) = h.dims3()?;
-        let logits = self.head(&h.reshape((b * t, c))?)?; // (B T, V)
+        let c = h.dim(h.rank() - 1)?;
+        let logits = self.head(&h.reshape((h.elem_count() / c, c))?)?; // (B T, V)
         Ok(crate::nn::loss::cross_entropy(
             &logits,
             &targets.flatten_all()?,

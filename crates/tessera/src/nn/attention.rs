@@ -173,10 +173,12 @@ impl Attention {
         let qkv = match &self.qkv {
             QkvProj::Fused(l) => l.forward(x)?,
             QkvProj::Split { q, k, v } => {
-                // One product for q, k and v: the three weights side by side.
+                // One product for q, k and v: the three weights side by side (dense weights
+                // without adapters only).
+                let plain = [q, k, v].iter().all(|l| l.fusable(x).is_some());
                 let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
                 match (q.bias(), k.bias(), v.bias()) {
-                    (Some(a), Some(b), Some(c)) => {
+                    (Some(a), Some(b), Some(c)) if plain => {
                         Linear::new(w, Some(Tensor::cat(&[a, b, c], 0)?)).forward(x)?
                     }
                     _ => Tensor::cat(&[q.forward(x)?, k.forward(x)?, v.forward(x)?], 1)?,
@@ -308,6 +310,21 @@ impl Attention {
                     )?; // (B, T, H D)
                     return self.out.forward(&y);
                 }
+            }
+        }
+        if let (QkvProj::Split { q, k, v }, true) = (&self.qkv, fusable) {
+            if q.lora().is_some() || q.qmatrix().is_some() {
+                // Adapted or frozen projections (LoRA): each projection on its own, then
+                // rotary and attention as one op.
+                let qkv = Tensor::cat(&[q.forward(x)?, k.forward(x)?, v.forward(x)?], 2)?;
+                let y = crate::kernels::causal_attention::causal_attention_rope(
+                    &qkv,
+                    self.num_heads,
+                    self.num_kv_heads,
+                    self.head_dim,
+                    rope.map(Rotary::theta),
+                )?; // (B, T, H D)
+                return self.out.forward(&y);
             }
         }
         if let QkvProj::Fused(l) = &self.qkv {

@@ -1,5 +1,8 @@
 //! Linear layer `y = x W^T + b`: dense (trainable), or with W kept in a quantized GGML format
-//! (inference only: a backward pass through it is an error, never a missing gradient).
+//! (inference only: a backward pass through it is an error, never a missing gradient), or frozen
+//! in a GGML format for training around it (LoRA on a quantized base: the arithmetic of the
+//! dequantized weight, gradients to the input only). Any of them may carry a LoRA adapter:
+//! `y = x W^T + b + s · (x A^T) B^T`.
 
 use std::sync::Arc;
 
@@ -14,6 +17,20 @@ enum Kind {
     Dense { weight: Tensor, transposed: bool },
     /// (out, in) in a block format, and an empty (0, in) f32 tensor for [`Linear::weight`].
     Quantized { w: Arc<QMatrix>, empty: Tensor },
+    /// (out, in) in a block format, multiplied as its dequantized f32 values (forward and
+    /// backward); never trained.
+    Frozen { w: Arc<QMatrix>, empty: Tensor },
+}
+
+/// A low-rank adapter on a linear layer: `Δy = scale · (x Aᵀ) Bᵀ` (PEFT's `lora_A`, `lora_B`).
+#[derive(Clone, Debug)]
+pub struct Lora {
+    /// (r, in)
+    pub a: Tensor,
+    /// (out, r)
+    pub b: Tensor,
+    /// alpha / r
+    pub scale: f64,
 }
 
 /// A projection from `in` to `out` features.
@@ -22,6 +39,7 @@ pub struct Linear {
     kind: Kind,
     /// (out)
     bias: Option<Tensor>,
+    lora: Option<Lora>,
 }
 
 impl Linear {
@@ -33,6 +51,7 @@ impl Linear {
                 transposed: false,
             },
             bias,
+            lora: None,
         }
     }
 
@@ -44,6 +63,7 @@ impl Linear {
                 transposed: true,
             },
             bias,
+            lora: None,
         }
     }
 
@@ -57,6 +77,45 @@ impl Linear {
                 empty,
             },
             bias,
+            lora: None,
+        })
+    }
+
+    /// A layer over a frozen quantized (out, in) weight that training passes through: products
+    /// with the dequantized f32 values (rebuilt per product, so only the blocks stay in memory),
+    /// gradients to the input (exact to the dequantized dense layer), none to the weight.
+    pub fn frozen(w: Arc<QMatrix>, bias: Option<Tensor>) -> Result<Self> {
+        let empty = Tensor::zeros((0, w.cols()), DType::F32, &Device::Cpu)?;
+        Ok(Linear {
+            kind: Kind::Frozen { w, empty },
+            bias,
+            lora: None,
+        })
+    }
+
+    /// This layer with a LoRA adapter added (replacing any it had).
+    pub fn with_lora(mut self, lora: Lora) -> Self {
+        self.lora = Some(lora);
+        self
+    }
+
+    /// The layer's LoRA adapter, if it has one.
+    pub fn lora(&self) -> Option<&Lora> {
+        self.lora.as_ref()
+    }
+
+    /// (out, in) and the weight's dimensions as the input/output features.
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        Ok(match &self.kind {
+            Kind::Dense {
+                weight,
+                transposed: false,
+            } => weight.dims2()?,
+            Kind::Dense { weight, .. } => {
+                let (i, o) = weight.dims2()?;
+                (o, i)
+            }
+            Kind::Quantized { w, .. } | Kind::Frozen { w, .. } => (w.rows(), w.cols()),
         })
     }
 
@@ -65,7 +124,7 @@ impl Linear {
     pub fn weight(&self) -> &Tensor {
         match &self.kind {
             Kind::Dense { weight, .. } => weight,
-            Kind::Quantized { empty, .. } => empty,
+            Kind::Quantized { empty, .. } | Kind::Frozen { empty, .. } => empty,
         }
     }
 
@@ -77,17 +136,37 @@ impl Linear {
     /// The quantized weight, for a quantized layer.
     pub fn qmatrix(&self) -> Option<&QMatrix> {
         match &self.kind {
-            Kind::Quantized { w, .. } => Some(w),
+            Kind::Quantized { w, .. } | Kind::Frozen { w, .. } => Some(w),
             Kind::Dense { .. } => None,
         }
     }
 
     /// (..., in) -> (..., out)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some((weight, transposed)) = self.fusable(x) {
-            return crate::kernels::linear::linear(x, weight, self.bias.as_ref(), transposed);
-        }
-        self.forward_reference(x)
+        let y = match self.dense_fusable(x) {
+            Some((weight, transposed)) => {
+                crate::kernels::linear::linear(x, weight, self.bias.as_ref(), transposed)?
+            }
+            None => self.forward_reference(x)?,
+        };
+        self.add_lora(x, y)
+    }
+
+    /// `y + s · (x Aᵀ) Bᵀ` when the layer has an adapter; `y` otherwise.
+    fn add_lora(&self, x: &Tensor, y: Tensor) -> Result<Tensor> {
+        let Some(l) = &self.lora else {
+            return Ok(y);
+        };
+        let lin = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+            if crate::kernels::applicable(x) && w.dtype() == x.dtype() && w.device().is_cpu() {
+                crate::kernels::linear::linear(x, w, None, false)
+            } else {
+                Linear::new(w.clone(), None).forward_reference(x)
+            }
+        };
+        // The scale on the rank-r intermediate: r values per row instead of `out`.
+        let down = (lin(x, &l.a)? * l.scale)?; // (..., r)
+        y + lin(&down, &l.b)? // (..., out)
     }
 
     /// `act(self.forward(x))`: (..., in) -> (..., out). GELU (both forms) runs fused into the
@@ -95,7 +174,7 @@ impl Linear {
     /// `act'(z) ⊙ dy` from the kept pre-activation z); otherwise the two steps.
     pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         use crate::kernels::linear::{linear_gelu_erf, linear_gelu_tanh};
-        if let Some((weight, transposed)) = self.fusable(x) {
+        if let (Some((weight, transposed)), None) = (self.fusable(x), &self.lora) {
             match act {
                 Activation::GeluTanh => {
                     return linear_gelu_tanh(x, weight, self.bias.as_ref(), transposed)
@@ -110,8 +189,17 @@ impl Linear {
     }
 
     /// The dense weight and its layout (`true`: stored (in, out)), when the fused CPU kernels
-    /// apply to `x` and this layer.
+    /// apply to `x` and this layer (not with an adapter: callers fusing the weight into a
+    /// larger op would leave it out).
     pub(crate) fn fusable(&self, x: &Tensor) -> Option<(&Tensor, bool)> {
+        if self.lora.is_some() {
+            return None;
+        }
+        self.dense_fusable(x)
+    }
+
+    /// [`Linear::fusable`] for the base weight alone.
+    fn dense_fusable(&self, x: &Tensor) -> Option<(&Tensor, bool)> {
         if let Kind::Dense { weight, transposed } = &self.kind {
             let same = |t: &Tensor| t.dtype() == x.dtype() && t.device().is_cpu();
             if crate::kernels::applicable(x)
@@ -143,6 +231,7 @@ impl Linear {
             } => x2.matmul(weight)?, // (N, out)
             Kind::Dense { weight, .. } => x2.matmul(&weight.t()?)?, // (N, out)
             Kind::Quantized { w, .. } => quantized_forward(w, &x2)?, // (N, out)
+            Kind::Frozen { w, .. } => frozen_forward(w, &x2)?,      // (N, out)
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -175,6 +264,80 @@ fn quantized_forward(w: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
         );
     }
     x.contiguous()?.apply_op1(QLinearOp { w: w.clone() })
+}
+
+/// (N, in) -> (N, out) through a frozen block-format weight, in f32.
+fn frozen_forward(w: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        candle_core::bail!(
+            "frozen linear ({} {}x{}) runs on the CPU in f32; got {:?} on {:?}",
+            w.qtype(),
+            w.rows(),
+            w.cols(),
+            x.dtype(),
+            x.device()
+        );
+    }
+    let (_, in_dim) = x.dims2()?;
+    if in_dim != w.cols() {
+        candle_core::bail!(
+            "frozen linear: input has {in_dim} features, the weight {}",
+            w.cols()
+        );
+    }
+    x.contiguous()?.apply_op1(FrozenOp {
+        w: w.clone(),
+        transpose: false,
+    })
+}
+
+/// `x Wᵀ` (or `x W` when `transpose`: the backward product) with W dequantized for the product.
+struct FrozenOp {
+    w: Arc<QMatrix>,
+    transpose: bool,
+}
+
+impl CustomOp1 for FrozenOp {
+    fn name(&self) -> &'static str {
+        "frozen-quantized-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        use crate::kernels::matmul::{filled, gemm, View};
+        let x = crate::kernels::slice::<f32>(s, l)?;
+        let (n, k) = l.shape().dims2()?;
+        let (rows, cols) = (self.w.rows(), self.w.cols());
+        let (want, out) = if self.transpose {
+            (rows, cols)
+        } else {
+            (cols, rows)
+        };
+        if k != want {
+            candle_core::bail!("frozen linear: input has {k} features, expected {want}");
+        }
+        let w = self.w.dequantize_par(); // (rows, cols)
+        let wv = if self.transpose {
+            View::rows(&w, 0, cols) // (rows × cols) = (k × out)
+        } else {
+            View::cols(&w, 0, cols) // Wᵀ: (cols × rows) = (k × out)
+        };
+        // SAFETY: x holds n·k values, w rows·cols; the product writes all n·out outputs.
+        let y = unsafe {
+            filled(n * out, |y: *mut f32| {
+                gemm((n, out, k), y, out, false, View::rows(x, 0, k), wv, true)
+            })
+        };
+        Ok((CpuStorage::F32(y), Shape::from((n, out))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // d(x Wᵀ)/dx applied to dy is dy W, and the other way round.
+        let g = grad.contiguous()?.apply_op1(FrozenOp {
+            w: self.w.clone(),
+            transpose: !self.transpose,
+        })?;
+        Ok(Some(g))
+    }
 }
 
 /// `x W^T` as an engine op, so that a backward pass through it fails with a clear error.

@@ -13,7 +13,7 @@ pub mod position;
 
 pub use attention::{Attention, Mixing};
 pub use dropout::Dropout;
-pub use linear::Linear;
+pub use linear::{Linear, Lora};
 pub use mlp::Mlp;
 pub use norm::Norm;
 pub use position::Rotary;

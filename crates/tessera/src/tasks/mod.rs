@@ -10,6 +10,7 @@ pub mod finetune;
 pub mod npy;
 pub mod pretrain;
 pub mod scratch;
+pub mod sft;
 pub mod tag;
 pub mod translate;
 

@@ -64,6 +64,7 @@ impl Message {
 /// A compiled chat template with the special-token texts it may refer to.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: String,
     eos_token: String,
 }
@@ -107,9 +108,15 @@ impl ChatTemplate {
             .map_err(template_err)?;
         Ok(ChatTemplate {
             env,
+            source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
         })
+    }
+
+    /// The Jinja source the template was compiled from.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Render `messages` (with `add_generation_prompt` opening the assistant's turn).

@@ -148,6 +148,11 @@ impl Tokenizer {
     }
 
     /// Id of a token string, if present.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner().id_to_token(id)
+    }
+
+    /// The id of `token`, if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -341,7 +341,8 @@ pub fn run(
                 items: n,
                 seconds: ts.elapsed().as_secs_f64(),
             };
-            let mut line = json!({"step": s.step, "loss": loss, "lr": lr, "grad_norm": norm});
+            let mut line = json!({"step": s.step, "loss": loss, "lr": lr, "grad_norm": norm,
+                                  "seconds": s.seconds});
             if plan.epochs != usize::MAX {
                 line["epoch"] = json!(epoch);
             }
