@@ -280,11 +280,40 @@ pub fn translate(a: TranslateArgs) -> Result<()> {
         )),
         None => Box::new(std::io::stdin().lock()),
     };
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos} lines | {per_sec} [{elapsed_precise}]")
-            .expect("valid template"),
-    );
+    // A file's lines are counted first (one streaming pass) for a bar with an ETA; stdin has
+    // no known length, so it gets a counter.
+    let total = match &a.input {
+        Some(p) => Some(
+            std::io::BufReader::new(
+                std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?,
+            )
+            .lines()
+            .count() as u64,
+        ),
+        None => None,
+    };
+    let bar = match total {
+        Some(n) => {
+            let b = ProgressBar::new(n);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30.cyan/blue} {pos}/{len} lines | {per_sec} [{elapsed_precise} < {eta_precise}]",
+                )
+                .expect("valid template"),
+            );
+            b
+        }
+        None => {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {pos} lines | {per_sec} [{elapsed_precise}]",
+                )
+                .expect("valid template"),
+            );
+            b
+        }
+    };
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut lines: Vec<String> = Vec::new();
     let mut line_no = 0usize;

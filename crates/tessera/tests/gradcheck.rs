@@ -982,3 +982,68 @@ fn label_smoothed_linear_cross_entropy_matches_reference() {
     assert_eq!(max_abs_diff(&plain, &zero), 0.0);
     assert!(linear_cross_entropy_smoothed(h.as_tensor(), w.as_tensor(), &t, 1.0).is_err());
 }
+
+/// Causal attention on adapted (LoRA) q/k/v projections with rotary positions: the rotary
+/// rotation inside the fused attention op (`causal_attention_rope`), against finite differences
+/// and against the reference path.
+#[test]
+fn rotary_attention_on_lora_projections() {
+    use tessera::nn::Lora;
+    let (b, t, c, d, heads, kv) = (2, 5, 16, 4, 4, 2);
+    let mut rng = Rng::new(71);
+    let x = var(&mut rng, &[b, t, c], 1.0);
+    let q = var(&mut rng, &[heads * d, c], 0.3);
+    let k = var(&mut rng, &[kv * d, c], 0.3);
+    let v = var(&mut rng, &[kv * d, c], 0.3);
+    let o = var(&mut rng, &[c, heads * d], 0.3);
+    let a = var(&mut rng, &[2, c], 0.3);
+    let bq = var(&mut rng, &[heads * d, 2], 0.3);
+    let rope = Rotary::new(d, 16, 10000.0, DType::F64, &Device::Cpu).unwrap();
+    let attn = || Attention {
+        qkv: QkvProj::Split {
+            q: Linear::new(q.as_tensor().clone(), None).with_lora(Lora {
+                a: a.as_tensor().clone(),
+                b: bq.as_tensor().clone(),
+                scale: 2.0,
+            }),
+            k: Linear::new(k.as_tensor().clone(), None),
+            v: Linear::new(v.as_tensor().clone(), None),
+        },
+        out: Linear::new(o.as_tensor().clone(), None),
+        num_heads: heads,
+        num_kv_heads: kv,
+        head_dim: d,
+    };
+    let fused = attn()
+        .forward(x.as_tensor(), Some(&rope), &mut None)
+        .unwrap();
+    let reference = attn()
+        .forward_reference(x.as_tensor(), Some(&rope), &mut None)
+        .unwrap();
+    assert!(max_abs_diff(&fused, &reference) < 1e-12);
+    check("attention lora rotary", &[&x, &q, &k, &a, &bq], 30, &|| {
+        project(
+            &attn()
+                .forward(x.as_tensor(), Some(&rope), &mut None)
+                .unwrap(),
+            72,
+        )
+    });
+}
+
+/// The fused gated activation `act(gate) ⊙ up` (an MLP whose projections carry adapters).
+#[test]
+fn gated_activation_fused() {
+    use tessera::kernels::activation::Activation;
+    let mut rng = Rng::new(81);
+    let g = var(&mut rng, &[3, 9], 1.5);
+    let u = var(&mut rng, &[3, 9], 1.5);
+    for act in [Activation::Silu, Activation::Gelu, Activation::GeluTanh] {
+        let fused = act.gated_tensor(g.as_tensor(), u.as_tensor()).unwrap();
+        let plain = (act.apply_tensor(g.as_tensor()).unwrap() * u.as_tensor()).unwrap();
+        assert!(max_abs_diff(&fused, &plain) < 1e-14);
+        check(&format!("gated {act:?}"), &[&g, &u], 27, &|| {
+            project(&act.gated_tensor(g.as_tensor(), u.as_tensor()).unwrap(), 82)
+        });
+    }
+}

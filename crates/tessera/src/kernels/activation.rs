@@ -94,6 +94,21 @@ impl Activation {
         }
     }
 
+    /// `act(gate) ⊙ up` as one tensor op on the CPU in f32/f64 (same shapes); the engine's ops
+    /// elsewhere.
+    pub fn gated_tensor(self, gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+        use super::unary::apply_gated;
+        if super::applicable(gate) && gate.dtype() == up.dtype() && gate.dims() == up.dims() {
+            return match self {
+                Activation::GeluTanh => apply_gated(gate, up, GeluTanh),
+                Activation::Gelu => apply_gated(gate, up, GeluErf),
+                Activation::Silu => apply_gated(gate, up, Silu),
+                Activation::Relu => apply_gated(gate, up, Relu),
+            };
+        }
+        self.apply_tensor(gate)? * up
+    }
+
     /// `act(x)` as a tensor op: the fused kernel with its backward on the CPU in f32/f64, the
     /// engine's own op elsewhere.
     pub fn apply_tensor(self, x: &Tensor) -> candle_core::Result<Tensor> {

@@ -143,6 +143,51 @@ impl<A: UnaryFn> CustomOp2 for Gradient<A> {
     }
 }
 
+/// `f(gate) ⊙ up` as one op (a gated MLP's activation), forward in one pass.
+struct Gated<A>(A);
+
+impl<A: UnaryFn> CustomOp2 for Gated<A> {
+    fn name(&self) -> &'static str {
+        A::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("gated activation: {:?} vs {:?}", l1.shape(), l2.shape());
+        }
+        float_dispatch!(s1, self.name(), |F| Ok((
+            map::<F, _>(slice(s1, l1)?, Some(slice(s2, l2)?), A::f::<F>),
+            l1.shape().clone()
+        )))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        // d gate = f'(gate) ⊙ up ⊙ dy;  d up = f(gate) ⊙ dy.
+        let dgate = gate.apply_op2_no_bwd(&(up * &dy)?, &Gradient(self.0))?;
+        let dup = gate.apply_op2_no_bwd(&dy, &Gated(self.0))?;
+        Ok((Some(dgate), Some(dup)))
+    }
+}
+
+/// `a(gate) ⊙ up` element-wise (CPU, f32/f64, same shapes), with its backward: the activation's
+/// output is never a tensor of its own.
+pub(crate) fn apply_gated<A: UnaryFn>(gate: &Tensor, up: &Tensor, a: A) -> Result<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, Gated(a))
+}
+
 /// Apply `a` element-wise (CPU, f32/f64), with its backward.
 pub(crate) fn apply<A: UnaryFn>(x: &Tensor, a: A) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Forward(a))

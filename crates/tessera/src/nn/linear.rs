@@ -143,6 +143,12 @@ impl Linear {
 
     /// (..., in) -> (..., out)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let (Kind::Frozen { w, .. }, Some(l), None) = (&self.kind, &self.lora, &self.bias) {
+            if x.device().is_cpu() && x.dtype() == DType::F32 && l.a.dtype() == DType::F32 {
+                // Base product and adapter as one op: one output tensor in the graph.
+                return frozen_lora_forward(w, l, x);
+            }
+        }
         let y = match self.dense_fusable(x) {
             Some((weight, transposed)) => {
                 crate::kernels::linear::linear(x, weight, self.bias.as_ref(), transposed)?
@@ -289,6 +295,139 @@ fn frozen_forward(w: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
         w: w.clone(),
         transpose: false,
     })
+}
+
+/// `x Wᵀ + s (x Aᵀ) Bᵀ` for x (..., in) with W frozen in a block format: one op (the base
+/// output, the adapter's and their sum are one tensor, not three kept for the backward pass).
+fn frozen_lora_forward(w: &Arc<QMatrix>, l: &Lora, x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let in_dim = *dims.last().unwrap_or(&0);
+    if in_dim != w.cols() {
+        candle_core::bail!(
+            "frozen linear: input has {in_dim} features, the weight {}",
+            w.cols()
+        );
+    }
+    let rows = x.elem_count() / in_dim.max(1);
+    let y = x.reshape((rows, in_dim))?.contiguous()?.apply_op3(
+        &l.a.contiguous()?,
+        &l.b.contiguous()?,
+        FrozenLoraOp {
+            w: w.clone(),
+            scale: l.scale,
+        },
+    )?;
+    let mut shape = dims;
+    if let Some(last) = shape.last_mut() {
+        *last = w.rows();
+    }
+    y.reshape(shape)
+}
+
+/// Forward of [`frozen_lora_forward`]: inputs x (N, in), A (r, in), B (out, r).
+struct FrozenLoraOp {
+    w: Arc<QMatrix>,
+    scale: f64,
+}
+
+impl candle_core::CustomOp3 for FrozenLoraOp {
+    fn name(&self) -> &'static str {
+        "frozen-quantized-linear-lora"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        use crate::kernels::matmul::{filled, gemm, View};
+        let (x, a, b) = (
+            crate::kernels::slice::<f32>(s1, l1)?,
+            crate::kernels::slice::<f32>(s2, l2)?,
+            crate::kernels::slice::<f32>(s3, l3)?,
+        );
+        let (n, k) = l1.shape().dims2()?;
+        let (r, ka) = l2.shape().dims2()?;
+        let (out, rb) = l3.shape().dims2()?;
+        if k != self.w.cols() || ka != k || rb != r || out != self.w.rows() {
+            candle_core::bail!(
+                "frozen LoRA linear: x {:?}, A {:?}, B {:?} for a {}x{} weight",
+                l1.shape(),
+                l2.shape(),
+                l3.shape(),
+                self.w.rows(),
+                self.w.cols()
+            );
+        }
+        let w = self.w.dequantize_par(); // (out, k)
+                                         // t = s · x Aᵀ (n × r)
+        let mut t = vec![0f32; n * r];
+        // SAFETY: x holds n·k values, A r·k, t n·r; the product writes all of t.
+        unsafe {
+            gemm(
+                (n, r, k),
+                t.as_mut_ptr(),
+                r,
+                false,
+                View::rows(x, 0, k),
+                View::cols(a, 0, k),
+                true,
+            )
+        };
+        let s = self.scale as f32;
+        t.iter_mut().for_each(|v| *v *= s);
+        // SAFETY: the first product writes all n·out outputs, the second adds onto them.
+        let y = unsafe {
+            filled(n * out, |y: *mut f32| {
+                gemm(
+                    (n, out, k),
+                    y,
+                    out,
+                    false,
+                    View::rows(x, 0, k),
+                    View::cols(&w, 0, k),
+                    true,
+                );
+                if r > 0 {
+                    gemm(
+                        (n, out, r),
+                        y,
+                        out,
+                        true,
+                        View::rows(&t, 0, r),
+                        View::cols(b, 0, r),
+                        true,
+                    );
+                }
+            })
+        };
+        Ok((CpuStorage::F32(y), Shape::from((n, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        // u = s · dy B (n × r); dx = dy W + u A; dA = uᵀ x; dB = s · dyᵀ (x Aᵀ).
+        let u = (dy.matmul(b)? * self.scale)?;
+        let dx = (dy.apply_op1(FrozenOp {
+            w: self.w.clone(),
+            transpose: true,
+        })? + u.matmul(a)?)?;
+        let da = u.t()?.matmul(x)?;
+        let t = (x.matmul(&a.t()?)? * self.scale)?;
+        let db = dy.t()?.matmul(&t)?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
 }
 
 /// `x Wᵀ` (or `x W` when `transpose`: the backward product) with W dequantized for the product.

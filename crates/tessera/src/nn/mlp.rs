@@ -50,8 +50,9 @@ impl Mlp {
                         return down.forward(&g);
                     }
                 }
-                let g = activate(&gate.forward(x)?, *act)?; // (B, T, I)
-                down.forward(&(g * up.forward(x)?)?)
+                // act(gate) ⊙ up as one op (the activation's output is not kept for backward).
+                let g = act.gated_tensor(&gate.forward(x)?, &up.forward(x)?)?; // (B, T, I)
+                down.forward(&g)
             }
         }
     }
