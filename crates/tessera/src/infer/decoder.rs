@@ -299,36 +299,22 @@ pub struct Batch {
 }
 
 /// Self-attention or MLP projection `part` (the names of [`crate::models::family::LayerNamer`]:
-/// q, k, v, o, gate, up, down, fc, proj) of a block, if it has it.
-fn layer_proj<'a>(l: &'a Layer, part: &str) -> Option<&'a Proj> {
-    Some(match (part, &l.mlp) {
-        ("q", _) => &l.q,
-        ("k", _) => &l.k,
-        ("v", _) => &l.v,
-        ("o", _) => &l.o,
-        ("gate", Mlp::Gated { gate, .. }) => gate,
-        ("up", Mlp::Gated { up, .. }) => up,
-        ("down", Mlp::Gated { down, .. }) => down,
-        ("fc", Mlp::Plain { fc, .. }) => fc,
-        ("proj", Mlp::Plain { proj, .. }) => proj,
-        _ => return None,
-    })
-}
-
-/// [`layer_proj`], mutable.
-fn layer_proj_mut<'a>(l: &'a mut Layer, part: &str) -> Option<&'a mut Proj> {
-    Some(match (part, &mut l.mlp) {
-        ("q", _) => &mut l.q,
-        ("k", _) => &mut l.k,
-        ("v", _) => &mut l.v,
-        ("o", _) => &mut l.o,
-        ("gate", Mlp::Gated { gate, .. }) => gate,
-        ("up", Mlp::Gated { up, .. }) => up,
-        ("down", Mlp::Gated { down, .. }) => down,
-        ("fc", Mlp::Plain { fc, .. }) => fc,
-        ("proj", Mlp::Plain { proj, .. }) => proj,
-        _ => return None,
-    })
+/// q, k, v, o, gate, up, down, fc, proj) of a block, if it has it; `mut` for the mutable form.
+macro_rules! layer_proj {
+    ($l:expr, $part:expr $(, $m:ident)?) => {
+        match ($part, &$($m)? $l.mlp) {
+            ("q", _) => Some(&$($m)? $l.q),
+            ("k", _) => Some(&$($m)? $l.k),
+            ("v", _) => Some(&$($m)? $l.v),
+            ("o", _) => Some(&$($m)? $l.o),
+            ("gate", Mlp::Gated { gate, .. }) => Some(gate),
+            ("up", Mlp::Gated { up, .. }) => Some(up),
+            ("down", Mlp::Gated { down, .. }) => Some(down),
+            ("fc", Mlp::Plain { fc, .. }) => Some(fc),
+            ("proj", Mlp::Plain { proj, .. }) => Some(proj),
+            _ => None,
+        }
+    };
 }
 
 /// f32 values as the bytes of an F32 [`QMatrix`].
@@ -783,7 +769,7 @@ impl Decoder {
                 let blocks: Vec<(&str, usize, usize)> = if part == "qkv" {
                     vec![("q", 0, qd), ("k", qd, kvd), ("v", qd + kvd, kvd)]
                 } else {
-                    let p = layer_proj(&self.layers[l], part).ok_or_else(|| {
+                    let p = layer_proj!(self.layers[l], part).ok_or_else(|| {
                         Error::Config(format!("block {l} has no '{part}' projection"))
                     })?;
                     vec![(part, 0, p.w.rows())]
@@ -791,7 +777,7 @@ impl Decoder {
                 let total: usize = blocks.iter().map(|b| b.2).sum();
                 let mut out = Vec::with_capacity(blocks.len());
                 for (name, r0, rows) in blocks {
-                    let w = &layer_proj(&self.layers[l], name)
+                    let w = &layer_proj!(self.layers[l], name)
                         .ok_or_else(|| {
                             Error::Config(format!("block {l} has no '{name}' projection"))
                         })?
@@ -815,8 +801,7 @@ impl Decoder {
             })
             .collect::<Result<_>>()?;
         for (l, name, m) in merged.into_iter().flatten() {
-            let p =
-                layer_proj_mut(&mut self.layers[l], name).expect("the projection was found above");
+            let p = layer_proj!(self.layers[l], name, mut).expect("the projection was found above");
             p.w = m;
         }
         Ok(())

@@ -91,7 +91,7 @@ pub fn config_from_gguf(g: &Gguf) -> Result<TransformerConfig> {
 }
 
 /// The Hugging Face name of GGUF tensor `name`, if it is one the Llama model uses.
-fn hf_name(name: &str) -> Option<String> {
+pub(crate) fn hf_name(name: &str) -> Option<String> {
     let fixed = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),

@@ -15,7 +15,7 @@
 //! reference formulas ([`quantize`]).
 
 use super::config::TransformerConfig;
-use super::gguf_loader::config_from_gguf;
+use super::gguf_loader::{config_from_gguf, hf_name};
 use super::lora::Adapter;
 use crate::kernels::quant::dequant::dequantize_into;
 use crate::kernels::quant::{quantize, QType};
@@ -68,20 +68,6 @@ pub fn file_type_of(t: QType) -> Option<u32> {
     })
 }
 
-/// The GGUF tensor name (within `blk.L.`) of projection `part` of a Llama block.
-fn gguf_part(part: &str) -> Option<&'static str> {
-    Some(match part {
-        "q" => "attn_q",
-        "k" => "attn_k",
-        "v" => "attn_v",
-        "o" => "attn_output",
-        "gate" => "ffn_gate",
-        "up" => "ffn_up",
-        "down" => "ffn_down",
-        _ => return None,
-    })
-}
-
 /// What [`merge_gguf`] did with the tensors.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MergeSummary {
@@ -118,22 +104,26 @@ pub fn merge_gguf(
             return Err(Error::Input(format!("export cannot write {t} tensors")));
         }
     }
-    // GGUF name -> (layer, part) of every adapted projection.
+    // GGUF name -> (layer, part) of every adapted projection, found through the loader's
+    // GGUF -> Hugging Face name map (the adapter names modules by their Hugging Face names).
     let mut adapted: HashMap<String, (usize, &str)> = HashMap::new();
     if let Some(a) = adapter {
+        let mut wanted: HashMap<String, (usize, &str)> = HashMap::new();
         for part in &a.lora.targets {
-            let g = gguf_part(part).ok_or_else(|| {
-                Error::Input(format!(
-                    "the adapter targets '{part}', which a GGUF Llama block does not have"
-                ))
-            })?;
             for l in 0..cfg.num_layers {
-                let name = format!("blk.{l}.{g}.weight");
-                if src.tensor_info(&name).is_none() {
-                    return Err(src.error(format!("missing tensor '{name}' (adapted)")));
-                }
-                adapted.insert(name, (l, part.as_str()));
+                let module = super::lora::module_of(&cfg, l, part);
+                wanted.insert(format!("{module}.weight"), (l, part.as_str()));
             }
+        }
+        for info in src.tensor_infos() {
+            if let Some(at) = hf_name(&info.name).and_then(|h| wanted.remove(&h)) {
+                adapted.insert(info.name.clone(), at);
+            }
+        }
+        if let Some(missing) = wanted.keys().min() {
+            return Err(src.error(format!(
+                "the adapted projection '{missing}' has no tensor in this file"
+            )));
         }
     }
     let source_type = |info: &TensorInfo| -> Result<QType> {

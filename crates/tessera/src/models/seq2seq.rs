@@ -395,32 +395,20 @@ impl Seq2Seq {
             },
             drop,
         )?;
-        let (b, t, c) = h.dims3()?;
-        let rows: Vec<u32> = (0..b * t)
-            .filter(|&i| batch.targets[i] != IGNORE)
-            .map(|i| i as u32)
-            .collect();
-        let targets: Vec<u32> = rows.iter().map(|&i| batch.targets[i as usize]).collect();
-        if rows.is_empty() {
-            return Err(Error::Input("a batch without target tokens".into()));
-        }
-        let device = h.device();
-        let h = h
-            .reshape((b * t, c))?
-            .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
-        let y = Tensor::new(targets.as_slice(), device)?;
+        let sel = super::transformer::TargetRows::select(&h, &batch.targets)?;
+        let (h, y) = (&sel.hidden, sel.targets_tensor()?);
         let w = self.decoder.head_weight();
         if self.logits_bias.is_none()
-            && crate::kernels::applicable(&h)
+            && crate::kernels::applicable(h)
             && w.dtype() == h.dtype()
             && w.device().is_cpu()
         {
             // Head and loss as one op: the logits never enter the autograd graph.
             return Ok(
-                crate::kernels::cross_entropy::linear_cross_entropy_smoothed(&h, w, &y, smoothing)?,
+                crate::kernels::cross_entropy::linear_cross_entropy_smoothed(h, w, &y, smoothing)?,
             );
         }
-        let logits = self.logits(&h)?;
+        let logits = self.logits(h)?;
         Ok(crate::nn::loss::smoothed_cross_entropy(
             &logits, &y, smoothing,
         )?)

@@ -31,6 +31,48 @@ use std::path::Path;
 /// fine-tuning).
 pub const IGNORE: u32 = u32::MAX;
 
+/// The positions of a batch that carry a target (not [`IGNORE`]): their hidden rows, targets and
+/// flat indices. Losses select them before the head, so ignored positions cost no head product.
+pub struct TargetRows {
+    /// (n, C)
+    pub hidden: Tensor,
+    pub targets: Vec<u32>,
+    /// Flat index (b·T + t) of each row.
+    pub rows: Vec<u32>,
+}
+
+impl TargetRows {
+    /// Select from hidden states (B, T, C) with `targets` (B·T); an error when none carries one.
+    pub fn select(h: &Tensor, targets: &[u32]) -> Result<Self> {
+        let (b, t, c) = h.dims3()?;
+        if targets.len() != b * t {
+            return Err(Error::Input(format!(
+                "{} targets for a batch of {b} x {t}",
+                targets.len()
+            )));
+        }
+        let rows: Vec<u32> = (0..b * t)
+            .filter(|&i| targets[i] != IGNORE)
+            .map(|i| i as u32)
+            .collect();
+        if rows.is_empty() {
+            return Err(Error::Input("no target positions in the batch".into()));
+        }
+        let kept = rows.iter().map(|&i| targets[i as usize]).collect();
+        let idx = Tensor::new(rows.as_slice(), h.device())?;
+        Ok(TargetRows {
+            hidden: h.reshape((b * t, c))?.index_select(&idx, 0)?,
+            targets: kept,
+            rows,
+        })
+    }
+
+    /// The targets as a (n,) u32 tensor on the rows' device.
+    pub fn targets_tensor(&self) -> Result<Tensor> {
+        Ok(Tensor::new(self.targets.as_slice(), self.hidden.device())?)
+    }
+}
+
 /// A Transformer built from a [`TransformerConfig`].
 #[derive(Clone, Debug)]
 pub struct Transformer {
@@ -542,25 +584,8 @@ impl Transformer {
         drop: Option<&mut BlockDropout<'_>>,
     ) -> Result<Tensor> {
         let h = self.forward_hidden(ids, drop)?; // (B, T, C)
-        let (b, t, c) = h.dims3()?;
-        if targets.len() != b * t {
-            return Err(Error::Input(format!(
-                "{} targets for a batch of {b} x {t}",
-                targets.len()
-            )));
-        }
-        let rows: Vec<u32> = (0..b * t)
-            .filter(|&i| targets[i] != IGNORE)
-            .map(|i| i as u32)
-            .collect();
-        if rows.is_empty() {
-            return Err(Error::Input("no target positions in the batch".into()));
-        }
-        let kept: Vec<u32> = rows.iter().map(|&i| targets[i as usize]).collect();
-        let n = rows.len();
-        let idx = Tensor::from_vec(rows, n, h.device())?;
-        let h = h.reshape((b * t, c))?.index_select(&idx, 0)?; // (n, C)
-        self.head_loss(&h, &Tensor::from_vec(kept, n, h.device())?)
+        let rows = TargetRows::select(&h, targets)?;
+        self.head_loss(&rows.hidden, &rows.targets_tensor()?)
     }
 
     /// Mean cross-entropy of the head on hidden rows `h` (..., C) against `targets`.

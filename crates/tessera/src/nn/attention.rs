@@ -176,9 +176,9 @@ impl Attention {
                 // One product for q, k and v: the three weights side by side (dense weights
                 // without adapters only).
                 let plain = [q, k, v].iter().all(|l| l.fusable(x).is_some());
-                let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
                 match (q.bias(), k.bias(), v.bias()) {
                     (Some(a), Some(b), Some(c)) if plain => {
+                        let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
                         Linear::new(w, Some(Tensor::cat(&[a, b, c], 0)?)).forward(x)?
                     }
                     _ => Tensor::cat(&[q.forward(x)?, k.forward(x)?, v.forward(x)?], 1)?,

@@ -37,7 +37,7 @@ pub fn mask(n: usize, p: f32, seed: u64) -> Vec<f32> {
     let cut = (p as f64 * (1u64 << 24) as f64).round() as u32;
     let mut out = vec![0f32; n];
     let fill = |(c, part): (usize, &mut [f32])| {
-        let mut rng = Rng::new(seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = Rng::derived(seed, c as u64 + 1);
         for pair in part.chunks_mut(2) {
             let r = rng.next_u64();
             let u = [(r >> 40) as u32, ((r >> 8) & 0xFF_FFFF) as u32];

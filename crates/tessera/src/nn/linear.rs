@@ -252,62 +252,47 @@ impl Linear {
 
 /// (N, in) -> (N, out) through the quantized kernels.
 fn quantized_forward(w: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        candle_core::bail!(
-            "quantized linear ({} {}x{}) runs on the CPU in f32; got {:?} on {:?}",
-            w.qtype(),
-            w.rows(),
-            w.cols(),
-            x.dtype(),
-            x.device()
-        );
-    }
-    let (_, in_dim) = x.dims2()?;
-    if in_dim != w.cols() {
-        candle_core::bail!(
-            "quantized linear: input has {in_dim} features, the weight {}",
-            w.cols()
-        );
-    }
+    check_block_input("quantized", w, x)?;
     x.contiguous()?.apply_op1(QLinearOp { w: w.clone() })
 }
 
 /// (N, in) -> (N, out) through a frozen block-format weight, in f32.
 fn frozen_forward(w: &Arc<QMatrix>, x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 {
-        candle_core::bail!(
-            "frozen linear ({} {}x{}) runs on the CPU in f32; got {:?} on {:?}",
-            w.qtype(),
-            w.rows(),
-            w.cols(),
-            x.dtype(),
-            x.device()
-        );
-    }
-    let (_, in_dim) = x.dims2()?;
-    if in_dim != w.cols() {
-        candle_core::bail!(
-            "frozen linear: input has {in_dim} features, the weight {}",
-            w.cols()
-        );
-    }
+    check_block_input("frozen", w, x)?;
     x.contiguous()?.apply_op1(FrozenOp {
         w: w.clone(),
         transpose: false,
     })
 }
 
-/// `x Wᵀ + s (x Aᵀ) Bᵀ` for x (..., in) with W frozen in a block format: one op (the base
-/// output, the adapter's and their sum are one tensor, not three kept for the backward pass).
-fn frozen_lora_forward(w: &Arc<QMatrix>, l: &Lora, x: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let in_dim = *dims.last().unwrap_or(&0);
+/// A block-format weight's products run on the CPU in f32, on inputs (..., in).
+fn check_block_input(kind: &str, w: &QMatrix, x: &Tensor) -> Result<()> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        candle_core::bail!(
+            "{kind} linear ({} {}x{}) runs on the CPU in f32; got {:?} on {:?}",
+            w.qtype(),
+            w.rows(),
+            w.cols(),
+            x.dtype(),
+            x.device()
+        );
+    }
+    let in_dim = x.dims().last().copied().unwrap_or(0);
     if in_dim != w.cols() {
         candle_core::bail!(
-            "frozen linear: input has {in_dim} features, the weight {}",
+            "{kind} linear: input has {in_dim} features, the weight {}",
             w.cols()
         );
     }
+    Ok(())
+}
+
+/// `x Wᵀ + s (x Aᵀ) Bᵀ` for x (..., in) with W frozen in a block format: one op (the base
+/// output, the adapter's and their sum are one tensor, not three kept for the backward pass).
+fn frozen_lora_forward(w: &Arc<QMatrix>, l: &Lora, x: &Tensor) -> Result<Tensor> {
+    check_block_input("frozen", w, x)?;
+    let dims = x.dims().to_vec();
+    let in_dim = w.cols();
     let rows = x.elem_count() / in_dim.max(1);
     let y = x.reshape((rows, in_dim))?.contiguous()?.apply_op3(
         &l.a.contiguous()?,

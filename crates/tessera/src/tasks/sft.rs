@@ -19,7 +19,7 @@
 
 use crate::models::gguf_loader::load_gguf_frozen;
 use crate::models::lora::{self, Adapter, BaseId, LoraConfig};
-use crate::models::transformer::IGNORE;
+use crate::models::transformer::{TargetRows, IGNORE};
 use crate::models::{ParamStore, Transformer, TransformerConfig};
 use crate::tokenizer::chat::Message;
 use crate::tokenizer::chat::ModelTokenizer;
@@ -413,21 +413,13 @@ pub fn score(
         let b: Vec<&SftExample> = chunk.iter().map(|&i| &exs[i]).collect();
         let (ids, targets) = pad_batch(&b, pad)?;
         let h = model.forward_hidden(&ids, None)?; // (B, T, C)
-        let (bb, t, c) = h.dims3()?;
-        let rows: Vec<u32> = (0..bb * t)
-            .filter(|&i| targets[i] != IGNORE)
-            .map(|i| i as u32)
-            .collect();
-        if rows.is_empty() {
-            continue;
-        }
-        let n = rows.len();
-        let idx = Tensor::from_vec(rows.clone(), n, &Device::Cpu)?;
-        let logits = model
-            .head(&h.reshape((bb * t, c))?.index_select(&idx, 0)?)?
-            .to_vec2::<f32>()?;
+        let (bb, t, _) = h.dims3()?;
+        // Every example has an answer (read_examples checks), so the selection is never empty.
+        let sel = TargetRows::select(&h, &targets)?;
+        let (rows, n) = (&sel.rows, sel.rows.len());
+        let logits = model.head(&sel.hidden)?.to_vec2::<f32>()?;
         let mut ok = vec![true; bb];
-        for (row, &r) in logits.iter().zip(&rows) {
+        for (row, &r) in logits.iter().zip(rows) {
             let want = targets[r as usize] as usize;
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let lse = max as f64
@@ -468,7 +460,7 @@ impl Objective for SftObjective<'_> {
     fn start_epoch(&mut self, epoch: usize, _rng: &mut Rng) -> Result<()> {
         // The order of an epoch depends on the seed and the epoch alone (a resumed run finds it).
         let lens: Vec<usize> = self.train.iter().map(|e| e.ids.len()).collect();
-        let mut rng = Rng::new(self.o.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = Rng::derived(self.o.seed, epoch as u64);
         self.batches = length_batches(&lens, self.o.batch_size, &mut rng);
         self.next = std::mem::take(&mut self.skip).min(self.batches.len());
         self.epoch = epoch;
@@ -528,11 +520,8 @@ impl Objective for SftObjective<'_> {
 
 impl SftObjective<'_> {
     fn checkpoint(&mut self, step: usize, opt: &AdamW, rng: &Rng) -> Result<()> {
-        let (epoch, batches_done) = if self.next >= self.batches.len() {
-            (self.epoch, 0)
-        } else {
-            (self.epoch.saturating_sub(1), self.next)
-        };
+        let (epoch, batches_done) =
+            crate::train::run::resume_point(self.epoch, self.next, self.batches.len());
         let state = State {
             step,
             epoch,

@@ -221,7 +221,7 @@ impl Objective for TranslateObjective<'_> {
             .iter()
             .map(|(s, t)| (s.len(), t.len() + 1))
             .collect();
-        let mut rng = Rng::new(self.t.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = Rng::derived(self.t.seed, epoch as u64);
         self.batches = token_batches(&lens, self.t.max_tokens, &mut rng);
         self.next = std::mem::take(&mut self.skip).min(self.batches.len());
         self.epoch = epoch;
@@ -300,12 +300,8 @@ impl Objective for TranslateObjective<'_> {
 
 impl TranslateObjective<'_> {
     fn checkpoint(&mut self, step: usize, opt: &AdamW, rng: &Rng) -> Result<()> {
-        // Mid-epoch: the epoch resumes at the next batch; at its end, the next epoch starts.
-        let (epoch, batches_done) = if self.next >= self.batches.len() {
-            (self.epoch, 0)
-        } else {
-            (self.epoch.saturating_sub(1), self.next)
-        };
+        let (epoch, batches_done) =
+            crate::train::run::resume_point(self.epoch, self.next, self.batches.len());
         let state = State {
             version: STATE_VERSION,
             step,

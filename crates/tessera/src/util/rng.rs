@@ -19,6 +19,12 @@ impl Rng {
         Rng(Xoshiro256StarStar::seed_from_u64(seed))
     }
 
+    /// Stream `k` of `seed`: a generator that depends on the two numbers alone (an epoch's batch
+    /// order, a dropout mask's chunk), so a resumed run or another thread finds the same draws.
+    pub fn derived(seed: u64, k: u64) -> Self {
+        Rng::new(seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0.next_u64()
