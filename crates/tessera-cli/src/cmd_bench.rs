@@ -28,6 +28,12 @@ impl BenchArgs {
             Some(BenchCmd::Train(_) | BenchCmd::Embed(_) | BenchCmd::Finetune(_))
         )
     }
+
+    /// Benchmarks that run as one data-parallel job across ranks (`mpirun -np N tessera bench
+    /// train`).
+    pub fn is_distributed(&self) -> bool {
+        matches!(self.cmd, Some(BenchCmd::Train(_)))
+    }
 }
 
 #[derive(Subcommand, Debug)]

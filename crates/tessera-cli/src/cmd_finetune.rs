@@ -324,6 +324,9 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
     };
     let reports = finetune(&dir, &data, &opts, &a.out, Some(&stop), &mut on_event)?;
     bar.finish_and_clear();
+    if !tessera::dist::is_root() {
+        return Ok(()); // rank 0 of a data-parallel job reports
+    }
     let best = reports
         .iter()
         .rev()

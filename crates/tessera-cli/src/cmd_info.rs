@@ -229,6 +229,20 @@ fn print_system() {
         .map(|n| n.get())
         .unwrap_or(1);
     println!("threads:         {cores} available");
+    let world = tessera::dist::world();
+    let layout = tessera::dist::Layout::from_env();
+    println!(
+        "ranks:           {} ({}; {} on this node, launcher {})",
+        world.size(),
+        world.name(),
+        layout.local_size,
+        layout.launcher.unwrap_or("none")
+    );
+    println!(
+        "threads/rank:    {} (--threads or RAYON_NUM_THREADS; by default the node's cores \
+         shared by its ranks)",
+        rayon::current_num_threads()
+    );
     let feats = simd_features();
     let have: Vec<&str> = feats.iter().filter(|f| f.1).map(|f| f.0).collect();
     let lack: Vec<&str> = feats.iter().filter(|f| !f.1).map(|f| f.0).collect();

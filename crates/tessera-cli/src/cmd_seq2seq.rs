@@ -78,7 +78,9 @@ pub fn train(a: TrainTranslation<'_>) -> Result<()> {
             t.eval_every = e;
         }
         t.validate()?;
-        crate::cmd_train::prepare_out(a.out, a.overwrite, &["checkpoint", "best"])?;
+        if tessera::dist::is_root() {
+            crate::cmd_train::prepare_out(a.out, a.overwrite, &["checkpoint", "best"])?;
+        }
         Some((m, t))
     };
     let stop = crate::interrupt_flag();

@@ -195,6 +195,9 @@ pub fn run(a: ChatArgs) -> Result<()> {
     };
     let ended = finetune_chat(&run, &opts, &mut on_event)?;
     bar.finish_and_clear();
+    if !tessera::dist::is_root() {
+        return Ok(()); // rank 0 of a data-parallel job reports
+    }
     if let Err(e) = crate::plot::loss_png(&a.out) {
         eprintln!("warning: loss.png not written: {e}");
     }

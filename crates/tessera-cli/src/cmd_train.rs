@@ -209,7 +209,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         );
         t
     } else {
-        prepare_out(&a.out, a.overwrite, &["checkpoint"])?;
+        if tessera::dist::is_root() {
+            prepare_out(&a.out, a.overwrite, &["checkpoint"])?;
+        }
         let (mut mcfg, mut tcfg) = load_config(a.config.as_deref().unwrap_or("small"))?;
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = a.$f { tcfg.$f = v; } )* };
@@ -235,7 +237,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
                     tcfg.vocab_size,
                     a.data.display()
                 );
-                Tokenizer::train_bpe(&[train_text], tcfg.vocab_size)?
+                // Every rank of a data-parallel run uses rank 0's.
+                tessera::dist::share_tokenizer(
+                    tessera::dist::world(),
+                    Tokenizer::train_bpe(&[train_text], tcfg.vocab_size)?,
+                )?
             }
         };
         mcfg.vocab_size = tok.vocab_size();
@@ -272,9 +278,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
         out_dir: a.out.clone(),
         max_time: a.max_time.map(|m| Duration::from_secs_f64(m * 60.0)),
         stop: &stop,
+        comm: tessera::dist::world(),
     };
     let (ended, e) = run_training(&mut trainer, &opts, &mut obs)?;
     obs.bar.finish_and_clear();
+    let Some(e) = e else {
+        return Ok(()); // another rank than 0: rank 0 reports
+    };
     let how = match ended {
         Ended::Finished | Ended::EarlyStop => "finished",
         Ended::TimeLimit => "stopped at the time limit",

@@ -114,6 +114,24 @@ impl Cmd {
             _ => false,
         }
     }
+
+    /// Whether the command runs as one job across the ranks of `mpirun` / `srun` (data-parallel
+    /// training), or reports on them (`info --system`).
+    fn distributed(&self) -> bool {
+        match self {
+            Cmd::Train(_) | Cmd::Finetune(_) | Cmd::Info(_) => true,
+            Cmd::Bench(b) => b.is_distributed(),
+            _ => false,
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("{self:?}")
+            .split(['(', ' '])
+            .next()
+            .unwrap_or("")
+            .to_lowercase()
+    }
 }
 
 /// Set by Ctrl-C: long-running commands stop at the next safe point. A second Ctrl-C exits at once.
@@ -137,9 +155,45 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 
 fn main() {
     let cli = Cli::parse();
+    // Launched as one rank of several (mpirun, srun)? Then, unless told otherwise, the ranks on
+    // this node share its cores: ranks × threads ≤ cores.
+    let layout = tessera::dist::Layout::from_env();
+    let threads = cli.threads.or_else(|| {
+        (layout.size > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none()).then(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            layout.threads_per_rank(cores, tessera::dist::online_cpus().unwrap_or(cores))
+        })
+    });
     // Process settings, before any thread exists (no other thread may read the environment
     // while it changes).
-    runtime::configure(cli.threads, cli.cmd.tensor_workload());
+    runtime::configure(threads, cli.cmd.tensor_workload());
+    // The job's communicator (MPI starts here, after the environment is settled).
+    let world = if layout.size > 1 {
+        if !cli.cmd.distributed() {
+            if layout.rank == 0 {
+                eprintln!(
+                    "error: `tessera {}` runs as one process; of the commands, `train`, \
+                     `finetune` and `bench train` run across the ranks of mpirun/srun",
+                    cli.cmd.name()
+                );
+            }
+            std::process::exit(2);
+        }
+        match tessera::dist::init() {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("error (rank {} of {}): {e}", layout.rank, layout.size);
+                std::process::exit(1);
+            }
+        }
+    } else {
+        &tessera::dist::Single
+    };
+    // Rank 0 alone reports; the others keep their standard error for a failure of their own.
+    let mut failure_out: Option<std::fs::File> = None;
+    if world.rank() > 0 {
+        failure_out = tessera::util::process::silence_output().ok();
+    }
     let result = match cli.cmd {
         Cmd::Tokenizer(c) => cmd_tokenizer::run(c),
         Cmd::Chat(a) => cmd_chat::run(a),
@@ -164,7 +218,25 @@ fn main() {
         Cmd::Word2vec(a) => cmd_word2vec::run(a, cli.threads),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        if world.size() > 1 {
+            let msg = format!(
+                "error (rank {} of {}): {e:#}\nstopping every rank of the job",
+                world.rank(),
+                world.size()
+            );
+            match failure_out.as_mut() {
+                Some(f) => {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{msg}");
+                }
+                None => eprintln!("{msg}"),
+            }
+            // The others may be waiting in a collective for this rank: end them now.
+            tessera::dist::abort(1);
+        } else {
+            eprintln!("error: {e:#}");
+        }
         std::process::exit(1);
     }
+    tessera::dist::finalize();
 }

@@ -6,6 +6,7 @@
 // Every `unsafe` block states why it is sound (clippy checks it in CI, with `-D warnings`).
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod dist;
 pub mod error;
 pub mod generate;
 pub mod hub;

@@ -342,6 +342,7 @@ fn check_arch(
         Ok(once.take().map(|_| Micro {
             loss: loss_of(&trained),
             items: 1,
+            terms: 1,
         }))
     })
     .unwrap()

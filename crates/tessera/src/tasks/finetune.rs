@@ -15,11 +15,11 @@ use super::tag::encode_words;
 use crate::models::encoder::{BlockDropout, Packed};
 use crate::train::data::epoch_batches;
 use crate::train::optim::AdamW;
-use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState};
+use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState, Shard};
 use crate::train::Schedule;
 use crate::util::rng::Rng;
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -447,7 +447,16 @@ pub fn finetune(
     };
     let device = Device::Cpu;
     let mut rng = Rng::new(opts.seed);
+    // Data-parallel: every rank trains; rank 0 alone writes (the others keep their trained
+    // tokenizer in a directory of their own).
+    let root = crate::dist::is_root();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let private = if root {
+        None
+    } else {
+        Some(tempfile::tempdir().map_err(|e| Error::io(out, e))?)
+    };
+    let writes = private.as_ref().map_or(out, |d| d.path());
     let (cfg, params, tokenizer_path) = if is_scratch_config(model_dir) {
         let texts = training_texts(data);
         let refs: Vec<&str> = texts.iter().chain(&mlm_extra).map(String::as_str).collect();
@@ -458,8 +467,13 @@ pub fn finetune(
             cjk_words: opts.cjk_words,
         };
         let (cfg, tokenizer) = scratch_encoder(model_dir, &refs, &tok)?;
-        let path = out.join("tokenizer.json");
-        tokenizer.save(&path)?;
+        // Every rank uses rank 0's tokenizer (training it again may order tied pieces
+        // differently).
+        let bytes = crate::dist::from_root(crate::dist::world(), || {
+            Ok(tokenizer.to_json()?.into_bytes())
+        })?;
+        let path = writes.join("tokenizer.json");
+        crate::util::fs::write_atomic(&path, &bytes)?;
         // Tell transformers to use tokenizer.json as it is: without this file its Auto classes
         // build a BertTokenizer whose defaults (one token per CJK character) override the trained
         // normalizer (`--cjk-words`), and the ids differ.
@@ -468,7 +482,7 @@ pub fn finetune(
             "unk_token": "[UNK]", "mask_token": "[MASK]",
             "model_max_length": opts.max_len.min(cfg.max_position_embeddings)});
         crate::util::fs::write_atomic(
-            &out.join("tokenizer_config.json"),
+            &writes.join("tokenizer_config.json"),
             serde_json::to_string_pretty(&tok_cfg)?.as_bytes(),
         )?;
         let params = Classifier::init_scratch(&cfg, kind, labels.len(), &mut rng, &device)?;
@@ -512,7 +526,7 @@ pub fn finetune(
         .min(per_epoch * opts.epochs);
     let warmup = (total as f64 * opts.warmup_ratio).round() as usize;
     let mut opt = AdamW::new(&params, 0.9, 0.999, 1e-8, opts.weight_decay)?;
-    let metrics_path = out.join("metrics.jsonl");
+    let metrics_path = writes.join("metrics.jsonl");
     crate::util::fs::write_atomic(&metrics_path, b"")?;
     on_event(Event::Start {
         total_steps: total,
@@ -600,6 +614,7 @@ pub fn finetune(
         max_time: None,
         stop: interrupt,
         metrics: Some(metrics_path),
+        comm: Plan::world(),
     };
     crate::train::run::run(
         &mut objective,
@@ -611,7 +626,7 @@ pub fn finetune(
     )?;
     let reports = std::mem::take(&mut objective.reports);
     crate::util::fs::write_atomic(
-        &out.join("finetune_options.json"),
+        &writes.join("finetune_options.json"),
         serde_json::to_string_pretty(opts)?.as_bytes(),
     )?;
     Ok(reports)
@@ -662,29 +677,32 @@ impl Objective for TaskObjective<'_> {
         Ok(())
     }
 
-    fn next_micro(&mut self, rng: &mut Rng) -> Result<Option<Micro>> {
+    fn next_micro(&mut self, rng: &mut Rng, shard: Shard) -> Result<Option<Micro>> {
         let Some(chunk) = self.order.get(self.next) else {
             return Ok(None);
         };
         self.next += 1;
-        let ex: Vec<&Example> = chunk.iter().map(|&i| &self.train[i]).collect();
-        let (packed, rows, y) = batch_tensors(&ex, self.kind, self.model.bert.device())?;
-        let mut drop = BlockDropout {
-            hidden: self.dropout.0,
-            attention: self.dropout.1,
-            rng,
-        };
-        let logits = self
-            .model
-            .logits_packed(&packed, rows.as_ref(), Some(&mut drop))?;
-        let loss = crate::nn::loss::cross_entropy(&logits, &y)?;
-        self.loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        self.batches += 1;
-        self.seen += chunk.len();
-        Ok(Some(Micro {
-            loss,
-            items: chunk.len(),
-        }))
+        let ex: Vec<&Example> = shard.take(chunk).iter().map(|&i| &self.train[i]).collect();
+        shard.with_dropout_rng(rng, |rng| {
+            if ex.is_empty() {
+                return Micro::empty().map(Some);
+            }
+            let (packed, rows, y) = batch_tensors(&ex, self.kind, self.model.bert.device())?;
+            let mut drop = BlockDropout {
+                hidden: self.dropout.0,
+                attention: self.dropout.1,
+                rng,
+            };
+            let logits = self
+                .model
+                .logits_packed(&packed, rows.as_ref(), Some(&mut drop))?;
+            let loss = crate::nn::loss::cross_entropy(&logits, &y)?;
+            Ok(Some(Micro {
+                loss,
+                items: ex.len(),
+                terms: y.elem_count(),
+            }))
+        })
     }
 
     fn on_step(
@@ -694,6 +712,10 @@ impl Objective for TaskObjective<'_> {
         _rng: &Rng,
         _elapsed: f64,
     ) -> Result<()> {
+        // The epoch's training loss: the mean of its steps' (every rank's shards together).
+        self.loss_sum += s.loss;
+        self.batches += 1;
+        self.seen += s.items;
         (self.on_event)(Event::Step {
             step: s.step,
             total: self.total,

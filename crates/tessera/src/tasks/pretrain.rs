@@ -12,7 +12,7 @@ use crate::models::{Transformer, TransformerConfig};
 use crate::nn::{Linear, Norm};
 use crate::train::data::epoch_batches;
 use crate::train::optim::AdamW;
-use crate::train::run::{EvalAt, Micro, Objective, Observer, Plan, RunState};
+use crate::train::run::{EvalAt, Micro, Objective, Observer, Plan, RunState, Shard};
 use crate::train::Schedule;
 use crate::util::rng::Rng;
 use crate::{Error, Result};
@@ -237,6 +237,7 @@ pub fn pretrain_mlm(
         max_time: None,
         stop: interrupt,
         metrics: None,
+        comm: Plan::world(),
     };
     let mut losses = EpochLosses {
         losses: Vec::new(),
@@ -302,12 +303,13 @@ impl Objective for MlmObjective<'_> {
         Ok(())
     }
 
-    fn next_micro(&mut self, rng: &mut Rng) -> Result<Option<Micro>> {
+    fn next_micro(&mut self, rng: &mut Rng, shard: Shard) -> Result<Option<Micro>> {
         let Some(chunk) = self.order.get(self.next) else {
             return Ok(None);
         };
         self.next += 1;
         let (cfg, opts, device) = (self.cfg, self.opts, &self.device);
+        // Every rank masks the whole batch (the same draws), then trains on its rows.
         let mut masked = Vec::with_capacity(chunk.len());
         let mut targets = Vec::new();
         for &i in chunk {
@@ -321,29 +323,41 @@ impl Objective for MlmObjective<'_> {
             masked.push(m);
             targets.push(t);
         }
-        let refs: Vec<&[u32]> = masked.iter().map(Vec::as_slice).collect();
-        let packed = Packed::new(&refs, device)?;
-        let (mut rows, mut y) = (Vec::new(), Vec::new());
-        for (b, ts) in targets.iter().enumerate() {
-            for &(i, id) in ts {
-                rows.push(packed.row(b, i) as u32);
-                y.push(id);
+        let part = shard.range(chunk.len());
+        shard.with_dropout_rng(rng, |rng| {
+            let refs: Vec<&[u32]> = masked[part.clone()].iter().map(Vec::as_slice).collect();
+            let (mut rows, mut y) = (Vec::new(), Vec::new());
+            if !refs.is_empty() {
+                let packed = Packed::new(&refs, device)?;
+                for (b, ts) in targets[part.clone()].iter().enumerate() {
+                    for &(i, id) in ts {
+                        rows.push(packed.row(b, i) as u32);
+                        y.push(id);
+                    }
+                }
+                if !rows.is_empty() {
+                    let mut drop = BlockDropout {
+                        hidden: opts.hidden_dropout,
+                        attention: opts.attention_dropout,
+                        rng,
+                    };
+                    let h = self.bert.encode_packed(&packed, Some(&mut drop))?; // (N, C)
+                    let h = h.index_select(&Tensor::new(rows.as_slice(), device)?, 0)?; // (R, C)
+                    let x = crate::nn::mlp::activate(&self.transform.forward(&h)?, cfg.activation)?;
+                    let logits = self.decoder.forward(&self.norm.forward(&x)?)?; // (R, V)
+                    let loss = crate::nn::loss::cross_entropy(
+                        &logits,
+                        &Tensor::new(y.as_slice(), device)?,
+                    )?;
+                    return Ok(Some(Micro {
+                        loss,
+                        items: refs.len(),
+                        terms: y.len(),
+                    }));
+                }
             }
-        }
-        let mut drop = BlockDropout {
-            hidden: opts.hidden_dropout,
-            attention: opts.attention_dropout,
-            rng,
-        };
-        let h = self.bert.encode_packed(&packed, Some(&mut drop))?; // (N, C)
-        let h = h.index_select(&Tensor::new(rows.as_slice(), device)?, 0)?; // (R, C)
-        let x = crate::nn::mlp::activate(&self.transform.forward(&h)?, cfg.activation)?;
-        let logits = self.decoder.forward(&self.norm.forward(&x)?)?; // (R, V)
-        let loss = crate::nn::loss::cross_entropy(&logits, &Tensor::new(y.as_slice(), device)?)?;
-        Ok(Some(Micro {
-            loss,
-            items: chunk.len(),
-        }))
+            Micro::empty().map(Some)
+        })
     }
 }
 

@@ -25,7 +25,7 @@ use crate::tokenizer::chat::Message;
 use crate::tokenizer::chat::ModelTokenizer;
 use crate::train::checkpoint::{read_moments, read_state, write_dir};
 use crate::train::optim::AdamW;
-use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState, StepStats};
+use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState, Shard, StepStats};
 use crate::train::{Ended, Schedule};
 use crate::util::fs::write_atomic;
 use crate::util::rng::Rng;
@@ -467,16 +467,20 @@ impl Objective for SftObjective<'_> {
         Ok(())
     }
 
-    fn next_micro(&mut self, _rng: &mut Rng) -> Result<Option<Micro>> {
+    fn next_micro(&mut self, _rng: &mut Rng, shard: Shard) -> Result<Option<Micro>> {
         let Some(batch) = self.batches.get(self.next) else {
             return Ok(None);
         };
         self.next += 1;
-        let exs: Vec<&SftExample> = batch.iter().map(|&i| &self.train[i]).collect();
+        let exs: Vec<&SftExample> = shard.take(batch).iter().map(|&i| &self.train[i]).collect();
+        if exs.is_empty() {
+            return Micro::empty().map(Some);
+        }
         let (ids, targets) = pad_batch(&exs, self.pad)?;
         let items = exs.iter().map(|e| e.ids.len()).sum();
+        let terms = targets.iter().filter(|&&t| t != IGNORE).count();
         let loss = self.model.loss_masked(&ids, &targets, None)?;
-        Ok(Some(Micro { loss, items }))
+        Ok(Some(Micro { loss, items, terms }))
     }
 
     fn evaluate(&mut self) -> Result<Option<Evaluation>> {
@@ -703,9 +707,14 @@ pub fn finetune_chat(
         total_steps,
         resumed_at: run_state.step,
     });
-    std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+    // Data-parallel: rank 0 alone writes (metrics, checkpoints, the adapter).
+    let comm = Plan::world();
+    let root = comm.rank() == 0;
     let metrics = run.out.join("metrics.jsonl");
-    crate::train::trainer::trim_metrics(&metrics, run_state.step)?;
+    if root {
+        std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+        crate::train::trainer::trim_metrics(&metrics, run_state.step)?;
+    }
     let warmup = (o.warmup_ratio * total_steps as f64).round() as usize;
     let plan = Plan {
         schedule: Schedule::Linear {
@@ -726,6 +735,7 @@ pub fn finetune_chat(
         max_time: run.max_time,
         stop: run.stop,
         metrics: Some(metrics),
+        comm,
     };
     let saver = |dir: &Path| -> Result<()> {
         match &lora_cfg {
@@ -755,8 +765,10 @@ pub fn finetune_chat(
     };
     let ended =
         crate::train::run::run(&mut obj, &mut opt, &mut rng, &mut run_state, &plan, &mut ())?;
-    obj.checkpoint(run_state.step, &opt, &rng)?;
-    saver(&run.out)?;
+    if root {
+        obj.checkpoint(run_state.step, &opt, &rng)?;
+        saver(&run.out)?;
+    }
     Ok(ended)
 }
 

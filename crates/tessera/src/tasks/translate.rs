@@ -13,7 +13,7 @@ use crate::models::{BlockDropout, ParamStore};
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::{read_moments, read_state, write_dir};
 use crate::train::optim::AdamW;
-use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState, StepStats};
+use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState, Shard, StepStats};
 use crate::train::{Ended, Schedule};
 use crate::util::fs::write_atomic;
 use crate::util::rng::Rng;
@@ -228,39 +228,46 @@ impl Objective for TranslateObjective<'_> {
         Ok(())
     }
 
-    fn next_micro(&mut self, rng: &mut Rng) -> Result<Option<Micro>> {
+    fn next_micro(&mut self, rng: &mut Rng, shard: Shard) -> Result<Option<Micro>> {
         let Some(batch) = self.batches.get(self.next) else {
             return Ok(None);
         };
         self.next += 1;
-        let pairs: Vec<(&[u32], &[u32])> = batch
+        let pairs: Vec<(&[u32], &[u32])> = shard
+            .take(batch)
             .iter()
             .map(|&i| {
                 let (s, t) = &self.data.train[i];
                 (s.as_slice(), t.as_slice())
             })
             .collect();
-        let b = Seq2SeqBatch::new(
-            &pairs,
-            self.cfg.pad()?,
-            self.cfg.decoder_start_token_id,
-            self.cfg.eos()?,
-            self.model.decoder.device(),
-        )?;
-        let d = &self.cfg.decoder;
-        let mut drop = BlockDropout {
-            hidden: d.dropout,
-            attention: d.attention_dropout,
-            rng,
-        };
-        let use_drop = d.dropout > 0.0 || d.attention_dropout > 0.0;
-        let loss = self
-            .model
-            .loss(&b, self.t.label_smoothing, use_drop.then_some(&mut drop))?;
-        Ok(Some(Micro {
-            loss,
-            items: b.tokens,
-        }))
+        shard.with_dropout_rng(rng, |rng| {
+            if pairs.is_empty() {
+                return Micro::empty().map(Some);
+            }
+            let b = Seq2SeqBatch::new(
+                &pairs,
+                self.cfg.pad()?,
+                self.cfg.decoder_start_token_id,
+                self.cfg.eos()?,
+                self.model.decoder.device(),
+            )?;
+            let d = &self.cfg.decoder;
+            let mut drop = BlockDropout {
+                hidden: d.dropout,
+                attention: d.attention_dropout,
+                rng,
+            };
+            let use_drop = d.dropout > 0.0 || d.attention_dropout > 0.0;
+            let loss =
+                self.model
+                    .loss(&b, self.t.label_smoothing, use_drop.then_some(&mut drop))?;
+            Ok(Some(Micro {
+                loss,
+                items: b.tokens,
+                terms: b.tokens,
+            }))
+        })
     }
 
     fn evaluate(&mut self) -> Result<Option<Evaluation>> {
@@ -573,7 +580,11 @@ pub fn train_translation(
                     .flat_map(|p| [p.src.as_str(), p.tgt.as_str()])
                     .collect();
                 let joined = texts.join("\n");
-                Tokenizer::train_bpe(&[&joined], t.vocab_size)?
+                // Every rank of a data-parallel run uses rank 0's.
+                crate::dist::share_tokenizer(
+                    Plan::world(),
+                    Tokenizer::train_bpe(&[&joined], t.vocab_size)?,
+                )?
             }
         };
         let eos = tok
@@ -617,18 +628,23 @@ pub fn train_translation(
         vocab_size: tok.vocab_size(),
         resumed_at: run_state.step,
     });
-    std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
-    // The split, for other tools that must evaluate on the same dev pairs (the PyTorch
-    // comparison script reads it).
-    let split = json!({"src": run.src, "tgt": run.tgt, "dev_groups": dev_groups,
-                       "dev_pairs": data.dev.len(), "train_pairs": data.train.len(),
-                       "eval_sentences": t.eval_sentences, "seed": t.seed});
-    write_atomic(
-        &run.out.join("split.json"),
-        serde_json::to_string_pretty(&split)?.as_bytes(),
-    )?;
+    // Data-parallel: rank 0 alone writes (split, metrics, checkpoints, models).
+    let comm = Plan::world();
+    let root = comm.rank() == 0;
     let metrics = run.out.join("metrics.jsonl");
-    crate::train::trainer::trim_metrics(&metrics, run_state.step)?;
+    if root {
+        std::fs::create_dir_all(&run.out).map_err(|e| Error::io(&run.out, e))?;
+        // The split, for other tools that must evaluate on the same dev pairs (the PyTorch
+        // comparison script reads it).
+        let split = json!({"src": run.src, "tgt": run.tgt, "dev_groups": dev_groups,
+                           "dev_pairs": data.dev.len(), "train_pairs": data.train.len(),
+                           "eval_sentences": t.eval_sentences, "seed": t.seed});
+        write_atomic(
+            &run.out.join("split.json"),
+            serde_json::to_string_pretty(&split)?.as_bytes(),
+        )?;
+        crate::train::trainer::trim_metrics(&metrics, run_state.step)?;
+    }
     let plan = Plan {
         schedule: Schedule::Cosine {
             lr: t.lr,
@@ -645,6 +661,7 @@ pub fn train_translation(
         max_time: run.max_time,
         stop: run.stop,
         metrics: Some(metrics),
+        comm,
     };
     let model = Seq2Seq::from_params(&cfg, &params)?;
     let mut o = TranslateObjective {
@@ -666,10 +683,12 @@ pub fn train_translation(
         since_best: state.as_ref().map_or(0, |s| s.since_best),
     };
     let ended = crate::train::run::run(&mut o, &mut opt, &mut rng, &mut run_state, &plan, &mut ())?;
-    // Keep where the run stopped.
-    o.checkpoint(run_state.step, &opt, &rng)?;
-    if !run.out.join("best").is_dir() {
-        save_model(&run.out.join("best"), &cfg, &params, &tok)?;
+    if root {
+        // Keep where the run stopped.
+        o.checkpoint(run_state.step, &opt, &rng)?;
+        if !run.out.join("best").is_dir() {
+            save_model(&run.out.join("best"), &cfg, &params, &tok)?;
+        }
     }
     Ok(ended)
 }

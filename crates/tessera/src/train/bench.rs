@@ -3,7 +3,7 @@
 //! grouped-query attention, SwiGLU, no biases, tied head).
 
 use super::optim::AdamW;
-use super::run::{EvalAt, Micro, Objective, Observer, Plan, RunState};
+use super::run::{EvalAt, Micro, Objective, Observer, Plan, RunState, Shard};
 use super::schedule::Schedule;
 use crate::models::{ParamStore, Transformer, TransformerConfig};
 use crate::util::rng::Rng;
@@ -74,6 +74,10 @@ pub struct BenchTrainResult {
     pub ms_per_step: f64,
     pub final_loss: f64,
     pub steps: usize,
+    /// Ranks of a data-parallel run (1: one process), and the mean time per timed step spent
+    /// summing gradients across them.
+    pub ranks: usize,
+    pub allreduce_ms_per_step: f64,
 }
 
 /// The model `opts` describes.
@@ -128,11 +132,13 @@ pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
         max_time: None,
         stop: None,
         metrics: None,
+        comm: Plan::world(),
     };
     let mut clock = Clock {
         warmup: opts.warmup,
         start: Instant::now(),
         last_loss: f64::NAN,
+        comm_seconds: 0.0,
     };
     super::run::run(
         &mut obj,
@@ -150,6 +156,8 @@ pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
         ms_per_step: 1000.0 * wall / opts.steps.max(1) as f64,
         final_loss: clock.last_loss,
         steps: opts.steps,
+        ranks: plan.comm.size(),
+        allreduce_ms_per_step: 1000.0 * clock.comm_seconds / opts.steps.max(1) as f64,
     })
 }
 
@@ -166,15 +174,21 @@ impl Objective for RandomTokens<'_> {
         self.params
     }
 
-    fn next_micro(&mut self, rng: &mut Rng) -> Result<Option<Micro>> {
+    fn next_micro(&mut self, rng: &mut Rng, shard: Shard) -> Result<Option<Micro>> {
         let (b, t, o) = (self.opts.batch_size, self.opts.block_size, self.opts);
         let ids: Vec<u32> = (0..b * (t + 1))
             .map(|_| rng.below(o.vocab_size) as u32)
             .collect();
-        let all = Tensor::from_vec(ids, (b, t + 1), &self.device)?;
+        // Every rank draws the whole batch; each trains on its rows.
+        let rows = shard.range(b);
+        let mut drop_rng = shard.dropout_rng(rng);
+        if rows.is_empty() {
+            return Micro::empty().map(Some);
+        }
+        let all =
+            Tensor::from_vec(ids, (b, t + 1), &self.device)?.narrow(0, rows.start, rows.len())?;
         let x = all.narrow(1, 0, t)?.contiguous()?;
         let y = all.narrow(1, 1, t)?.contiguous()?;
-        let mut drop_rng = rng.fork();
         let mut d = crate::models::BlockDropout {
             hidden: o.dropout,
             attention: o.dropout,
@@ -183,22 +197,27 @@ impl Objective for RandomTokens<'_> {
         let drop = if o.dropout > 0.0 { Some(&mut d) } else { None };
         Ok(Some(Micro {
             loss: self.model.loss(&x, &y, drop)?,
-            items: b * t,
+            items: rows.len() * t,
+            terms: rows.len() * t,
         }))
     }
 }
 
-/// Starts the clock after the warm-up steps; keeps the last loss.
+/// Starts the clock after the warm-up steps; keeps the last loss and the timed steps' time in
+/// all-reduce.
 struct Clock {
     warmup: usize,
     start: Instant,
     last_loss: f64,
+    comm_seconds: f64,
 }
 
 impl Observer for Clock {
     fn on_step(&mut self, s: &super::StepStats) {
         if s.step == self.warmup {
             self.start = Instant::now();
+        } else if s.step > self.warmup {
+            self.comm_seconds += s.comm_seconds;
         }
         self.last_loss = s.loss;
     }

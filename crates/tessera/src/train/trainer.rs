@@ -6,7 +6,7 @@ use super::checkpoint::{self, TrainerState, STATE_VERSION};
 use super::data::{Batcher, TokenData};
 use super::eval::{evaluate_tokens, LmEval};
 use super::optim::AdamW;
-use super::run::{optimizer_step, EvalAt, Evaluation, Micro, Objective, Plan, RunState};
+use super::run::{optimizer_step, EvalAt, Evaluation, Micro, Objective, Plan, RunState, Shard};
 pub use super::run::{Ended, StepStats};
 use super::schedule::Schedule;
 use super::TrainConfig;
@@ -147,7 +147,16 @@ impl Trainer {
         } = self;
         let (loss, grad_norm, tokens) =
             optimizer_step(params, opt, cfg.grad_accum, cfg.grad_clip, lr, || {
-                lm_micro(model, model_cfg, cfg, data, batcher, device, rng)
+                lm_micro(
+                    model,
+                    model_cfg,
+                    cfg,
+                    data,
+                    batcher,
+                    device,
+                    rng,
+                    Shard::WHOLE,
+                )
             })?
             .ok_or_else(|| Error::Input("no training data".into()))?;
         self.step += 1;
@@ -160,6 +169,7 @@ impl Trainer {
             grad_norm,
             items: tokens,
             seconds: start.elapsed().as_secs_f64(),
+            comm_seconds: 0.0,
         })
     }
 
@@ -221,6 +231,8 @@ pub struct RunOptions<'a> {
     pub max_time: Option<Duration>,
     /// Set from a signal handler to stop after the current step.
     pub stop: &'a AtomicBool,
+    /// The job's ranks (data-parallel; [`crate::dist::Single`] for one process).
+    pub comm: &'a dyn crate::dist::Communicator,
 }
 
 /// Language modelling as an [`Objective`] of the one loop: next-token cross-entropy on batches
@@ -243,6 +255,9 @@ struct LmObjective<'t> {
     saved_at: Option<usize>,
 }
 
+/// `shard`'s rows of the next batch of windows: next-token cross-entropy (every rank draws the
+/// whole batch, so the batcher stays the same on all ranks).
+#[allow(clippy::too_many_arguments)]
 fn lm_micro(
     model: &Transformer,
     model_cfg: &TransformerConfig,
@@ -251,22 +266,38 @@ fn lm_micro(
     batcher: &mut Batcher,
     device: &Device,
     rng: &mut Rng,
+    shard: Shard,
 ) -> Result<Option<Micro>> {
-    let (x, y) = batcher.next_batch(&data.train, cfg.batch_size, device)?;
+    let (mut x, mut y) = batcher.next_batch(&data.train, cfg.batch_size, device)?;
+    let rows = shard.range(cfg.batch_size);
+    if shard.size > 1 {
+        x = x.narrow(0, rows.start, rows.len())?;
+        y = y.narrow(0, rows.start, rows.len())?;
+    }
     let (hidden, attention) = (model_cfg.dropout, model_cfg.attention_dropout);
-    let loss = if hidden > 0.0 || attention > 0.0 {
-        let mut d = BlockDropout {
-            hidden,
-            attention,
-            rng,
-        };
-        model.loss(&x, &y, Some(&mut d))?
-    } else {
-        model.loss(&x, &y, None)?
+    let loss = shard.with_dropout_rng(rng, |rng| {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        if hidden > 0.0 || attention > 0.0 {
+            let mut d = BlockDropout {
+                hidden,
+                attention,
+                rng,
+            };
+            model.loss(&x, &y, Some(&mut d)).map(Some)
+        } else {
+            model.loss(&x, &y, None).map(Some)
+        }
+    })?;
+    let Some(loss) = loss else {
+        return Micro::empty().map(Some);
     };
+    let tokens = rows.len() * cfg.block_size;
     Ok(Some(Micro {
         loss,
-        items: cfg.batch_size * cfg.block_size,
+        items: tokens,
+        terms: tokens,
     }))
 }
 
@@ -279,7 +310,7 @@ impl Objective for LmObjective<'_> {
         "tokens"
     }
 
-    fn next_micro(&mut self, rng: &mut Rng) -> Result<Option<Micro>> {
+    fn next_micro(&mut self, rng: &mut Rng, shard: Shard) -> Result<Option<Micro>> {
         lm_micro(
             self.model,
             self.model_cfg,
@@ -288,6 +319,7 @@ impl Objective for LmObjective<'_> {
             self.batcher,
             self.device,
             rng,
+            shard,
         )
     }
 
@@ -358,17 +390,21 @@ fn evaluate_lm(model: &Transformer, cfg: &TrainConfig, data: &TokenData) -> Resu
 /// Train until the schedule ends, time runs out or `stop` is set, with the one loop
 /// ([`super::run::run`]): evaluate every `eval_every` steps and at the end, log to
 /// `metrics.jsonl`, checkpoint every `checkpoint_every` steps and at the end (also when stopped
-/// early). Returns how it ended and the last evaluation.
+/// early). Returns how it ended and the last evaluation (`None` on ranks other than 0, which
+/// write and evaluate nothing).
 pub fn run(
     t: &mut Trainer,
     opts: &RunOptions<'_>,
     obs: &mut dyn Observer,
-) -> Result<(Ended, LmEval)> {
+) -> Result<(Ended, Option<LmEval>)> {
     let out = &opts.out_dir;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let root = opts.comm.rank() == 0;
     let metrics_path = out.join("metrics.jsonl");
-    // Keep only log lines up to the step we start from (a killed run may have logged further).
-    trim_metrics(&metrics_path, t.step)?;
+    if root {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        // Keep only log lines up to the step we start from (a killed run may have logged further).
+        trim_metrics(&metrics_path, t.step)?;
+    }
     let plan = Plan {
         schedule: t.schedule(),
         max_steps: t.cfg.max_steps,
@@ -380,6 +416,7 @@ pub fn run(
         max_time: opts.max_time,
         stop: Some(opts.stop),
         metrics: Some(metrics_path),
+        comm: opts.comm,
     };
     let mut state = RunState::at_step(t.step);
     let checkpoint = out.join("checkpoint");
@@ -417,6 +454,9 @@ pub fn run(
     let ended = super::run::run(&mut o, opt, rng, &mut state, &plan, &mut ())?;
     let (last, saved_at) = (o.last_eval.take(), o.saved_at);
     t.step = state.step;
+    if !root {
+        return Ok((ended, None));
+    }
     if saved_at != Some(t.step) {
         // Stopped between checkpoints: keep what was trained.
         t.save(&checkpoint, 0.0)?;
@@ -426,7 +466,7 @@ pub fn run(
         Some(e) => e,
         None => t.evaluate()?,
     };
-    Ok((ended, e))
+    Ok((ended, Some(e)))
 }
 
 /// Drop log lines past `step` (a killed run may have logged further than its checkpoint).

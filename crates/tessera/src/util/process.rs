@@ -33,3 +33,25 @@ pub fn keep_freed_memory() {
         }
     }
 }
+
+/// Send this process's standard output and standard error to `/dev/null` (the ranks other than
+/// 0 of a data-parallel job: rank 0 alone reports progress), returning the original standard
+/// error, where the program still reports a failure of its own.
+#[cfg(unix)]
+pub fn silence_output() -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsFd, AsRawFd};
+    extern "C" {
+        fn dup2(old: i32, new: i32) -> i32;
+    }
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    let saved = std::io::stderr().as_fd().try_clone_to_owned()?;
+    for fd in [1, 2] {
+        // SAFETY: `dup2` (POSIX, declared with its C signature above) atomically makes `fd`
+        // refer to the open `/dev/null`; both descriptors are valid for the call, and Rust's
+        // stdout/stderr handles keep writing to descriptors 1 and 2, now the null device.
+        if unsafe { dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(std::fs::File::from(saved))
+}
