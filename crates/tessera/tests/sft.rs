@@ -129,6 +129,13 @@ fn bad_lines_are_named_or_skipped_and_counted() {
         "{}",
         bad[1].reason
     );
+    // A model's context below --max-len: the line is over the context, named as such.
+    let (_, bad) = sft::read_examples_within(&path, &tok, 4096, 256, true).unwrap();
+    assert!(
+        bad[1].reason.contains("over the model's context of 256 tokens"),
+        "{}",
+        bad[1].reason
+    );
 }
 
 /// A tiny Llama-layout config (block projections a multiple of 32 wide, for Q8_0/Q4_1 rows).
@@ -403,4 +410,65 @@ fn an_adapter_for_another_base_is_refused_with_both_names() {
         e.contains("smollm2-135m-instruct") && e.contains("tiny-model"),
         "{e}"
     );
+}
+
+/// `--full` (LoRA rank 0): every weight of the dequantized model trains; the output is a Hugging
+/// Face model directory (config, weights, tokenizer and its chat template) that loads again, whose
+/// weights moved from the base's and whose chat template is the base's.
+#[test]
+fn full_fine_tuning_trains_every_weight_and_writes_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, dev) = (dir.path().join("train.jsonl"), dir.path().join("dev.jsonl"));
+    write_lines(&train, 4, 0);
+    write_lines(&dev, 2, 100);
+    let opts = SftOptions {
+        lora_rank: 0,
+        batch_size: 2,
+        epochs: 2,
+        lr: 1e-4,
+        checkpoint_every: 0,
+        ..SftOptions::default()
+    };
+    let out = dir.path().join("full");
+    let r = SftRun {
+        model: "smollm2-135m-instruct".into(),
+        model_path: smollm2(),
+        train: train.clone(),
+        dev: Some(dev.clone()),
+        out: out.clone(),
+        resume: false,
+        max_time: None,
+        stop: None,
+    };
+    let mut losses = Vec::new();
+    let mut trainable = 0;
+    sft::finetune_chat(&r, &opts, &mut |e| match e {
+        Event::Step(s) => losses.push(s.loss),
+        Event::Start { trainable: n, .. } => trainable = n,
+        _ => {}
+    })
+    .unwrap();
+    let g = tessera::weights::Gguf::open(smollm2()).unwrap();
+    let base = tessera::models::gguf_loader::load_gguf(&g, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(trainable, base.cfg.num_params(), "every weight trains");
+    // Two epochs over the same 4 examples: the second sees them with a lower loss.
+    assert_eq!(losses.len(), 4);
+    assert!(
+        losses[2] + losses[3] < losses[0] + losses[1],
+        "{losses:?}"
+    );
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let tuned = Transformer::load_dir(&out, DType::F32, &Device::Cpu).unwrap();
+    let ids = Tensor::new(&[[1u32, 504, 3300, 30]], &Device::Cpu).unwrap();
+    let a = tuned.forward(&ids).unwrap();
+    let b = base.forward(&ids).unwrap();
+    let moved = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(moved.to_scalar::<f32>().unwrap() > 1e-3, "the weights did not move");
+    let tc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(tc["chat_template"].as_str().unwrap().contains("im_start"));
 }

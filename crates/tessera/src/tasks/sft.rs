@@ -178,14 +178,30 @@ pub fn read_examples(
     max_len: usize,
     skip_invalid: bool,
 ) -> Result<(Vec<SftExample>, Vec<BadLine>)> {
+    read_examples_within(path, tok, max_len, usize::MAX, skip_invalid)
+}
+
+/// [`read_examples`] for a model of `context` positions: a conversation longer than the
+/// context (or than `max_len`) is a bad line.
+pub fn read_examples_within(
+    path: &Path,
+    tok: &ModelTokenizer,
+    max_len: usize,
+    context: usize,
+    skip_invalid: bool,
+) -> Result<(Vec<SftExample>, Vec<BadLine>)> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (line, msgs) in read_chat_jsonl(path)? {
         let ex = msgs.and_then(|m| example(tok, &m, line)).and_then(|ex| {
-            if ex.ids.len() + 1 > max_len {
+            let n = ex.ids.len() + 1;
+            if n > context && context < max_len {
                 Err(Error::Input(format!(
-                    "{} tokens, over the limit of {max_len} (--max-len)",
-                    ex.ids.len() + 1
+                    "{n} tokens, over the model's context of {context} tokens"
+                )))
+            } else if n > max_len {
+                Err(Error::Input(format!(
+                    "{n} tokens, over the limit of {max_len} (--max-len)"
                 )))
             } else {
                 Ok(ex)
@@ -617,10 +633,14 @@ pub fn finetune_chat(
     let pad = tok
         .eos_id
         .ok_or_else(|| Error::Config("the tokenizer has no end-of-sequence token".into()))?;
-    let (all, skipped) = read_examples(&run.train, &tok, o.max_len, o.skip_invalid)?;
+    let full = o.lora_rank == 0;
+    let (cfg, mut model, full_params) = load_base(&run.model_path, full)?;
+    let context = cfg.max_position_embeddings;
+    let read = |p: &Path| read_examples_within(p, &tok, o.max_len, context, o.skip_invalid);
+    let (all, skipped) = read(&run.train)?;
     let (train, dev, mut skipped) = match &run.dev {
         Some(p) => {
-            let (d, bad) = read_examples(p, &tok, o.max_len, o.skip_invalid)?;
+            let (d, bad) = read(p)?;
             let mut s = skipped;
             s.extend(bad);
             (all, d, s)
@@ -635,8 +655,6 @@ pub fn finetune_chat(
         }
     };
     skipped.sort_by_key(|b| b.line);
-    let full = o.lora_rank == 0;
-    let (cfg, mut model, full_params) = load_base(&run.model_path, full)?;
     let base = BaseId::of(&run.model, &cfg);
     let lora_cfg = if full {
         None
