@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// An encoder model for /v1/embeddings (e.g. all-minilm-l6-v2).
     #[arg(long)]
     embedding_model: Option<String>,
+    /// A LoRA adapter directory (adapter_config.json + adapter_model.safetensors, PEFT's layout)
+    /// merged into the model at load.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Seconds in-flight requests may run after Ctrl-C / SIGTERM.
     #[arg(long, default_value_t = 10)]
     drain_secs: u64,
@@ -62,6 +66,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         ctx: a.ctx,
         queue: a.queue,
         embedding_model: a.embedding_model,
+        adapter: a.adapter,
         drain: std::time::Duration::from_secs(a.drain_secs),
         ..Default::default()
     })

@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub queue: usize,
     /// An encoder for `/v1/embeddings`.
     pub embedding_model: Option<String>,
+    /// A LoRA adapter (PEFT's layout, e.g. from `tessera finetune chat`) merged into the model.
+    pub adapter: Option<PathBuf>,
     /// Largest request body (bytes).
     pub max_body: usize,
     /// How long in-flight requests may run after a shutdown signal.
@@ -62,6 +64,7 @@ impl Default for ServeOptions {
             ctx: 2048,
             queue: 64,
             embedding_model: None,
+            adapter: None,
             max_body: 1 << 20,
             drain: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
@@ -83,13 +86,20 @@ impl Server {
         anyhow::ensure!(opts.ctx >= 2, "--ctx must be at least 2");
         let path = tessera::hub::resolve(&opts.model)
             .with_context(|| format!("model '{}'", opts.model))?;
-        let (mut model, tok) = tessera::generate::load(&path)
-            .with_context(|| format!("loading {}", path.display()))?;
+        let (mut model, tok) =
+            tessera::generate::load_with_adapter(&path, &opts.model, opts.adapter.as_deref())
+                .with_context(|| match &opts.adapter {
+                    Some(a) => format!("loading {} with adapter {}", path.display(), a.display()),
+                    None => format!("loading {}", path.display()),
+                })?;
         model.limit_context(opts.ctx);
         let ctx = model.cfg.max_position_embeddings;
         let tok = Arc::new(tok);
         let metrics = Arc::new(metrics::Metrics::default());
-        let describe = model.describe();
+        let describe = match &opts.adapter {
+            Some(a) => format!("{} + LoRA adapter {}", model.describe(), a.display()),
+            None => model.describe(),
+        };
         let engine = engine::start(
             model,
             tok.clone(),

@@ -641,3 +641,70 @@ fn json_mode_output_always_parses() {
         assert_eq!(s, 400);
     });
 }
+
+/// `--adapter`: a LoRA adapter (PEFT's layout; the fixture `tessera finetune chat` wrote) is merged
+/// into the served model: a greedy completion equals the one the same model + adapter gives in
+/// process. An adapter trained on a base of another shape is refused at load, naming both.
+#[test]
+fn a_lora_adapter_is_merged_into_the_served_model() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tessera/tests/fixtures/peft-lora");
+    let addr = start(ServeOptions {
+        adapter: Some(fixture.clone()),
+        parallel: 1,
+        ..opts()
+    });
+    let prompt = "The capital of France is";
+    let (status, v) = rt().block_on(post(
+        addr,
+        "/v1/completions",
+        &json!({"model": "smollm2-135m-instruct", "prompt": prompt, "max_tokens": 12,
+                "temperature": 0}),
+    ));
+    assert_eq!(status, 200, "{v}");
+    let served = v["choices"][0]["text"].as_str().unwrap().to_string();
+
+    let path = tessera::hub::resolve("smollm2-135m-instruct").unwrap();
+    let (model, tok) =
+        tessera::generate::load_with_adapter(&path, "smollm2-135m-instruct", Some(&fixture))
+            .unwrap();
+    let mut ids = tok.tokenizer.encode(prompt).unwrap();
+    tok.with_bos(&mut ids);
+    let params = tessera::generate::SamplingParams {
+        temperature: 0.0,
+        max_tokens: 12,
+        ..Default::default()
+    };
+    let local = tessera::generate::generate(&model, &tok.tokenizer, &ids, &params, |_| true)
+        .unwrap()
+        .text;
+    assert_eq!(served, local);
+    // The base alone answers differently (the adapter changed the model).
+    let (base, _) = tessera::generate::load(&path).unwrap();
+    let plain = tessera::generate::generate(&base, &tok.tokenizer, &ids, &params, |_| true)
+        .unwrap()
+        .text;
+    assert_ne!(served, plain, "the adapter changed nothing");
+
+    // An adapter for another base: refused with both names.
+    let tmp = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(&fixture).unwrap().flatten() {
+        std::fs::copy(f.path(), tmp.path().join(f.file_name())).unwrap();
+    }
+    let meta = tmp.path().join("tessera_adapter.json");
+    let mut m: Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    m["base"]["name"] = json!("another-model");
+    m["base"]["num_layers"] = json!(12);
+    std::fs::write(&meta, m.to_string()).unwrap();
+    let err = tessera_serve::Server::load(ServeOptions {
+        adapter: Some(tmp.path().to_path_buf()),
+        ..opts()
+    })
+    .err()
+    .expect("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("another-model") && msg.contains("smollm2-135m-instruct"),
+        "{msg}"
+    );
+}

@@ -132,7 +132,9 @@ fn bad_lines_are_named_or_skipped_and_counted() {
     // A model's context below --max-len: the line is over the context, named as such.
     let (_, bad) = sft::read_examples_within(&path, &tok, 4096, 256, true).unwrap();
     assert!(
-        bad[1].reason.contains("over the model's context of 256 tokens"),
+        bad[1]
+            .reason
+            .contains("over the model's context of 256 tokens"),
         "{}",
         bad[1].reason
     );
@@ -453,11 +455,13 @@ fn full_fine_tuning_trains_every_weight_and_writes_a_model() {
     assert_eq!(trainable, base.cfg.num_params(), "every weight trains");
     // Two epochs over the same 4 examples: the second sees them with a lower loss.
     assert_eq!(losses.len(), 4);
-    assert!(
-        losses[2] + losses[3] < losses[0] + losses[1],
-        "{losses:?}"
-    );
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+    assert!(losses[2] + losses[3] < losses[0] + losses[1], "{losses:?}");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
         assert!(out.join(f).is_file(), "{f}");
     }
     let tuned = Transformer::load_dir(&out, DType::F32, &Device::Cpu).unwrap();
@@ -465,10 +469,12 @@ fn full_fine_tuning_trains_every_weight_and_writes_a_model() {
     let a = tuned.forward(&ids).unwrap();
     let b = base.forward(&ids).unwrap();
     let moved = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-    assert!(moved.to_scalar::<f32>().unwrap() > 1e-3, "the weights did not move");
-    let tc: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap(),
-    )
-    .unwrap();
+    assert!(
+        moved.to_scalar::<f32>().unwrap() > 1e-3,
+        "the weights did not move"
+    );
+    let tc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap())
+            .unwrap();
     assert!(tc["chat_template"].as_str().unwrap().contains("im_start"));
 }
