@@ -327,6 +327,73 @@ mod mpi {
         assert!(two.join("adapter_model.safetensors").is_file());
     }
 
+    #[test]
+    fn translation_training_on_2_ranks_equals_one_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let words = [
+            ("red", "rojo"),
+            ("blue", "azul"),
+            ("green", "verde"),
+            ("black", "negro"),
+        ];
+        let mut tsv = String::from("ref\ten\tes\n");
+        for (b, book) in ["Gen", "Exod", "Lev", "Num"].iter().enumerate() {
+            for v in 0..25 {
+                let (a, x) = words[(b + v) % 4];
+                let (c, y) = words[(b + 2 * v + 1) % 4];
+                tsv.push_str(&format!("{book}.1.{v}\t{a} and {c}\t{x} y {y}\n"));
+            }
+        }
+        let data = d.join("pairs.tsv");
+        std::fs::write(&data, tsv).unwrap();
+        // The tiny Marian layout without dropout (with it, each shard draws its own masks).
+        let base =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/seq2seq-tiny.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(base).unwrap()).unwrap();
+        v["dropout"] = serde_json::json!(0.0);
+        let cfg = d.join("seq2seq.json");
+        std::fs::write(&cfg, v.to_string()).unwrap();
+        let go = |n: usize| {
+            let out = d.join(format!("tr{n}"));
+            launch(
+                n,
+                &[
+                    "train",
+                    "--task",
+                    "translation",
+                    "--data",
+                    data.to_str().unwrap(),
+                    "--src",
+                    "en",
+                    "--tgt",
+                    "es",
+                    "--config",
+                    cfg.to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                    "--max-steps",
+                    "4",
+                    "--eval-every",
+                    "4",
+                    "--no-plot",
+                ],
+            );
+            out
+        };
+        let (one, two) = (go(1), go(2));
+        close_steps(
+            &steps(&one),
+            &steps(&two),
+            1e-6,
+            1e-4,
+            "translation, 2 ranks",
+        );
+        assert!(two.join("best/model.safetensors").is_file());
+        assert!(two.join("checkpoint/model.safetensors").is_file());
+    }
+
     /// Processes whose parent is `pid`.
     fn children(pid: u32) -> Vec<u32> {
         let mut out = Vec::new();
