@@ -134,7 +134,10 @@ impl Cmd {
     }
 }
 
-/// Set by Ctrl-C: long-running commands stop at the next safe point. A second Ctrl-C exits at once.
+/// Set by Ctrl-C or SIGUSR1: long-running commands stop at the next safe point (training: after
+/// the current step, with a checkpoint). A second Ctrl-C exits at once. SIGUSR1 is the graceful
+/// stop of a data-parallel job: `mpirun` ends the job at once on Ctrl-C but forwards SIGUSR1 to
+/// every rank, and Slurm sends it before a time limit (`--signal=USR1@120`).
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     FLAG.get_or_init(|| {
@@ -148,6 +151,7 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
             }
             f.store(true, Ordering::SeqCst);
         });
+        let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, flag.clone());
         flag
     })
     .clone()

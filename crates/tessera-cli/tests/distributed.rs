@@ -498,6 +498,56 @@ mod mpi {
     }
 
     #[test]
+    fn sigusr1_to_mpirun_stops_every_rank_after_a_step_with_a_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let text = corpus(d);
+        let run_dir = d.join("run");
+        let job = mpirun(
+            2,
+            &[
+                "train",
+                "--data",
+                &text,
+                "--config",
+                "tiny",
+                "--out",
+                run_dir.to_str().unwrap(),
+                "--max-steps",
+                "1000000",
+                "--no-plot",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let t0 = Instant::now();
+        while std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+            .map_or(0, |m| m.lines().count())
+            < 3
+        {
+            assert!(t0.elapsed() < Duration::from_secs(120), "no steps logged");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let sent = Command::new("kill")
+            .args(["-USR1", &job.id().to_string()])
+            .status();
+        assert!(sent.unwrap().success());
+        let out = job.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("interrupted at step"), "{err}");
+        // The checkpoint is of the last step logged: every rank stopped after the same step.
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run_dir.join("checkpoint/trainer_state.json")).unwrap(),
+        )
+        .unwrap();
+        let last = steps(&run_dir).len() as u64;
+        assert_eq!(state["step"].as_u64().unwrap(), last);
+    }
+
+    #[test]
     fn the_rank_layout_is_shown_and_single_process_commands_are_refused() {
         let out = run(mpirun(2, &["info", "--system"]));
         let text = String::from_utf8_lossy(&out.stdout);
