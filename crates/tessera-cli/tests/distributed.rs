@@ -278,6 +278,69 @@ mod mpi {
     }
 
     #[test]
+    fn finetuning_a_tagger_on_3_ranks_equals_one_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        // Sentences of different lengths with a few entities: shards hold different numbers of
+        // labelled tokens, which weight their losses.
+        let (names, places) = (["John", "Mary", "Ana"], ["Paris", "Lima", "Rome"]);
+        let mut conll = String::new();
+        for i in 0..40 {
+            conll.push_str(&format!("{}\tB-person\n", names[i % 3]));
+            for w in ["went", "to", "the", "old", "town", "of"]
+                .iter()
+                .take(1 + i % 6)
+            {
+                conll.push_str(&format!("{w}\tO\n"));
+            }
+            conll.push_str(&format!("{}\tB-place\n\n", places[(i / 3) % 3]));
+        }
+        let train = d.join("train.conll");
+        std::fs::write(&train, conll).unwrap();
+        let cfg = d.join("bert.json");
+        std::fs::write(
+            &cfg,
+            r#"{"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}"#,
+        )
+        .unwrap();
+        let go = |n: usize, tokenizer: &[&str]| {
+            let out = d.join(format!("ner{n}"));
+            let mut args = vec![
+                "finetune",
+                "ner",
+                "--model",
+                cfg.to_str().unwrap(),
+                "--train",
+                train.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--dev-split",
+                "0.25",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--dropout",
+                "0",
+                "--max-len",
+                "32",
+                "--mlm-epochs",
+                "0",
+            ];
+            args.extend(tokenizer);
+            launch(n, &args);
+            out
+        };
+        let one = go(1, &["--vocab-size", "120"]);
+        let tok = d.join("tokenizer.json");
+        std::fs::copy(one.join("tokenizer.json"), &tok).unwrap();
+        let three = go(3, &["--tokenizer", tok.to_str().unwrap()]);
+        close_steps(&steps(&one), &steps(&three), 1e-6, 1e-4, "tagger, 3 ranks");
+        assert!(three.join("model.safetensors").is_file());
+    }
+
+    #[test]
     fn lora_fine_tuning_a_chat_model_on_2_ranks_equals_one_process() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
