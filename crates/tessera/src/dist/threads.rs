@@ -67,12 +67,8 @@ impl ThreadGroup {
 }
 
 impl ThreadRank<'_> {
-    fn group(&self) -> &ThreadGroup {
-        self.group
-    }
-
     fn sum(&self, mine: Vec<f64>) -> Result<Vec<f64>> {
-        self.group().exchange(self.rank, mine, |all| {
+        self.group.exchange(self.rank, mine, |all| {
             let mut acc = all[0].clone();
             for v in &all[1..] {
                 for (a, b) in acc.iter_mut().zip(v) {
@@ -89,14 +85,14 @@ impl Communicator for ThreadRank<'_> {
         self.rank
     }
     fn size(&self) -> usize {
-        self.group().size
+        self.group.size
     }
     fn all_reduce_sum_f32(&self, bufs: &mut [Vec<f32>]) -> Result<()> {
         for b in bufs.iter_mut() {
             // f32 sums in rank order (the f64 carrier holds every f32 exactly; each partial
             // sum is rounded back to f32 as an f32 reduction would).
             let out =
-                self.group()
+                self.group
                     .exchange(self.rank, b.iter().map(|&x| x as f64).collect(), |all| {
                         let mut acc: Vec<f32> = all[0].iter().map(|&x| x as f32).collect();
                         for v in &all[1..] {
@@ -119,7 +115,7 @@ impl Communicator for ThreadRank<'_> {
     }
     fn broadcast_f32(&self, buf: &mut [f32], root: usize) -> Result<()> {
         let out =
-            self.group()
+            self.group
                 .exchange(self.rank, buf.iter().map(|&x| x as f64).collect(), |all| {
                     all[root].clone()
                 })?;
@@ -129,7 +125,7 @@ impl Communicator for ThreadRank<'_> {
         Ok(())
     }
     fn broadcast_bytes(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()> {
-        let out = self.group().exchange(
+        let out = self.group.exchange(
             self.rank,
             bytes.iter().map(|&b| f64::from(b)).collect(),
             |all| all[root].clone(),
@@ -138,7 +134,7 @@ impl Communicator for ThreadRank<'_> {
         Ok(())
     }
     fn barrier(&self) -> Result<()> {
-        self.group().barrier.wait();
+        self.group.barrier.wait();
         Ok(())
     }
     fn name(&self) -> &'static str {

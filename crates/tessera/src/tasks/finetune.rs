@@ -469,11 +469,9 @@ pub fn finetune(
         let (cfg, tokenizer) = scratch_encoder(model_dir, &refs, &tok)?;
         // Every rank uses rank 0's tokenizer (training it again may order tied pieces
         // differently).
-        let bytes = crate::dist::from_root(crate::dist::world(), || {
-            Ok(tokenizer.to_json()?.into_bytes())
-        })?;
+        let tokenizer = crate::dist::share_tokenizer(crate::dist::world(), tokenizer)?;
         let path = writes.join("tokenizer.json");
-        crate::util::fs::write_atomic(&path, &bytes)?;
+        tokenizer.save(&path)?;
         // Tell transformers to use tokenizer.json as it is: without this file its Auto classes
         // build a BertTokenizer whose defaults (one token per CJK character) override the trained
         // normalizer (`--cjk-words`), and the ids differ.
@@ -614,7 +612,7 @@ pub fn finetune(
         max_time: None,
         stop: interrupt,
         metrics: Some(metrics_path),
-        comm: Plan::world(),
+        comm: crate::dist::world(),
     };
     crate::train::run::run(
         &mut objective,
@@ -683,26 +681,25 @@ impl Objective for TaskObjective<'_> {
         };
         self.next += 1;
         let ex: Vec<&Example> = shard.take(chunk).iter().map(|&i| &self.train[i]).collect();
-        shard.with_dropout_rng(rng, |rng| {
-            if ex.is_empty() {
-                return Micro::empty().map(Some);
-            }
-            let (packed, rows, y) = batch_tensors(&ex, self.kind, self.model.bert.device())?;
-            let mut drop = BlockDropout {
-                hidden: self.dropout.0,
-                attention: self.dropout.1,
-                rng,
-            };
-            let logits = self
-                .model
-                .logits_packed(&packed, rows.as_ref(), Some(&mut drop))?;
-            let loss = crate::nn::loss::cross_entropy(&logits, &y)?;
-            Ok(Some(Micro {
-                loss,
-                items: ex.len(),
-                terms: y.elem_count(),
-            }))
-        })
+        let mut drop_rng = shard.dropout_rng(rng);
+        if ex.is_empty() {
+            return Micro::empty().map(Some);
+        }
+        let (packed, rows, y) = batch_tensors(&ex, self.kind, self.model.bert.device())?;
+        let mut drop = BlockDropout {
+            hidden: self.dropout.0,
+            attention: self.dropout.1,
+            rng: &mut drop_rng,
+        };
+        let logits = self
+            .model
+            .logits_packed(&packed, rows.as_ref(), Some(&mut drop))?;
+        let loss = crate::nn::loss::cross_entropy(&logits, &y)?;
+        Ok(Some(Micro {
+            loss,
+            items: ex.len(),
+            terms: y.elem_count(),
+        }))
     }
 
     fn on_step(

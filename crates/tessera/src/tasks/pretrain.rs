@@ -237,7 +237,7 @@ pub fn pretrain_mlm(
         max_time: None,
         stop: interrupt,
         metrics: None,
-        comm: Plan::world(),
+        comm: crate::dist::world(),
     };
     let mut losses = EpochLosses {
         losses: Vec::new(),
@@ -324,40 +324,35 @@ impl Objective for MlmObjective<'_> {
             targets.push(t);
         }
         let part = shard.range(chunk.len());
-        shard.with_dropout_rng(rng, |rng| {
-            let refs: Vec<&[u32]> = masked[part.clone()].iter().map(Vec::as_slice).collect();
-            let (mut rows, mut y) = (Vec::new(), Vec::new());
-            if !refs.is_empty() {
-                let packed = Packed::new(&refs, device)?;
-                for (b, ts) in targets[part.clone()].iter().enumerate() {
-                    for &(i, id) in ts {
-                        rows.push(packed.row(b, i) as u32);
-                        y.push(id);
-                    }
-                }
-                if !rows.is_empty() {
-                    let mut drop = BlockDropout {
-                        hidden: opts.hidden_dropout,
-                        attention: opts.attention_dropout,
-                        rng,
-                    };
-                    let h = self.bert.encode_packed(&packed, Some(&mut drop))?; // (N, C)
-                    let h = h.index_select(&Tensor::new(rows.as_slice(), device)?, 0)?; // (R, C)
-                    let x = crate::nn::mlp::activate(&self.transform.forward(&h)?, cfg.activation)?;
-                    let logits = self.decoder.forward(&self.norm.forward(&x)?)?; // (R, V)
-                    let loss = crate::nn::loss::cross_entropy(
-                        &logits,
-                        &Tensor::new(y.as_slice(), device)?,
-                    )?;
-                    return Ok(Some(Micro {
-                        loss,
-                        items: refs.len(),
-                        terms: y.len(),
-                    }));
-                }
+        let mut drop_rng = shard.dropout_rng(rng);
+        let refs: Vec<&[u32]> = masked[part.clone()].iter().map(Vec::as_slice).collect();
+        let targets = &targets[part];
+        if targets.iter().all(Vec::is_empty) {
+            return Micro::empty().map(Some); // no rows, or none masked
+        }
+        let packed = Packed::new(&refs, device)?;
+        let (mut rows, mut y) = (Vec::new(), Vec::new());
+        for (b, ts) in targets.iter().enumerate() {
+            for &(i, id) in ts {
+                rows.push(packed.row(b, i) as u32);
+                y.push(id);
             }
-            Micro::empty().map(Some)
-        })
+        }
+        let mut drop = BlockDropout {
+            hidden: opts.hidden_dropout,
+            attention: opts.attention_dropout,
+            rng: &mut drop_rng,
+        };
+        let h = self.bert.encode_packed(&packed, Some(&mut drop))?; // (N, C)
+        let h = h.index_select(&Tensor::new(rows.as_slice(), device)?, 0)?; // (R, C)
+        let x = crate::nn::mlp::activate(&self.transform.forward(&h)?, cfg.activation)?;
+        let logits = self.decoder.forward(&self.norm.forward(&x)?)?; // (R, V)
+        let loss = crate::nn::loss::cross_entropy(&logits, &Tensor::new(y.as_slice(), device)?)?;
+        Ok(Some(Micro {
+            loss,
+            items: refs.len(),
+            terms: y.len(),
+        }))
     }
 }
 

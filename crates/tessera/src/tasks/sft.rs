@@ -494,7 +494,7 @@ impl Objective for SftObjective<'_> {
         }
         let (ids, targets) = pad_batch(&exs, self.pad)?;
         let items = exs.iter().map(|e| e.ids.len()).sum();
-        let terms = targets.iter().filter(|&&t| t != IGNORE).count();
+        let terms = exs.iter().map(|e| e.answer_tokens()).sum();
         let loss = self.model.loss_masked(&ids, &targets, None)?;
         Ok(Some(Micro { loss, items, terms }))
     }
@@ -726,7 +726,7 @@ pub fn finetune_chat(
         resumed_at: run_state.step,
     });
     // Data-parallel: rank 0 alone writes (metrics, checkpoints, the adapter).
-    let comm = Plan::world();
+    let comm = crate::dist::world();
     let root = comm.rank() == 0;
     let metrics = run.out.join("metrics.jsonl");
     if root {

@@ -241,33 +241,32 @@ impl Objective for TranslateObjective<'_> {
                 (s.as_slice(), t.as_slice())
             })
             .collect();
-        shard.with_dropout_rng(rng, |rng| {
-            if pairs.is_empty() {
-                return Micro::empty().map(Some);
-            }
-            let b = Seq2SeqBatch::new(
-                &pairs,
-                self.cfg.pad()?,
-                self.cfg.decoder_start_token_id,
-                self.cfg.eos()?,
-                self.model.decoder.device(),
-            )?;
-            let d = &self.cfg.decoder;
-            let mut drop = BlockDropout {
-                hidden: d.dropout,
-                attention: d.attention_dropout,
-                rng,
-            };
-            let use_drop = d.dropout > 0.0 || d.attention_dropout > 0.0;
-            let loss =
-                self.model
-                    .loss(&b, self.t.label_smoothing, use_drop.then_some(&mut drop))?;
-            Ok(Some(Micro {
-                loss,
-                items: b.tokens,
-                terms: b.tokens,
-            }))
-        })
+        let mut drop_rng = shard.dropout_rng(rng);
+        if pairs.is_empty() {
+            return Micro::empty().map(Some);
+        }
+        let b = Seq2SeqBatch::new(
+            &pairs,
+            self.cfg.pad()?,
+            self.cfg.decoder_start_token_id,
+            self.cfg.eos()?,
+            self.model.decoder.device(),
+        )?;
+        let d = &self.cfg.decoder;
+        let mut drop = BlockDropout {
+            hidden: d.dropout,
+            attention: d.attention_dropout,
+            rng: &mut drop_rng,
+        };
+        let use_drop = d.dropout > 0.0 || d.attention_dropout > 0.0;
+        let loss = self
+            .model
+            .loss(&b, self.t.label_smoothing, use_drop.then_some(&mut drop))?;
+        Ok(Some(Micro {
+            loss,
+            items: b.tokens,
+            terms: b.tokens,
+        }))
     }
 
     fn evaluate(&mut self) -> Result<Option<Evaluation>> {
@@ -582,7 +581,7 @@ pub fn train_translation(
                 let joined = texts.join("\n");
                 // Every rank of a data-parallel run uses rank 0's.
                 crate::dist::share_tokenizer(
-                    Plan::world(),
+                    crate::dist::world(),
                     Tokenizer::train_bpe(&[&joined], t.vocab_size)?,
                 )?
             }
@@ -629,7 +628,7 @@ pub fn train_translation(
         resumed_at: run_state.step,
     });
     // Data-parallel: rank 0 alone writes (split, metrics, checkpoints, models).
-    let comm = Plan::world();
+    let comm = crate::dist::world();
     let root = comm.rank() == 0;
     let metrics = run.out.join("metrics.jsonl");
     if root {

@@ -132,7 +132,7 @@ pub fn bench_train(opts: &BenchTrainOptions) -> Result<BenchTrainResult> {
         max_time: None,
         stop: None,
         metrics: None,
-        comm: Plan::world(),
+        comm: crate::dist::world(),
     };
     let mut clock = Clock {
         warmup: opts.warmup,

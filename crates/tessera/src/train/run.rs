@@ -78,17 +78,12 @@ impl Shard {
         &rows[self.range(rows.len())]
     }
 
-    /// The generator for this shard's dropout masks: one draw from the run's generator (every
-    /// rank makes it, so the run's generator stays the same on all ranks and data drawn from it
-    /// agrees), derived by rank (each shard its own masks). Rank 0's equals [`Rng::fork`].
+    /// The generator for this shard's dropout masks, for one process too: one draw from the
+    /// run's generator (every rank makes it, so the run's generator advances alike whatever the
+    /// number of ranks and data drawn from it agrees), derived by rank (each shard its own
+    /// masks). Rank 0's equals [`Rng::fork`].
     pub fn dropout_rng(&self, rng: &mut Rng) -> Rng {
         Rng::derived(rng.next_u64(), self.rank as u64)
-    }
-
-    /// Run `f` with the generator dropout draws from: [`Shard::dropout_rng`], for one process
-    /// too, so that the run's generator advances alike whatever the number of ranks.
-    pub fn with_dropout_rng<R>(&self, rng: &mut Rng, f: impl FnOnce(&mut Rng) -> R) -> R {
-        f(&mut self.dropout_rng(rng))
     }
 }
 
@@ -176,14 +171,6 @@ pub struct Plan<'a> {
     pub metrics: Option<PathBuf>,
     /// The ranks of a data-parallel job ([`Single`]: this process alone).
     pub comm: &'a dyn Communicator,
-}
-
-impl Plan<'_> {
-    /// The world this process belongs to ([`crate::dist::world`]): what runs started from the
-    /// command line use.
-    pub fn world() -> &'static dyn Communicator {
-        crate::dist::world()
-    }
 }
 
 /// What one optimizer step did.
@@ -406,6 +393,11 @@ fn step_vars(
     }))
 }
 
+/// A tensor's values as f32 on the host, in row-major order.
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+}
+
 /// Sum each variable's gradient across ranks (zeros where this rank computed none): packed into
 /// buckets of at most [`BUCKET`] values, last layers first (as the backward pass finishes them),
 /// one all-reduce per bucket, all in flight together.
@@ -429,7 +421,7 @@ fn all_reduce_grads(
         let b = &mut buckets[last];
         at[i] = (last, b.len());
         match &grads[i] {
-            Some(g) => b.extend(g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            Some(g) => b.extend(host_f32(g)?),
             None => b.resize(b.len() + n, 0.0),
         }
     }
@@ -451,7 +443,7 @@ pub fn broadcast_vars(vars: &[Var], comm: &dyn Communicator) -> Result<()> {
         return Ok(());
     }
     for v in vars {
-        let mut buf = v.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mut buf = host_f32(v)?;
         comm.broadcast_f32(&mut buf, 0)?;
         let t = Tensor::from_vec(buf, v.shape(), v.device())?.to_dtype(v.dtype())?;
         v.set(&t)?;
@@ -464,7 +456,7 @@ pub fn hash_vars(vars: &[Var]) -> Result<u64> {
     // FNV-1a over the f32 bits.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for v in vars {
-        for x in v.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()? {
+        for x in host_f32(v)? {
             h = (h ^ u64::from(x.to_bits())).wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
@@ -651,21 +643,13 @@ fn evaluate(
     start: Instant,
     eval_time: &mut Duration,
 ) -> Result<bool> {
-    let patience_out = if plan.comm.rank() == 0 {
-        evaluate_here(obj, obs, state, plan, write, start, eval_time)
-    } else {
-        Ok(false)
-    };
-    if plan.comm.size() == 1 {
-        return patience_out;
-    }
-    // Share rank 0's verdict; a failed evaluation on rank 0 stops the job there (abort).
-    let mut flag = [f64::from(u8::from(
-        *patience_out.as_ref().unwrap_or(&false),
-    ))];
-    let verdict = patience_out?;
+    // A failed evaluation on rank 0 returns here; the program then aborts the job.
+    let verdict =
+        plan.comm.rank() == 0 && evaluate_here(obj, obs, state, plan, write, start, eval_time)?;
+    // Rank 0's verdict, shared.
+    let mut flag = [f64::from(u8::from(verdict))];
     plan.comm.all_reduce_sum_f64(&mut flag)?;
-    Ok(verdict || flag[0] > 0.0)
+    Ok(flag[0] > 0.0)
 }
 
 fn evaluate_here(

@@ -268,30 +268,26 @@ fn lm_micro(
     rng: &mut Rng,
     shard: Shard,
 ) -> Result<Option<Micro>> {
-    let (mut x, mut y) = batcher.next_batch(&data.train, cfg.batch_size, device)?;
+    let (x, y) = batcher.next_batch(&data.train, cfg.batch_size, device)?;
     let rows = shard.range(cfg.batch_size);
-    if shard.size > 1 {
-        x = x.narrow(0, rows.start, rows.len())?;
-        y = y.narrow(0, rows.start, rows.len())?;
-    }
-    let (hidden, attention) = (model_cfg.dropout, model_cfg.attention_dropout);
-    let loss = shard.with_dropout_rng(rng, |rng| {
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        if hidden > 0.0 || attention > 0.0 {
-            let mut d = BlockDropout {
-                hidden,
-                attention,
-                rng,
-            };
-            model.loss(&x, &y, Some(&mut d)).map(Some)
-        } else {
-            model.loss(&x, &y, None).map(Some)
-        }
-    })?;
-    let Some(loss) = loss else {
+    let mut drop_rng = shard.dropout_rng(rng);
+    if rows.is_empty() {
         return Micro::empty().map(Some);
+    }
+    let (x, y) = (
+        x.narrow(0, rows.start, rows.len())?,
+        y.narrow(0, rows.start, rows.len())?,
+    );
+    let (hidden, attention) = (model_cfg.dropout, model_cfg.attention_dropout);
+    let loss = if hidden > 0.0 || attention > 0.0 {
+        let mut d = BlockDropout {
+            hidden,
+            attention,
+            rng: &mut drop_rng,
+        };
+        model.loss(&x, &y, Some(&mut d))?
+    } else {
+        model.loss(&x, &y, None)?
     };
     let tokens = rows.len() * cfg.block_size;
     Ok(Some(Micro {
