@@ -55,11 +55,13 @@ def read(path, tok):
 
 
 def length_batches(lens, size, rng):
+    # As tessera's length grouping (train::data::epoch_batches): shuffled, windows of 50 batches
+    # sorted by length (longest first), cut, the batches shuffled.
     order = list(range(len(lens)))
     rng.shuffle(order)
     batches = []
-    for w in range(0, len(order), size * 32):
-        window = sorted(order[w:w + size * 32], key=lambda i: lens[i])
+    for w in range(0, len(order), size * 50):
+        window = sorted(order[w:w + size * 50], key=lambda i: -lens[i])
         batches += [window[k:k + size] for k in range(0, len(window), size)]
     rng.shuffle(batches)
     return batches

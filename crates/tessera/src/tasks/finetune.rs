@@ -13,7 +13,7 @@ use super::pretrain::{pretrain_mlm, MlmOptions, MlmTokens};
 use super::scratch::{is_scratch_config, scratch_encoder, ScratchTokenizer};
 use super::tag::encode_words;
 use crate::models::encoder::{BlockDropout, Packed};
-use crate::train::data::epoch_batches;
+use crate::train::data::{epoch_batches, EpochCursor};
 use crate::train::optim::AdamW;
 use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState, Shard};
 use crate::train::Schedule;
@@ -585,9 +585,7 @@ pub fn finetune(
         batch_size: opts.batch_size,
         group_by_length: opts.group_by_length,
         dropout: (hidden_p, attn_p),
-        order: Vec::new(),
-        next: 0,
-        epoch: 0,
+        cursor: EpochCursor::default(),
         epoch_start: Instant::now(),
         loss_sum: 0.0,
         batches: 0,
@@ -645,9 +643,7 @@ struct TaskObjective<'a> {
     /// (hidden, attention) dropout.
     dropout: (f32, f32),
     /// This epoch's batches of example indices, and the next one to take.
-    order: Vec<Vec<usize>>,
-    next: usize,
-    epoch: usize,
+    cursor: EpochCursor,
     epoch_start: Instant,
     loss_sum: f64,
     batches: usize,
@@ -669,17 +665,17 @@ impl Objective for TaskObjective<'_> {
 
     fn start_epoch(&mut self, epoch: usize, rng: &mut Rng) -> Result<()> {
         let lens: Vec<usize> = self.train.iter().map(|e| e.ids.len()).collect();
-        self.order = epoch_batches(&lens, self.batch_size, self.group_by_length, rng);
-        (self.next, self.epoch, self.epoch_start) = (0, epoch, Instant::now());
+        let batches = epoch_batches(&lens, self.batch_size, self.group_by_length, rng);
+        self.cursor.start(epoch, batches);
+        self.epoch_start = Instant::now();
         (self.loss_sum, self.batches, self.seen) = (0.0, 0, 0);
         Ok(())
     }
 
     fn next_micro(&mut self, rng: &mut Rng, shard: Shard) -> Result<Option<Micro>> {
-        let Some(chunk) = self.order.get(self.next) else {
+        let Some(chunk) = self.cursor.next_batch() else {
             return Ok(None);
         };
-        self.next += 1;
         let ex: Vec<&Example> = shard.take(chunk).iter().map(|&i| &self.train[i]).collect();
         let mut drop_rng = shard.dropout_rng(rng);
         if ex.is_empty() {
@@ -728,7 +724,7 @@ impl Objective for TaskObjective<'_> {
         }
         let (dev_loss, score, dev) = evaluate(self.model, self.kind, self.dev, self.data)?;
         let r = EpochReport {
-            epoch: self.epoch,
+            epoch: self.cursor.epoch(),
             step: 0,
             train_loss: self.loss_sum / self.batches as f64,
             dev_loss,

@@ -10,7 +10,7 @@ use crate::models::params::{Init, ParamSpec};
 use crate::models::ParamStore;
 use crate::models::{Transformer, TransformerConfig};
 use crate::nn::{Linear, Norm};
-use crate::train::data::epoch_batches;
+use crate::train::data::{epoch_batches, EpochCursor};
 use crate::train::optim::AdamW;
 use crate::train::run::{EvalAt, Micro, Objective, Observer, Plan, RunState, Shard};
 use crate::train::Schedule;
@@ -218,8 +218,7 @@ pub fn pretrain_mlm(
         lens,
         tokens,
         opts,
-        order: Vec::new(),
-        next: 0,
+        cursor: EpochCursor::default(),
         device,
     };
     let plan = Plan {
@@ -282,8 +281,7 @@ struct MlmObjective<'a> {
     lens: Vec<usize>,
     tokens: &'a MlmTokens,
     opts: &'a MlmOptions,
-    order: Vec<Vec<usize>>,
-    next: usize,
+    cursor: EpochCursor,
     device: Device,
 }
 
@@ -296,18 +294,17 @@ impl Objective for MlmObjective<'_> {
         "examples"
     }
 
-    fn start_epoch(&mut self, _epoch: usize, rng: &mut Rng) -> Result<()> {
+    fn start_epoch(&mut self, epoch: usize, rng: &mut Rng) -> Result<()> {
         let o = self.opts;
-        self.order = epoch_batches(&self.lens, o.batch_size, o.group_by_length, rng);
-        self.next = 0;
+        let batches = epoch_batches(&self.lens, o.batch_size, o.group_by_length, rng);
+        self.cursor.start(epoch, batches);
         Ok(())
     }
 
     fn next_micro(&mut self, rng: &mut Rng, shard: Shard) -> Result<Option<Micro>> {
-        let Some(chunk) = self.order.get(self.next) else {
+        let Some(chunk) = self.cursor.next_batch() else {
             return Ok(None);
         };
-        self.next += 1;
         let (cfg, opts, device) = (self.cfg, self.opts, &self.device);
         // Every rank masks the whole batch (the same draws), then trains on its rows.
         let mut masked = Vec::with_capacity(chunk.len());

@@ -24,6 +24,7 @@ use crate::models::{ParamStore, Transformer, TransformerConfig};
 use crate::tokenizer::chat::Message;
 use crate::tokenizer::chat::ModelTokenizer;
 use crate::train::checkpoint::{read_moments, read_state, write_dir};
+use crate::train::data::{epoch_batches, EpochCursor};
 use crate::train::optim::AdamW;
 use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState, Shard, StepStats};
 use crate::train::{Ended, Schedule};
@@ -371,10 +372,7 @@ struct SftObjective<'a> {
     train: &'a [SftExample],
     dev: &'a [SftExample],
     pad: u32,
-    batches: Vec<Vec<usize>>,
-    next: usize,
-    skip: usize,
-    epoch: usize,
+    cursor: EpochCursor,
     saver: &'a dyn Fn(&Path) -> Result<()>,
     out: &'a Path,
     tok: &'a ModelTokenizer,
@@ -383,22 +381,6 @@ struct SftObjective<'a> {
     obs: &'a mut dyn FnMut(Event<'_>),
     best: Option<f64>,
     since_best: usize,
-}
-
-/// Batches of `size` examples of similar length: shuffled, sorted by length within windows of 32
-/// batches, cut, and the batches shuffled.
-pub fn length_batches(lens: &[usize], size: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
-    let size = size.max(1);
-    let mut order: Vec<usize> = (0..lens.len()).collect();
-    rng.shuffle(&mut order);
-    let mut batches = Vec::new();
-    for window in order.chunks(size * 32) {
-        let mut w = window.to_vec();
-        w.sort_by_key(|&i| lens[i]);
-        batches.extend(w.chunks(size).map(<[usize]>::to_vec));
-    }
-    rng.shuffle(&mut batches);
-    batches
 }
 
 /// (B, T) ids right-padded with `pad`, and the targets (B·T) with [`IGNORE`] at padding.
@@ -477,17 +459,15 @@ impl Objective for SftObjective<'_> {
         // The order of an epoch depends on the seed and the epoch alone (a resumed run finds it).
         let lens: Vec<usize> = self.train.iter().map(|e| e.ids.len()).collect();
         let mut rng = Rng::derived(self.o.seed, epoch as u64);
-        self.batches = length_batches(&lens, self.o.batch_size, &mut rng);
-        self.next = std::mem::take(&mut self.skip).min(self.batches.len());
-        self.epoch = epoch;
+        let batches = epoch_batches(&lens, self.o.batch_size, true, &mut rng);
+        self.cursor.start(epoch, batches);
         Ok(())
     }
 
     fn next_micro(&mut self, _rng: &mut Rng, shard: Shard) -> Result<Option<Micro>> {
-        let Some(batch) = self.batches.get(self.next) else {
+        let Some(batch) = self.cursor.next_batch() else {
             return Ok(None);
         };
-        self.next += 1;
         let exs: Vec<&SftExample> = shard.take(batch).iter().map(|&i| &self.train[i]).collect();
         if exs.is_empty() {
             return Micro::empty().map(Some);
@@ -540,8 +520,7 @@ impl Objective for SftObjective<'_> {
 
 impl SftObjective<'_> {
     fn checkpoint(&mut self, step: usize, opt: &AdamW, rng: &Rng) -> Result<()> {
-        let (epoch, batches_done) =
-            crate::train::run::resume_point(self.epoch, self.next, self.batches.len());
+        let (epoch, batches_done) = self.cursor.resume_point();
         let state = State {
             step,
             epoch,
@@ -768,10 +747,7 @@ pub fn finetune_chat(
         train: &train,
         dev: &dev,
         pad,
-        batches: vec![],
-        next: 0,
-        skip,
-        epoch: 0,
+        cursor: EpochCursor::resuming(skip),
         saver: &saver,
         out: &run.out,
         tok: &tok,

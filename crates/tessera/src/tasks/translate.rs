@@ -12,6 +12,7 @@ use crate::models::seq2seq::{Seq2Seq, Seq2SeqBatch, Seq2SeqConfig, LOGITS_BIAS};
 use crate::models::{BlockDropout, ParamStore};
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::{read_moments, read_state, write_dir};
+use crate::train::data::EpochCursor;
 use crate::train::optim::AdamW;
 use crate::train::run::{EvalAt, Evaluation, Micro, Objective, Plan, RunState, Shard, StepStats};
 use crate::train::{Ended, Schedule};
@@ -190,11 +191,8 @@ struct TranslateObjective<'a> {
     t: &'a TranslationConfig,
     data: &'a Data,
     tok: &'a Tokenizer,
-    batches: Vec<Vec<usize>>,
-    next: usize,
-    /// Batches to skip at the start of the first epoch (a resumed run).
-    skip: usize,
-    epoch: usize,
+    /// This epoch's batches (a resumed run starts its first epoch past those it had done).
+    cursor: EpochCursor,
     out: &'a Path,
     src: &'a str,
     tgt: &'a str,
@@ -222,17 +220,15 @@ impl Objective for TranslateObjective<'_> {
             .map(|(s, t)| (s.len(), t.len() + 1))
             .collect();
         let mut rng = Rng::derived(self.t.seed, epoch as u64);
-        self.batches = token_batches(&lens, self.t.max_tokens, &mut rng);
-        self.next = std::mem::take(&mut self.skip).min(self.batches.len());
-        self.epoch = epoch;
+        let batches = token_batches(&lens, self.t.max_tokens, &mut rng);
+        self.cursor.start(epoch, batches);
         Ok(())
     }
 
     fn next_micro(&mut self, rng: &mut Rng, shard: Shard) -> Result<Option<Micro>> {
-        let Some(batch) = self.batches.get(self.next) else {
+        let Some(batch) = self.cursor.next_batch() else {
             return Ok(None);
         };
-        self.next += 1;
         let pairs: Vec<(&[u32], &[u32])> = shard
             .take(batch)
             .iter()
@@ -306,8 +302,7 @@ impl Objective for TranslateObjective<'_> {
 
 impl TranslateObjective<'_> {
     fn checkpoint(&mut self, step: usize, opt: &AdamW, rng: &Rng) -> Result<()> {
-        let (epoch, batches_done) =
-            crate::train::run::resume_point(self.epoch, self.next, self.batches.len());
+        let (epoch, batches_done) = self.cursor.resume_point();
         let state = State {
             version: STATE_VERSION,
             step,
@@ -670,10 +665,7 @@ pub fn train_translation(
         t: &t,
         data: &data,
         tok: &tok,
-        batches: vec![],
-        next: 0,
-        skip,
-        epoch: 0,
+        cursor: EpochCursor::resuming(skip),
         out: &run.out,
         src: &run.src,
         tgt: &run.tgt,

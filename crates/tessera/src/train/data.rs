@@ -191,9 +191,78 @@ pub fn epoch_batches(lens: &[usize], batch: usize, group: bool, rng: &mut Rng) -
     batches
 }
 
+/// One epoch's batches of example indices and how far the loop has taken them; a resumed run
+/// starts its first epoch past the batches it had done.
+#[derive(Clone, Debug, Default)]
+pub struct EpochCursor {
+    batches: Vec<Vec<usize>>,
+    next: usize,
+    /// Batches to skip at the start of the next epoch (a resumed run), then 0.
+    skip: usize,
+    epoch: usize,
+}
+
+impl EpochCursor {
+    /// A cursor whose first epoch starts at batch `skip` (0: a fresh run).
+    pub fn resuming(skip: usize) -> Self {
+        EpochCursor {
+            skip,
+            ..Default::default()
+        }
+    }
+
+    /// Start epoch `epoch` (1-based) over `batches`.
+    pub fn start(&mut self, epoch: usize, batches: Vec<Vec<usize>>) {
+        self.next = std::mem::take(&mut self.skip).min(batches.len());
+        self.batches = batches;
+        self.epoch = epoch;
+    }
+
+    /// The epoch's next batch, or `None` when it is used up.
+    pub fn next_batch(&mut self) -> Option<&[usize]> {
+        let b = self.batches.get(self.next)?;
+        self.next += 1;
+        Some(b)
+    }
+
+    /// The epoch in progress (1-based; 0 before the first).
+    pub fn epoch(&self) -> usize {
+        self.epoch
+    }
+
+    /// Where a checkpoint taken now resumes: (epochs completed, batches of the current epoch
+    /// done). Mid-epoch, the epoch restarts at the next batch (its order depends on the seed
+    /// and the epoch alone); after its last batch, the next epoch starts.
+    pub fn resume_point(&self) -> (usize, usize) {
+        if self.next >= self.batches.len() {
+            (self.epoch, 0)
+        } else {
+            (self.epoch.saturating_sub(1), self.next)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_resumes_where_its_checkpoint_was_taken() {
+        let batches = || vec![vec![0], vec![1], vec![2]];
+        let mut c = EpochCursor::resuming(0);
+        c.start(1, batches());
+        assert_eq!(c.next_batch(), Some(&[0][..]));
+        assert_eq!(c.resume_point(), (0, 1)); // epoch 1 again, past 1 batch
+        let mut r = EpochCursor::resuming(1);
+        r.start(1, batches());
+        assert_eq!(r.next_batch(), Some(&[1][..]));
+        c.next_batch();
+        c.next_batch();
+        assert_eq!(c.next_batch(), None);
+        assert_eq!(c.resume_point(), (1, 0)); // the next epoch from its start
+        r.start(2, batches());
+        assert_eq!(r.next_batch(), Some(&[0][..]), "the skip applies once");
+    }
 
     #[test]
     fn blocks_cover_data_once_per_epoch_and_resume() {

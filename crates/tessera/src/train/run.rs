@@ -226,17 +226,6 @@ impl RunState {
     }
 }
 
-/// Where a checkpoint taken now resumes: (epochs completed, batches of the current epoch done).
-/// Mid-epoch, the epoch restarts at batch `next` (its order depends on the seed and the epoch
-/// alone); after its last batch, the next epoch starts.
-pub fn resume_point(epoch: usize, next: usize, batches: usize) -> (usize, usize) {
-    if next >= batches {
-        (epoch, 0)
-    } else {
-        (epoch.saturating_sub(1), next)
-    }
-}
-
 /// Progress for display; the default does nothing.
 pub trait Observer {
     fn on_step(&mut self, _s: &StepStats) {}
