@@ -1,8 +1,9 @@
 //! `tessera finetune classify|ner`, `tessera classify` and `tessera tag`.
 
+use crate::progress::say;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tessera::tasks::classify::Classifier;
@@ -205,23 +206,9 @@ pub fn run(cmd: FinetuneCmd) -> Result<()> {
         mlm_data: a.mlm_data.clone(),
     };
     let stop = crate::interrupt_flag();
-    let bar = ProgressBar::new(1);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-        )
-        .expect("valid template"),
-    );
+    let bar = crate::progress::steps_bar(1);
     let mut t_phase = std::time::Instant::now();
     let mut log_every = 1;
-    // A hidden bar (stderr not a terminal) drops println: write plain lines then.
-    let say = |bar: &ProgressBar, s: String| {
-        if bar.is_hidden() {
-            eprintln!("{s}")
-        } else {
-            bar.println(s)
-        }
-    };
     let out_dir = a.out.clone();
     let mut on_event = |e: Event<'_>| match e {
         Event::Scratch {

@@ -94,13 +94,7 @@ pub fn train(a: TrainTranslation<'_>) -> Result<()> {
         max_time: a.max_time.map(|m| Duration::from_secs_f64(m * 60.0)),
         stop: Some(&stop),
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-        )
-        .expect("valid template"),
-    );
+    let bar = crate::progress::steps_bar(0);
     let plot = (!a.no_plot).then(|| a.out.to_path_buf());
     let max_steps = a.max_steps;
     let mut total = 0usize;

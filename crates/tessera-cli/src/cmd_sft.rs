@@ -1,8 +1,9 @@
 //! `tessera finetune chat`: supervised fine-tuning of a chat model (LoRA or full).
 
+use crate::progress::say;
 use anyhow::{bail, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::time::Duration;
 use tessera::tasks::sft::{finetune_chat, Event, SftOptions, SftRun};
@@ -109,20 +110,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
         max_time: a.max_time.map(|m| Duration::from_secs_f64(m * 60.0)),
         stop: Some(&stop),
     };
-    let bar = ProgressBar::new(1);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-        )
-        .expect("valid template"),
-    );
-    let say = |bar: &ProgressBar, s: String| {
-        if bar.is_hidden() {
-            eprintln!("{s}")
-        } else {
-            bar.println(s)
-        }
-    };
+    let bar = crate::progress::steps_bar(1);
     let mut log_every = 1;
     let mut on_event = |e: Event<'_>| match e {
         Event::Start {
@@ -256,12 +244,7 @@ pub fn eval_chat(a: EvalChatArgs) -> Result<()> {
         &mut |i, got, want| {
             bar.inc(1);
             if verbose {
-                let line = format!("{}: {got:?} (reference {want:?})", i + 1);
-                if bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    bar.println(line);
-                }
+                say(&bar, format!("{}: {got:?} (reference {want:?})", i + 1));
             }
         },
     )?;

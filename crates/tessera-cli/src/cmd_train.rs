@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera::models::TransformerConfig;
@@ -259,13 +259,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         Trainer::new(mcfg, tcfg, tok, data, &device)?
     };
     let stop = crate::interrupt_flag();
-    let bar = ProgressBar::new(trainer.cfg.max_steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-        )
-        .expect("valid template"),
-    );
+    let bar = crate::progress::steps_bar(trainer.cfg.max_steps as u64);
     bar.set_position(trainer.step as u64);
     bar.reset_eta();
     let mut obs = Bar {

@@ -1,5 +1,6 @@
 //! `tessera word2vec`: train word vectors (skip-gram with negative sampling), query them.
 
+use crate::progress::say;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -168,14 +169,6 @@ fn run_train(a: TrainArgs, threads: Option<usize>) -> Result<()> {
         )
         .expect("valid template"),
     );
-    // A hidden bar (stderr not a terminal) drops println: write plain lines then.
-    let say = |bar: &ProgressBar, s: String| {
-        if bar.is_hidden() {
-            eprintln!("{s}")
-        } else {
-            bar.println(s)
-        }
-    };
     let mut ticks = 0usize;
     let mut on_event = |e: Event<'_>| match e {
         Event::Start { threads, .. } => say(

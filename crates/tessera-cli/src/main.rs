@@ -23,6 +23,7 @@ mod cmd_train;
 mod cmd_word2vec;
 mod eval_metrics;
 mod plot;
+mod progress;
 mod runtime;
 
 use clap::{Parser, Subcommand};

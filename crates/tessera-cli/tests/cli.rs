@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 fn tessera(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(args)
@@ -465,20 +467,7 @@ fn translation_train_translate_and_summarize() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let words = [
-        ("red", "rojo"),
-        ("blue", "azul"),
-        ("green", "verde"),
-        ("black", "negro"),
-    ];
-    let mut tsv = String::from("ref\ten\tes\n");
-    for (b, book) in ["Gen", "Exod", "Lev", "Num"].iter().enumerate() {
-        for v in 0..25 {
-            let (a, x) = words[(b + v) % 4];
-            let (c, y) = words[(b + 2 * v + 1) % 4];
-            tsv.push_str(&format!("{book}.1.{v}\t{a} and {c}\t{x} y {y}\n"));
-        }
-    }
+    let tsv = common::colour_pairs_tsv();
     let data = write(d, "pairs.tsv", tsv.as_bytes());
     let out = d.join("run");
     let out_s = out.to_string_lossy().into_owned();

@@ -10,6 +10,8 @@
 
 use std::process::Command;
 
+mod common;
+
 fn tessera() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
     c.env("RAYON_NUM_THREADS", "1");
@@ -206,36 +208,20 @@ mod mpi {
         }
     }
 
-    #[test]
-    fn finetuning_a_classifier_on_3_ranks_equals_one_process() {
+    /// `tessera finetune TASK` of a tiny BERT from scratch on `data`, in one process and on 3
+    /// ranks: the steps agree (first 1e-6, later 1e-4).
+    fn encoder_on_3_ranks(task: &str, file: &str, data: &str, mlm_epochs: &str) {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
-        let mut data = String::new();
-        let (pos, neg) = (["good", "great", "fine"], ["bad", "awful", "poor"]);
-        for i in 0..48 {
-            let (w, l) = if i % 2 == 0 {
-                (pos[i % 3], "positive")
-            } else {
-                (neg[i % 3], "negative")
-            };
-            let line =
-                serde_json::json!({"text": format!("the room was {w} today {i}"), "label": l});
-            data.push_str(&format!("{line}\n"));
-        }
-        let train = d.join("train.jsonl");
+        let train = d.join(file);
         std::fs::write(&train, data).unwrap();
         let cfg = d.join("bert.json");
-        std::fs::write(
-            &cfg,
-            r#"{"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
-                "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}"#,
-        )
-        .unwrap();
+        std::fs::write(&cfg, common::TINY_BERT).unwrap();
         let go = |n: usize, tokenizer: &[&str]| {
-            let out = d.join(format!("ft{n}"));
+            let out = d.join(format!("{task}{n}"));
             let mut args = vec![
                 "finetune",
-                "classify",
+                task,
                 "--model",
                 cfg.to_str().unwrap(),
                 "--train",
@@ -253,7 +239,7 @@ mod mpi {
                 "--max-len",
                 "32",
                 "--mlm-epochs",
-                "1",
+                mlm_epochs,
             ];
             args.extend(tokenizer);
             launch(n, &args);
@@ -262,25 +248,35 @@ mod mpi {
         // The WordPiece trainer orders tied pieces differently from one process to the next:
         // the 3-rank run takes the one-process run's tokenizer (within a job, rank 0's is
         // everyone's).
-        let one = go(1, &["--vocab-size", "200"]);
+        let one = go(1, &["--vocab-size", "150"]);
         let tok = d.join("tokenizer.json");
         std::fs::copy(one.join("tokenizer.json"), &tok).unwrap();
         let three = go(3, &["--tokenizer", tok.to_str().unwrap()]);
-        // MLM pretraining's steps first (AdamW eps 1e-8), then the classifier's.
-        close_steps(
-            &steps(&one),
-            &steps(&three),
-            1e-6,
-            1e-4,
-            "classifier, 3 ranks",
-        );
+        // With MLM pretraining its steps come first (AdamW eps 1e-8), then the task's.
+        let what = format!("{task}, 3 ranks");
+        close_steps(&steps(&one), &steps(&three), 1e-6, 1e-4, &what);
         assert!(three.join("model.safetensors").is_file());
     }
 
     #[test]
+    fn finetuning_a_classifier_on_3_ranks_equals_one_process() {
+        let (pos, neg) = (["good", "great", "fine"], ["bad", "awful", "poor"]);
+        let mut data = String::new();
+        for i in 0..48 {
+            let (w, l) = if i % 2 == 0 {
+                (pos[i % 3], "positive")
+            } else {
+                (neg[i % 3], "negative")
+            };
+            let line =
+                serde_json::json!({"text": format!("the room was {w} today {i}"), "label": l});
+            data.push_str(&format!("{line}\n"));
+        }
+        encoder_on_3_ranks("classify", "train.jsonl", &data, "1");
+    }
+
+    #[test]
     fn finetuning_a_tagger_on_3_ranks_equals_one_process() {
-        let tmp = tempfile::tempdir().unwrap();
-        let d = tmp.path();
         // Sentences of different lengths with a few entities: shards hold different numbers of
         // labelled tokens, which weight their losses.
         let (names, places) = (["John", "Mary", "Ana"], ["Paris", "Lima", "Rome"]);
@@ -295,49 +291,7 @@ mod mpi {
             }
             conll.push_str(&format!("{}\tB-place\n\n", places[(i / 3) % 3]));
         }
-        let train = d.join("train.conll");
-        std::fs::write(&train, conll).unwrap();
-        let cfg = d.join("bert.json");
-        std::fs::write(
-            &cfg,
-            r#"{"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
-                "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}"#,
-        )
-        .unwrap();
-        let go = |n: usize, tokenizer: &[&str]| {
-            let out = d.join(format!("ner{n}"));
-            let mut args = vec![
-                "finetune",
-                "ner",
-                "--model",
-                cfg.to_str().unwrap(),
-                "--train",
-                train.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--dev-split",
-                "0.25",
-                "--epochs",
-                "2",
-                "--batch-size",
-                "8",
-                "--dropout",
-                "0",
-                "--max-len",
-                "32",
-                "--mlm-epochs",
-                "0",
-            ];
-            args.extend(tokenizer);
-            launch(n, &args);
-            out
-        };
-        let one = go(1, &["--vocab-size", "120"]);
-        let tok = d.join("tokenizer.json");
-        std::fs::copy(one.join("tokenizer.json"), &tok).unwrap();
-        let three = go(3, &["--tokenizer", tok.to_str().unwrap()]);
-        close_steps(&steps(&one), &steps(&three), 1e-6, 1e-4, "tagger, 3 ranks");
-        assert!(three.join("model.safetensors").is_file());
+        encoder_on_3_ranks("ner", "train.conll", &conll, "0");
     }
 
     #[test]
@@ -394,22 +348,8 @@ mod mpi {
     fn translation_training_on_2_ranks_equals_one_process() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
-        let words = [
-            ("red", "rojo"),
-            ("blue", "azul"),
-            ("green", "verde"),
-            ("black", "negro"),
-        ];
-        let mut tsv = String::from("ref\ten\tes\n");
-        for (b, book) in ["Gen", "Exod", "Lev", "Num"].iter().enumerate() {
-            for v in 0..25 {
-                let (a, x) = words[(b + v) % 4];
-                let (c, y) = words[(b + 2 * v + 1) % 4];
-                tsv.push_str(&format!("{book}.1.{v}\t{a} and {c}\t{x} y {y}\n"));
-            }
-        }
         let data = d.join("pairs.tsv");
-        std::fs::write(&data, tsv).unwrap();
+        std::fs::write(&data, common::colour_pairs_tsv()).unwrap();
         // The tiny Marian layout without dropout (with it, each shard draws its own masks).
         let base =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/seq2seq-tiny.json");

@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
 fn tessera(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(args)
@@ -60,8 +62,7 @@ fn toy_jsonl() -> String {
     s
 }
 
-const TINY: &str = r#"{"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
-  "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}"#;
+const TINY: &str = common::TINY_BERT;
 
 #[test]
 fn trains_from_scratch_and_classifies() {

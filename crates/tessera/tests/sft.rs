@@ -266,12 +266,33 @@ fn write_lines(path: &std::path::Path, n: usize, offset: usize) {
     std::fs::write(path, lines.join("\n")).unwrap();
 }
 
+/// `n_train` and `n_dev` conversations ([`write_lines`]) in `dir`, and a run on SmolLM2 over
+/// them into `out`.
+fn smollm2_run<'a>(
+    dir: &std::path::Path,
+    (n_train, n_dev): (usize, usize),
+    out: &std::path::Path,
+    resume: bool,
+    stop: Option<&'a std::sync::atomic::AtomicBool>,
+) -> SftRun<'a> {
+    let (train, dev) = (dir.join("train.jsonl"), dir.join("dev.jsonl"));
+    write_lines(&train, n_train, 0);
+    write_lines(&dev, n_dev, 100);
+    SftRun {
+        model: "smollm2-135m-instruct".into(),
+        model_path: smollm2(),
+        train,
+        dev: Some(dev),
+        out: out.to_path_buf(),
+        resume,
+        max_time: None,
+        stop,
+    }
+}
+
 #[test]
 fn resume_equals_uninterrupted_lora_training() {
     let dir = tempfile::tempdir().unwrap();
-    let (train, dev) = (dir.path().join("train.jsonl"), dir.path().join("dev.jsonl"));
-    write_lines(&train, 8, 0);
-    write_lines(&dev, 4, 100);
     let opts = SftOptions {
         lora_rank: 4,
         lora_alpha: 8.0,
@@ -284,16 +305,7 @@ fn resume_equals_uninterrupted_lora_training() {
     };
     let run = |out: &std::path::Path, resume: bool, stop_at: Option<usize>| {
         let flag = std::sync::atomic::AtomicBool::new(false);
-        let r = SftRun {
-            model: "smollm2-135m-instruct".into(),
-            model_path: smollm2(),
-            train: train.clone(),
-            dev: Some(dev.clone()),
-            out: out.to_path_buf(),
-            resume,
-            max_time: None,
-            stop: Some(&flag),
-        };
+        let r = smollm2_run(dir.path(), (8, 4), out, resume, Some(&flag));
         let mut losses = Vec::new();
         sft::finetune_chat(&r, &opts, &mut |e| {
             if let Event::Step(s) = e {
@@ -420,9 +432,6 @@ fn an_adapter_for_another_base_is_refused_with_both_names() {
 #[test]
 fn full_fine_tuning_trains_every_weight_and_writes_a_model() {
     let dir = tempfile::tempdir().unwrap();
-    let (train, dev) = (dir.path().join("train.jsonl"), dir.path().join("dev.jsonl"));
-    write_lines(&train, 4, 0);
-    write_lines(&dev, 2, 100);
     let opts = SftOptions {
         lora_rank: 0,
         batch_size: 2,
@@ -432,16 +441,7 @@ fn full_fine_tuning_trains_every_weight_and_writes_a_model() {
         ..SftOptions::default()
     };
     let out = dir.path().join("full");
-    let r = SftRun {
-        model: "smollm2-135m-instruct".into(),
-        model_path: smollm2(),
-        train: train.clone(),
-        dev: Some(dev.clone()),
-        out: out.clone(),
-        resume: false,
-        max_time: None,
-        stop: None,
-    };
+    let r = smollm2_run(dir.path(), (4, 2), &out, false, None);
     let mut losses = Vec::new();
     let mut trainable = 0;
     sft::finetune_chat(&r, &opts, &mut |e| match e {
