@@ -3,7 +3,7 @@ written by transformers, its logits on padded inputs, and `generate` outputs (gr
 search in several settings: beam size, length penalty, early stopping, n-best with scores).
 
 Writes crates/tessera/tests/fixtures/marian-tiny/{config.json, model.safetensors,
-generation_config.json, expected.json}, read by crates/tessera/tests/seq2seq_marian.rs.
+generation_config.json, expected.json}, read by crates/tessera/tests/seq2seq_hf.rs.
 
     ~/.cache/tessera-peers/venv/bin/python scripts/marian_fixture.py
 """

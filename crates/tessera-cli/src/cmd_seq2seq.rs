@@ -182,7 +182,7 @@ pub fn train(a: TrainTranslation<'_>) -> Result<()> {
 
 #[derive(Args, Debug)]
 pub struct TranslateArgs {
-    /// A model directory (config.json of a Marian-style model, model.safetensors,
+    /// A model directory (config.json of a Marian or T5 model, model.safetensors,
     /// tokenizer.json), e.g. a training run's `best/`.
     #[arg(long)]
     model: PathBuf,
@@ -229,7 +229,7 @@ pub fn load_seq2seq(dir: &Path) -> Result<(Seq2Seq, Tokenizer)> {
     if !dir.join("config.json").is_file() {
         bail!(
             "{}: not a model directory (no config.json); give a training run's best/ or a \
-             Marian-style model directory",
+             Marian or T5 model directory",
             dir.display()
         );
     }
@@ -344,7 +344,7 @@ pub fn translate(a: TranslateArgs) -> Result<()> {
             };
             let texts: Vec<String> = hs
                 .iter()
-                .map(|h| tok.decode(h.content(eos)))
+                .map(|h| tok.decode_text(h.content(eos)))
                 .collect::<tessera::Result<_>>()?;
             if a.json {
                 let items: Vec<serde_json::Value> = hs

@@ -12,7 +12,7 @@ use tessera::tokenizer::chat::Message;
 
 #[derive(Args, Debug)]
 pub struct SummarizeArgs {
-    /// An encoder-decoder directory (Marian-style config.json), or an instruct decoder (a known
+    /// An encoder-decoder directory (a Marian or T5 config.json), or an instruct decoder (a known
     /// name, a `.gguf` file, a Hugging Face or run directory) prompted through its chat template.
     /// Default: smollm2-135m-instruct.
     #[arg(long, default_value = "smollm2-135m-instruct", conflicts_with = "lead")]
@@ -94,7 +94,7 @@ fn is_seq2seq_dir(p: &Path) -> bool {
         && std::fs::read_to_string(&cfg)
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .is_some_and(|v| v["model_type"] == "marian")
+            .is_some_and(|v| v["model_type"] == "marian" || v["model_type"] == "t5")
 }
 
 impl Summarizer {
@@ -128,7 +128,7 @@ impl Summarizer {
                     ..Default::default()
                 };
                 let h = translate_ids(model, &[&ids], &opts, 1)?;
-                tok.decode(h[0][0].content(eos))?
+                tok.decode_text(h[0][0].content(eos))?
             }
             Summarizer::Instruct(b) => {
                 let (model, tok) = &**b;

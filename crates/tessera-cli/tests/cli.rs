@@ -460,6 +460,50 @@ fn chat_answers_piped_input() {
     assert!(!answer.contains("tessera chat"), "{answer}");
 }
 
+/// `translate` on a T5 directory written by transformers (`scripts/t5_fixture.py`: a tiny random
+/// `T5ForConditionalGeneration` with a word-level `tokenizer.json`): greedy and beam-4 output lines
+/// equal transformers' `generate` decoded without special tokens; empty lines stay empty.
+#[test]
+fn translate_runs_a_transformers_t5_directory() {
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tessera/tests/fixtures/t5-tiny");
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("expected.json")).unwrap())
+            .unwrap();
+    let cli = &e["cli"];
+    let lines: Vec<&str> = cli["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "in.txt", (lines.join("\n") + "\n").as_bytes());
+    let model = model.to_string_lossy().into_owned();
+    for (key, beam) in [("greedy", "1"), ("beam4", "4")] {
+        let o = tessera(&[
+            "translate",
+            "--model",
+            &model,
+            "--input",
+            &input,
+            "--beam",
+            beam,
+            "--max-new-tokens",
+            "10",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8(o.stdout).unwrap();
+        let got: Vec<&str> = text.lines().collect();
+        let want: Vec<&str> = cli[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        assert_eq!(got, want, "{key}");
+    }
+}
+
 /// `train --task translation` → `translate` (stdin, one line out per line in, empty lines kept,
 /// `--json` n-best) → `summarize --lead`; and the bad inputs of those commands.
 #[test]

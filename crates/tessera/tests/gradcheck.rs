@@ -82,6 +82,7 @@ fn attention_check(name: &str, heads: usize, kv_heads: usize, rotary: bool, fuse
             num_heads: heads,
             num_kv_heads: kv_heads,
             head_dim: d,
+            scale: None,
         };
         let y = attn
             .forward(
@@ -338,6 +339,7 @@ fn bidirectional_attention_with_padding_mask() {
         num_heads: h,
         num_kv_heads: h,
         head_dim: d,
+        scale: None,
     };
     let mut vars: Vec<&Var> = vec![&x];
     vars.extend(ws.iter().chain(&bs));
@@ -628,6 +630,7 @@ fn fused_rotary_attention_matches_reference() {
             num_heads: h,
             num_kv_heads: hkv,
             head_dim: d,
+            scale: None,
         };
         let mut vars = vec![&x, &wq, &wk, &wv, &o];
         if bias {
@@ -683,6 +686,7 @@ fn fused_causal_attention_matches_reference() {
             num_heads: h,
             num_kv_heads: hkv,
             head_dim: d,
+            scale: None,
         };
         agree(
             &format!("causal attention h={h} hkv={hkv} t={t}"),
@@ -1013,6 +1017,7 @@ fn rotary_attention_on_lora_projections() {
         num_heads: heads,
         num_kv_heads: kv,
         head_dim: d,
+        scale: None,
     };
     let fused = attn()
         .forward(x.as_tensor(), Some(&rope), &mut None)

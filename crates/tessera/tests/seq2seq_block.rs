@@ -78,6 +78,7 @@ impl Weights {
             num_heads: HEADS,
             num_kv_heads: HEADS,
             head_dim: C / HEADS,
+            scale: None,
         }
     }
 

@@ -109,6 +109,30 @@ struct Cross {
     o: Proj,
 }
 
+/// A relative position bias table, (buckets, H) row-major, read by bucket of the key's offset.
+#[derive(Clone)]
+struct RelBias {
+    table: Vec<f32>,
+    buckets: usize,
+    max_distance: usize,
+}
+
+impl RelBias {
+    /// Head `head`'s bias of keys `0..len` for the query at position `len - 1`, into `out`.
+    fn fill(&self, head: usize, heads: usize, len: usize, out: &mut [f32]) {
+        let q = len as i64 - 1;
+        for (j, o) in out[..len].iter_mut().enumerate() {
+            let b = crate::nn::position::relative_bucket(
+                j as i64 - q,
+                false,
+                self.buckets,
+                self.max_distance,
+            );
+            *o = self.table[b * heads + head];
+        }
+    }
+}
+
 /// An encoder output as every layer's cross-attention reads it: keys and values of its `len`
 /// positions, (layers, kv heads, len, D) each. Shared (one per sentence) by the states of its
 /// beams.
@@ -150,6 +174,10 @@ pub struct Decoder {
     numerics: Numerics,
     /// Rotary frequencies (transformers' table; [`Numerics::Ggml`] computes its angles apart).
     freqs: Vec<f32>,
+    /// T5's relative position bias of the self-attention (a causal stack: the past only).
+    rel_bias: Option<RelBias>,
+    /// The factor on q·k (1/sqrt(D), or the config's).
+    att_scale: f32,
     f16: F16Kernels,
     pool: HotPool,
     source: PathBuf,
@@ -442,6 +470,8 @@ impl Decoder {
             embed_scale: None,
             logits_bias: None,
             freqs: Vec::new(),
+            rel_bias: None,
+            att_scale: 1.0 / (cfg.head_dim as f32).sqrt(),
             numerics: Numerics::Ggml,
             f16: F16Kernels::detect(),
             pool: HotPool::from_env(),
@@ -628,11 +658,22 @@ impl Decoder {
                 cfg.max_position_embeddings,
                 c,
             )),
-            PositionKind::Rotary { .. } => None,
+            PositionKind::Rotary { .. } | PositionKind::Relative { .. } => None,
         };
         let freqs = match cfg.position {
             PositionKind::Rotary { theta } => rotary::inv_freqs(cfg.head_dim, theta),
-            PositionKind::Learned | PositionKind::Sinusoidal => Vec::new(),
+            _ => Vec::new(),
+        };
+        let rel_bias = match cfg.position {
+            PositionKind::Relative {
+                buckets,
+                max_distance,
+            } => Some(RelBias {
+                table: vector(&n.rel_bias, buckets * cfg.num_heads)?,
+                buckets,
+                max_distance,
+            }),
+            _ => None,
         };
         Ok(Decoder {
             cfg: cfg.clone(),
@@ -650,6 +691,10 @@ impl Decoder {
             head,
             numerics: Numerics::Hf,
             freqs,
+            rel_bias,
+            att_scale: cfg
+                .attention_scale
+                .map_or(1.0 / (cfg.head_dim as f32).sqrt(), |s| s as f32),
             f16: F16Kernels::detect(),
             pool: HotPool::from_env(),
             source: source.to_path_buf(),
@@ -710,7 +755,7 @@ impl Decoder {
             .collect::<Result<Vec<_>>>()?;
         let freqs = match self.cfg.position {
             PositionKind::Rotary { theta } => rotary::inv_freqs(self.cfg.head_dim, theta),
-            PositionKind::Learned | PositionKind::Sinusoidal => Vec::new(),
+            _ => Vec::new(),
         };
         Ok(Decoder {
             cfg: self.cfg.clone(),
@@ -724,6 +769,8 @@ impl Decoder {
             head: f(&self.head)?,
             numerics: Numerics::Hf,
             freqs,
+            rel_bias: self.rel_bias.clone(),
+            att_scale: self.att_scale,
             f16: self.f16,
             pool: HotPool::new(self.pool.threads()),
             source: self.source.clone(),
@@ -851,6 +898,11 @@ impl Decoder {
             .iter()
             .try_fold(1usize, |a, &b| a.checked_mul(b))
             .ok_or_else(|| Error::Input(format!("a KV cache of {cap} positions is too large")))?;
+        if self.rel_bias.is_some() && self.numerics == Numerics::Ggml {
+            return Err(Error::Config(
+                "relative position biases run with the f32 cache only".into(),
+            ));
+        }
         let what = format!("KV cache for {cap} positions");
         let mut st = State {
             cache: Cache {
@@ -974,13 +1026,14 @@ impl Decoder {
     /// state alone.
     ///
     /// Errors (leaving every state unchanged) when the lengths differ, an id is outside the
-    /// vocabulary, or a state is full.
+    /// vocabulary, or a state is full. The logits are the batch's buffer, for the caller to
+    /// transform in place (beam search's log-softmax).
     pub fn step<'b>(
         &self,
         batch: &'b mut Batch,
         states: &mut [&mut State],
         ids: &[u32],
-    ) -> Result<&'b [f32]> {
+    ) -> Result<&'b mut [f32]> {
         let feeds: Vec<&[u32]> = ids.iter().map(std::slice::from_ref).collect();
         self.step_many(batch, states, &feeds)
     }
@@ -1001,7 +1054,7 @@ impl Decoder {
         batch: &'b mut Batch,
         states: &mut [&mut State],
         feeds: &[&[u32]],
-    ) -> Result<&'b [f32]> {
+    ) -> Result<&'b mut [f32]> {
         let n = feeds.len();
         if states.len() != n {
             return Err(Error::Input(format!(
@@ -1010,7 +1063,7 @@ impl Decoder {
             )));
         }
         if n == 0 {
-            return Ok(&[]);
+            return Ok(&mut []);
         }
         for (st, feed) in states.iter().zip(feeds) {
             self.check(&st.cache, feed)?;
@@ -1048,7 +1101,7 @@ impl Decoder {
         self.head
             .matmul_on(&self.pool, &sc.h[..n * c], n, &mut sc.logits[..n * v])?;
         add_bias(&mut sc.logits[..n * v], self.logits_bias.as_deref());
-        Ok(&sc.logits[..n * v])
+        Ok(&mut sc.logits[..n * v])
     }
 
     /// Make `dst` hold the first `len` positions `src` holds (states of this decoder): a shared
@@ -1270,6 +1323,19 @@ impl Decoder {
         }
     }
 
+    /// Multiply the last hidden state by `s` before the head (original T5's d_model^-0.5),
+    /// folded into the final norm's weight (and bias).
+    pub fn scale_output(&mut self, s: f32) -> Result<()> {
+        let norm = self.norm.as_mut().ok_or_else(|| {
+            Error::Config("an output scale needs a final norm to fold into (pre-norm)".into())
+        })?;
+        norm.w.iter_mut().for_each(|w| *w *= s);
+        if let Some(b) = &mut norm.b {
+            b.iter_mut().for_each(|v| *v *= s);
+        }
+        Ok(())
+    }
+
     /// Add `bias` (V values) to every logit row: Marian's `final_logits_bias`.
     pub fn set_logits_bias(&mut self, bias: Vec<f32>) -> Result<()> {
         if bias.len() != self.cfg.vocab_size {
@@ -1366,7 +1432,7 @@ impl Decoder {
             }
         }
         let rep = h / hkv;
-        let scale = 1.0 / (d as f32).sqrt();
+        let scale = self.att_scale;
         let (q, owner) = (&sc.q, &sc.owner);
         self.per_head_query(
             &mut sc.att,
@@ -1414,8 +1480,9 @@ impl Decoder {
         let cfg = &self.cfg;
         let (h, hkv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let rep = h / hkv;
-        let scale = 1.0 / (d as f32).sqrt();
+        let scale = self.att_scale;
         let kern = self.f16;
+        let rel = self.rel_bias.as_ref();
         let (q, q16, owner, pos) = (&sc.q, &sc.q16, &sc.owner, &sc.pos);
         self.per_head_query(
             &mut sc.att,
@@ -1439,15 +1506,29 @@ impl Decoder {
                         &mut sc[..cap],
                         o,
                     ),
-                    KvCache::F32 { k, v } => ca::attend(
-                        &q[at..at + d],
-                        &k[base..base + cap * d],
-                        &v[base..base + cap * d],
-                        len,
-                        scale,
-                        &mut sc[..cap],
-                        o,
-                    ),
+                    KvCache::F32 { k, v } => match rel {
+                        Some(r) => {
+                            r.fill(head, h, len, sc);
+                            ca::attend_biased(
+                                &q[at..at + d],
+                                &k[base..base + cap * d],
+                                &v[base..base + cap * d],
+                                len,
+                                scale,
+                                &mut sc[..cap],
+                                o,
+                            )
+                        }
+                        None => ca::attend(
+                            &q[at..at + d],
+                            &k[base..base + cap * d],
+                            &v[base..base + cap * d],
+                            len,
+                            scale,
+                            &mut sc[..cap],
+                            o,
+                        ),
+                    },
                 }
             },
         );

@@ -28,6 +28,10 @@ pub enum Arch {
     /// decoder's with the cross-attention slot), sinusoidal positions, scaled embeddings shared
     /// by both stacks and the head. See [`crate::models::seq2seq`].
     Marian,
+    /// T5 (`T5ForConditionalGeneration`): one stack of a pre-norm encoder-decoder with RMSNorm
+    /// (T5's "layer norm"), no biases, unscaled attention, a bucketed relative position bias
+    /// shared by the stack's blocks, a ReLU or gated-GELU MLP, embeddings shared by both stacks.
+    T5,
 }
 
 /// Normalization kind.
@@ -51,6 +55,12 @@ pub enum PositionKind {
     /// A fixed sine/cosine table added to the token embedding (Vaswani et al.; the half-split
     /// layout Marian uses: sines in the first C/2 columns, cosines in the last).
     Sinusoidal,
+    /// A learned bias per head added to the attention scores, indexed by the bucket of the
+    /// key's offset from the query (T5): `buckets` buckets, exact for small offsets and
+    /// logarithmic up to `max_distance`; signed offsets in a bidirectional stack, only the past in
+    /// a causal one. One (buckets, H) table per stack, shared by its blocks. See
+    /// [`crate::nn::position::relative_bucket`].
+    Relative { buckets: usize, max_distance: usize },
 }
 
 /// Which keys a query of the self-attention sees.
@@ -105,6 +115,10 @@ pub struct TransformerConfig {
     pub scale_embedding: bool,
     /// Self-attention visibility.
     pub attention: AttentionKind,
+    /// Factor on the attention scores q·k; none = 1/sqrt(head_dim). T5 uses 1 (its scale is
+    /// folded into the query weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_scale: Option<f64>,
     /// A cross-attention slot in every block (the decoder of an encoder-decoder).
     #[serde(default)]
     pub cross_attention: bool,
@@ -194,6 +208,18 @@ pub struct HfConfig {
     pub add_final_layer_norm: Option<bool>,
     pub layernorm_embedding: Option<bool>,
     pub static_position_embeddings: Option<bool>,
+    // T5 fields.
+    pub d_kv: Option<usize>,
+    pub d_ff: Option<usize>,
+    pub num_layers: Option<usize>,
+    pub num_decoder_layers: Option<usize>,
+    pub num_heads: Option<usize>,
+    pub relative_attention_num_buckets: Option<usize>,
+    pub relative_attention_max_distance: Option<usize>,
+    pub feed_forward_proj: Option<String>,
+    pub dropout_rate: Option<f64>,
+    pub initializer_factor: Option<f64>,
+    pub scale_decoder_outputs: Option<bool>,
     pub decoder_start_token_id: Option<Value>,
     pub forced_eos_token_id: Option<Value>,
     /// Token ids are read leniently (a number, or a list whose first entry is canonical).
@@ -274,12 +300,11 @@ impl TransformerConfig {
             Some("gpt2") => super::family::gpt2::config(&hf)?,
             Some("llama") => super::family::llama::config(&hf)?,
             Some("bert") => super::family::bert::config(&hf)?,
-            Some("marian") => {
-                return Err(Error::Config(
-                    "model_type 'marian' is an encoder-decoder: it loads as a Seq2Seq model \
+            Some(m @ ("marian" | "t5")) => {
+                return Err(Error::Config(format!(
+                    "model_type '{m}' is an encoder-decoder: it loads as a Seq2Seq model \
                      (tessera translate / summarize), not as one stack"
-                        .into(),
-                ))
+                )))
             }
             Some(other) => {
                 return Err(Error::Config(format!(
@@ -309,7 +334,9 @@ impl TransformerConfig {
             Arch::Bert => super::family::bert::to_hf(self),
             // One stack of an encoder-decoder has no config.json of its own (the pair's is
             // `Seq2SeqConfig::to_hf_json`); tessera's dialect describes it.
-            Arch::Marian => return serde_json::to_value(self).expect("a config serializes"),
+            Arch::Marian | Arch::T5 => {
+                return serde_json::to_value(self).expect("a config serializes")
+            }
         };
         let obj = v.as_object_mut().expect("object");
         obj.insert("torch_dtype".into(), Value::from("float32"));
@@ -397,7 +424,9 @@ impl TransformerConfig {
         if self.type_vocab_size > 0 {
             check("type_vocab_size", self.type_vocab_size, lim::MAX_TYPE_VOCAB)?;
         }
-        if !self.hidden_size.is_multiple_of(self.num_heads)
+        // T5's heads have their own width (`d_kv`): H·D need not be C.
+        if self.arch != Arch::T5
+            && !self.hidden_size.is_multiple_of(self.num_heads)
             && self.head_dim * self.num_heads != self.hidden_size
         {
             return bad(format!(
@@ -423,6 +452,32 @@ impl TransformerConfig {
                 "sinusoidal positions need an even hidden size, got {}",
                 self.hidden_size
             ));
+        }
+        if let PositionKind::Relative {
+            buckets,
+            max_distance,
+        } = self.position
+        {
+            // Half the buckets per direction in a bidirectional stack, half of those exact.
+            let exact = if self.attention == AttentionKind::Bidirectional {
+                buckets / 4
+            } else {
+                buckets / 2
+            };
+            if exact == 0 || buckets > 4096 || max_distance <= exact {
+                return bad(format!(
+                    "relative position buckets: {buckets} buckets up to a distance of \
+                     {max_distance} do not fit together (at least 4 buckets, at most 4096, and \
+                     the distance beyond the exact half)"
+                ));
+            }
+        }
+        if let Some(s) = self.attention_scale {
+            if !(s.is_finite() && s > 0.0) {
+                return bad(format!(
+                    "attention scale must be a positive number, got {s}"
+                ));
+            }
         }
         if let PositionKind::Rotary { theta } = self.position {
             if !(theta.is_finite() && theta > 1.0) {
@@ -584,7 +639,8 @@ mod tests {
         let mut v = gpt2_json();
         v["activation_function"] = json!("wiggle");
         assert!(err(&v).contains("unknown activation 'wiggle'"));
-        assert!(err(&json!({"model_type": "t5"})).contains("unsupported model_type"));
+        assert!(err(&json!({"model_type": "gptj"})).contains("unsupported model_type"));
+        assert!(err(&json!({"model_type": "t5"})).contains("is an encoder-decoder"));
         assert!(err(&json!({"n_embd": 3})).contains("missing 'model_type'"));
         let mut v = gpt2_json();
         v["n_layer"] = json!(-1);

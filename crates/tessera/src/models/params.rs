@@ -111,6 +111,14 @@ pub fn param_specs_with(cfg: &TransformerConfig, prefix: &str, pooler: bool) -> 
             false,
         );
     }
+    if let PositionKind::Relative { buckets, .. } = cfg.position {
+        push(
+            n.rel_bias.clone(),
+            vec![buckets, cfg.num_heads],
+            Init::Normal(std),
+            false,
+        );
+    }
     if cfg.type_vocab_size > 0 {
         push(
             n.wtt.clone(),

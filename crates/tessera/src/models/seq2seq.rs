@@ -1,12 +1,14 @@
 //! The encoder-decoder: two stacks of the one [`Transformer`], configured. The encoder is a
 //! bidirectional stack (padding masked); the decoder a causal stack whose blocks fill the
 //! cross-attention slot with the encoder's output. Embeddings are shared by both stacks and the
-//! head (Marian's layout); the logits may carry a bias (Marian's `final_logits_bias`).
+//! head (Marian's and T5's layout; a T5 file may carry its own head); the logits may carry a bias
+//! (Marian's `final_logits_bias`), and the decoder's output may be scaled by d_model^-0.5 first
+//! (original T5).
 //!
 //! ```text
 //! memory = encoder(src, src_mask)                          (B, S, C)
 //! h      = decoder(tgt_in, cross-attending to memory)      (B, T, C)
-//! logits = h @ shared^T + final_logits_bias                (B, T, V)
+//! logits = (h · s) @ head^T + final_logits_bias            (B, T, V)   s = 1 or d_model^-0.5
 //! ```
 //!
 //! Training is teacher forcing: the decoder reads `[start] y1 .. y(n-1)` and predicts `y1 .. yn
@@ -26,7 +28,8 @@ use std::path::Path;
 
 pub use super::transformer::IGNORE;
 
-/// Tensor-name prefixes of the two stacks.
+/// Tensor-name prefixes of the two stacks of a Marian checkpoint (T5's: `encoder.`, `decoder.`;
+/// see [`Seq2SeqConfig::prefixes`]).
 pub const ENCODER_PREFIX: &str = "model.encoder.";
 /// See [`ENCODER_PREFIX`].
 pub const DECODER_PREFIX: &str = "model.decoder.";
@@ -45,23 +48,27 @@ pub struct Seq2SeqConfig {
     /// Forced as the last token when the length limit is reached (transformers'
     /// `forced_eos_token_id`).
     pub forced_eos_token_id: Option<u32>,
+    /// The decoder's output is multiplied by d_model^-0.5 before the head (original T5).
+    #[serde(default)]
+    pub scale_decoder_outputs: bool,
 }
 
 impl Seq2SeqConfig {
-    /// Parse a Hugging Face `config.json` (`model_type` `marian`).
+    /// Parse a Hugging Face `config.json` (`model_type` `marian` or `t5`).
     pub fn from_hf_json(v: &Value) -> Result<Self> {
         let hf = super::config::HfConfig::parse(v)?;
         let cfg = match hf.model_type.as_deref() {
             Some("marian") => super::family::marian::config(&hf)?,
+            Some("t5") => super::family::t5::config(&hf)?,
             Some(other) => {
                 return Err(Error::Config(format!(
                     "model_type '{other}' is not an encoder-decoder tessera loads (expected \
-                     \"marian\")"
+                     \"marian\" or \"t5\")"
                 )))
             }
             None => {
                 return Err(Error::Config(
-                    "missing 'model_type' (expected \"marian\")".into(),
+                    "missing 'model_type' (expected \"marian\" or \"t5\")".into(),
                 ))
             }
         };
@@ -74,9 +81,12 @@ impl Seq2SeqConfig {
         super::config::read_config_file(path.as_ref(), Self::from_hf_json)
     }
 
-    /// The Marian `config.json` of this model (pad, eos and bos ids included).
+    /// The Marian or T5 `config.json` of this model (pad, eos and bos ids included).
     pub fn to_hf_json(&self) -> Value {
-        let mut v = super::family::marian::to_hf(self);
+        let mut v = match self.decoder.arch {
+            super::config::Arch::T5 => super::family::t5::to_hf(self),
+            _ => super::family::marian::to_hf(self),
+        };
         let obj = v.as_object_mut().expect("object");
         obj.insert("torch_dtype".into(), Value::from("float32"));
         let d = &self.decoder;
@@ -92,7 +102,7 @@ impl Seq2SeqConfig {
 
     /// Check both stacks and that they fit together.
     pub fn validate(&self) -> Result<()> {
-        use super::config::AttentionKind;
+        use super::config::{Arch, AttentionKind};
         self.encoder.validate()?;
         self.decoder.validate()?;
         let (e, d) = (&self.encoder, &self.decoder);
@@ -106,6 +116,13 @@ impl Seq2SeqConfig {
             return Err(Error::Config(
                 "the decoder of an encoder-decoder is causal, with cross-attention".into(),
             ));
+        }
+        if e.arch != d.arch || !matches!(e.arch, Arch::Marian | Arch::T5) {
+            return Err(Error::Config(format!(
+                "an encoder-decoder's stacks are both Marian or both T5 (encoder {:?}, decoder \
+                 {:?})",
+                e.arch, d.arch
+            )));
         }
         if e.hidden_size != d.hidden_size || e.vocab_size != d.vocab_size {
             return Err(Error::Config(format!(
@@ -123,13 +140,22 @@ impl Seq2SeqConfig {
         Ok(())
     }
 
+    /// The tensor-name prefixes of the encoder and decoder stacks.
+    pub fn prefixes(&self) -> (&'static str, &'static str) {
+        match self.decoder.arch {
+            super::config::Arch::T5 => ("encoder.", "decoder."),
+            _ => (ENCODER_PREFIX, DECODER_PREFIX),
+        }
+    }
+
     /// Every parameter of both stacks (the shared embedding once), in a fixed order.
     pub fn param_specs(&self) -> Vec<ParamSpec> {
-        let mut specs = param_specs_with(&self.encoder, ENCODER_PREFIX, false);
+        let (ep, dp) = self.prefixes();
+        let mut specs = param_specs_with(&self.encoder, ep, false);
         let seen: std::collections::HashSet<String> =
             specs.iter().map(|s| s.name.clone()).collect();
         specs.extend(
-            param_specs_with(&self.decoder, DECODER_PREFIX, false)
+            param_specs_with(&self.decoder, dp, false)
                 .into_iter()
                 .filter(|s| !seen.contains(&s.name)),
         );
@@ -253,15 +279,16 @@ pub struct Seq2Seq {
 }
 
 impl Seq2Seq {
-    /// Build from named tensors (Marian names); `path` names the source in errors.
+    /// Build from named tensors (the family's names); `path` names the source in errors.
     pub fn from_tensors(
         cfg: &Seq2SeqConfig,
         t: &HashMap<String, Tensor>,
         path: &Path,
     ) -> Result<Self> {
         cfg.validate()?;
-        let encoder = Transformer::from_tensors_prefixed(&cfg.encoder, t, ENCODER_PREFIX, path)?;
-        let decoder = Transformer::from_tensors_prefixed(&cfg.decoder, t, DECODER_PREFIX, path)?;
+        let (ep, dp) = cfg.prefixes();
+        let encoder = Transformer::from_tensors_prefixed(&cfg.encoder, t, ep, path)?;
+        let decoder = Transformer::from_tensors_prefixed(&cfg.decoder, t, dp, path)?;
         let logits_bias = match t.get(LOGITS_BIAS) {
             Some(b) => {
                 if b.elem_count() != cfg.decoder.vocab_size {
@@ -296,10 +323,14 @@ impl Seq2Seq {
         Self::from_tensors(cfg, &params.tensors(), Path::new("<parameters>"))
     }
 
-    /// Load `config.json` + `model.safetensors` from a Hugging Face-layout directory.
+    /// Load `config.json` + `model.safetensors` from a Hugging Face-layout directory. A T5 file
+    /// with its own `lm_head.weight` gets an untied head.
     pub fn load_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let cfg = Seq2SeqConfig::from_file(dir.join("config.json"))?;
+        let mut cfg = Seq2SeqConfig::from_file(dir.join("config.json"))?;
         let (tensors, st) = super::encoder::load_float_tensors(dir, dtype, device)?;
+        if cfg.decoder.arch == super::config::Arch::T5 && tensors.contains_key("lm_head.weight") {
+            cfg.decoder.tie_word_embeddings = false;
+        }
         Self::from_tensors(&cfg, &tensors, &st)
     }
 
@@ -310,11 +341,14 @@ impl Seq2Seq {
         let mut d = crate::infer::Decoder::from_tensors_prefixed(
             &self.cfg.decoder,
             &self.tensors,
-            DECODER_PREFIX,
+            self.cfg.prefixes().1,
             &self.source,
         )?;
         if let Some(b) = &self.logits_bias {
             d.set_logits_bias(b.to_dtype(DType::F32)?.to_vec1()?)?;
+        }
+        if let Some(s) = self.output_scale() {
+            d.scale_output(s as f32)?;
         }
         Ok(d)
     }
@@ -353,9 +387,24 @@ impl Seq2Seq {
         self.decoder.forward_hidden_with(tgt_in, Some(memory), drop)
     }
 
+    /// The factor on the decoder's output before the head (d_model^-0.5 for original T5).
+    fn output_scale(&self) -> Option<f64> {
+        self.cfg
+            .scale_decoder_outputs
+            .then(|| (self.cfg.decoder.hidden_size as f64).powf(-0.5))
+    }
+
+    /// The decoder's output as the head reads it (scaled when the model says so).
+    fn head_input(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(match self.output_scale() {
+            Some(s) => (h * s)?,
+            None => h.clone(),
+        })
+    }
+
     /// Hidden (..., C) -> logits (..., V), the bias added.
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        let logits = self.decoder.head(h)?;
+        let logits = self.decoder.head(&self.head_input(h)?)?;
         Ok(match &self.logits_bias {
             Some(b) => logits.broadcast_add(b)?,
             None => logits,
@@ -396,7 +445,7 @@ impl Seq2Seq {
             drop,
         )?;
         let sel = super::transformer::TargetRows::select(&h, &batch.targets)?;
-        let (h, y) = (&sel.hidden, sel.targets_tensor()?);
+        let (h, y) = (&self.head_input(&sel.hidden)?, sel.targets_tensor()?);
         let w = self.decoder.head_weight();
         if self.logits_bias.is_none()
             && crate::kernels::applicable(h)
@@ -408,7 +457,11 @@ impl Seq2Seq {
                 crate::kernels::cross_entropy::linear_cross_entropy_smoothed(h, w, &y, smoothing)?,
             );
         }
-        let logits = self.logits(h)?;
+        let logits = self.decoder.head(h)?;
+        let logits = match &self.logits_bias {
+            Some(b) => logits.broadcast_add(b)?,
+            None => logits,
+        };
         Ok(crate::nn::loss::smoothed_cross_entropy(
             &logits, &y, smoothing,
         )?)

@@ -20,6 +20,7 @@ use super::config::{AttentionKind, NormKind, PositionKind, TransformerConfig};
 use super::encoder::Packed;
 use super::params::{fetch, names, param_specs_with, ParamStore};
 use crate::nn::attention::{padding_mask, QkvProj};
+use crate::nn::position::RelativeBias;
 use crate::nn::{Attention, Linear, Mixing, Mlp, Norm, Rotary};
 use crate::weights::safetensors::safetensors_bytes;
 use crate::{Error, Result};
@@ -86,6 +87,8 @@ pub struct Transformer {
     /// Norm over the summed embeddings (BERT).
     emb_norm: Option<Norm>,
     rope: Option<Rotary>,
+    /// T5's relative position bias (added to every block's self-attention scores).
+    rel_bias: Option<RelativeBias>,
     blocks: Vec<Block>,
     /// Final norm (pre-norm models).
     norm_f: Option<Norm>,
@@ -212,6 +215,7 @@ impl Transformer {
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
+            scale: cfg.attention_scale,
         };
         let wte = get(&n.wte)?;
         let device = wte.device().clone();
@@ -266,7 +270,20 @@ impl Transformer {
                 mlp,
             });
         }
+        let rel_bias = match cfg.position {
+            PositionKind::Relative {
+                buckets,
+                max_distance,
+            } => Some(RelativeBias {
+                table: get(&n.rel_bias)?,
+                buckets,
+                max_distance,
+                bidirectional: cfg.attention == AttentionKind::Bidirectional,
+            }),
+            _ => None,
+        };
         let (positions, rope) = match cfg.position {
+            PositionKind::Relative { .. } => (None, None),
             PositionKind::Learned => (Some(get(&n.wpe)?), None),
             PositionKind::Sinusoidal => {
                 let (p, c) = (cfg.max_position_embeddings, cfg.hidden_size);
@@ -309,6 +326,7 @@ impl Transformer {
                 None
             },
             rope,
+            rel_bias,
             blocks,
             norm_f: if cfg.norm_placement == NormPlacement::Pre {
                 Some(norm(n.ln_f.clone())?)
@@ -497,6 +515,12 @@ impl Transformer {
         let (_b, t) = ids.dims2()?;
         self.check_len(t)?;
         let x = self.embed(ids, Positions::Prefix(t), None, drop.as_deref_mut())?;
+        if let Some(rb) = &self.rel_bias {
+            let add = rb
+                .scores(t, t, 0)?
+                .broadcast_add(&crate::nn::attention::causal_mask(t, &x)?)?;
+            return self.blocks(x, &Mixing::Scored { add: &add }, memory, drop);
+        }
         let mixing = Mixing::Causal {
             rope: self.rope.as_ref(),
         };
@@ -520,6 +544,14 @@ impl Transformer {
             Some(m) => Some(padding_mask(m)?.to_dtype(x.dtype())?), // (B, 1, 1, T)
             None => None,
         };
+        if let Some(rb) = &self.rel_bias {
+            let bias = rb.scores(t, t, 0)?.to_dtype(x.dtype())?; // (1, H, T, T)
+            let add = match &mask {
+                Some(m) => bias.broadcast_add(m)?, // (B, H, T, T)
+                None => bias,
+            };
+            return self.blocks(x, &Mixing::Scored { add: &add }, None, drop);
+        }
         let mixing = Mixing::Bidirectional {
             mask: mask.as_ref(),
         };
@@ -535,6 +567,11 @@ impl Transformer {
         mut drop: Option<&mut BlockDropout<'_>>,
     ) -> Result<Tensor> {
         self.need(AttentionKind::Bidirectional, "encoding")?;
+        if self.rel_bias.is_some() {
+            return Err(Error::Input(
+                "packed encoding does not run relative position biases (T5); use encode".into(),
+            ));
+        }
         self.check_len(packed.max_len)?;
         let x = self.embed(
             &packed.ids,

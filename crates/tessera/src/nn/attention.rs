@@ -20,6 +20,9 @@ pub enum Mixing<'a> {
     /// Every position of its own sequence, for sequences packed end to end without padding:
     /// sequence i is rows `offsets[i]..offsets[i + 1]` of (N, C) (encoders, no padding work).
     Packed { offsets: Arc<[usize]> },
+    /// Every key, with these additive scores (B or 1, H, T, T): a relative position bias plus
+    /// the causal or padding mask (T5).
+    Scored { add: &'a Tensor },
 }
 
 /// How queries, keys and values are projected.
@@ -39,6 +42,9 @@ pub struct Attention {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Factor on q·k; none = 1/sqrt(head_dim) (T5: 1). The fused kernels apply only to the
+    /// default.
+    pub scale: Option<f64>,
 }
 
 /// (T, T) additive mask: 0 where query `i` may see key `j` (`j <= i`).
@@ -108,6 +114,12 @@ pub fn reference_masked_softmax(
 }
 
 impl Attention {
+    /// The factor on the scores q·k.
+    pub fn scale(&self) -> f64 {
+        self.scale
+            .unwrap_or_else(|| 1.0 / (self.head_dim as f64).sqrt())
+    }
+
     /// Queries (B, H, T, D) of x (B, T, C), keys and values (B, Hkv, S, D) of `kv` (B, S, C)
     /// (x itself for self-attention).
     fn project(&self, x: &Tensor, kv: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
@@ -157,6 +169,11 @@ impl Attention {
                 self.forward_bidirectional(x, *mask, &mut d.as_mut())
             }
             Mixing::Packed { offsets } => self.forward_packed(x, offsets.clone(), drop),
+            Mixing::Scored { add } => {
+                let mut d = drop.map(|(p, rng)| Dropout { p, rng });
+                let (q, k, v) = self.project(x, None)?;
+                self.attend(q, k, v, Some(add), &mut d.as_mut())
+            }
         }
     }
 
@@ -170,6 +187,11 @@ impl Attention {
         offsets: Arc<[usize]>,
         drop: Option<(f32, &mut Rng)>,
     ) -> Result<Tensor> {
+        if self.scale.is_some() {
+            return Err(candle_core::Error::Msg(
+                "packed attention runs the default 1/sqrt(D) scale only".into(),
+            ));
+        }
         let qkv = match &self.qkv {
             QkvProj::Fused(l) => l.forward(x)?,
             QkvProj::Split { q, k, v } => {
@@ -213,8 +235,9 @@ impl Attention {
         self.attend(q, k, v, mask, drop)
     }
 
-    /// Softmax attention of projected heads: q (B, H, T, D), k and v (B, Hkv, S, D), additive key
-    /// mask (B, 1, 1, S) or none -> output projection of the merged heads (B, T, C).
+    /// Softmax attention of projected heads: q (B, H, T, D), k and v (B, Hkv, S, D), additive
+    /// scores broadcast to (B, H, T, S) (a key mask (B, 1, 1, S), or full scores) or none ->
+    /// output projection of the merged heads (B, T, C).
     fn attend(
         &self,
         q: Tensor,
@@ -226,7 +249,7 @@ impl Attention {
         let (b, h, t, d) = q.dims4()?;
         let k = repeat_kv(k, h / self.num_kv_heads)?; // (B, H, S, D)
         let v = repeat_kv(v, h / self.num_kv_heads)?;
-        let scale = 1.0 / (d as f64).sqrt();
+        let scale = self.scale();
         let scores = q.matmul(&k.t()?)?; // (B, H, T, S)
         let att = if crate::kernels::applicable(&scores) {
             let masked = match mask {
@@ -263,9 +286,13 @@ impl Attention {
                 Some(m) => Some(m.reshape((b, t))?), // (B, T)
                 None => None,
             };
-            let scale = 1.0 / (d as f64).sqrt();
-            let y =
-                crate::kernels::encoder_attention::masked_attention(&q, &k, &v, m.as_ref(), scale)?; // (B, H, T, D)
+            let y = crate::kernels::encoder_attention::masked_attention(
+                &q,
+                &k,
+                &v,
+                m.as_ref(),
+                self.scale(),
+            )?; // (B, H, T, D)
             let y = y.transpose(1, 2)?.reshape((b, t, h * d))?; // (B, T, H D)
             return self.out.forward(&y);
         }
@@ -285,7 +312,8 @@ impl Attention {
         drop: &mut Option<&mut Dropout<'_>>,
     ) -> Result<Tensor> {
         let no_dropout = drop.as_ref().is_none_or(|d| d.p <= 0.0);
-        let fusable = no_dropout && crate::kernels::applicable(x) && x.rank() == 3;
+        let fusable =
+            no_dropout && self.scale.is_none() && crate::kernels::applicable(x) && x.rank() == 3;
         if let (QkvProj::Split { q, k, v }, true) = (&self.qkv, fusable) {
             if let (Some((wq, false)), Some((wk, false)), Some((wv, false))) =
                 (q.fusable(x), k.fusable(x), v.fusable(x))
@@ -376,7 +404,7 @@ impl Attention {
         let n_rep = h / hkv;
         let tk = k.dims()[2];
         let qg = q.contiguous()?.reshape((b, hkv, n_rep * t, d))?;
-        let scale = 1.0 / (d as f64).sqrt();
+        let scale = self.scale();
         let scores = qg.matmul(&k.t()?)?.reshape((b, hkv, n_rep, t, tk))?; // (B, Hkv, n_rep, T, Tk)
         let att = if crate::kernels::applicable(&scores) {
             crate::kernels::softmax::scaled_softmax(&scores, scale, t > 1)?

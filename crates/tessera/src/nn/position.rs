@@ -73,3 +73,96 @@ impl Rotary {
         self.cos.dims()[0]
     }
 }
+
+/// T5's bucket of a key at `offset` = key position − query position: half the buckets for each
+/// direction in a bidirectional stack (positive offsets in the upper half), only the past in a
+/// causal one (future offsets share bucket 0 with offset 0; the mask hides them anyway). The first
+/// half of a direction's buckets are exact offsets; the rest grow logarithmically up to
+/// `max_distance`, beyond which all share the last bucket.
+pub fn relative_bucket(
+    offset: i64,
+    bidirectional: bool,
+    buckets: usize,
+    max_distance: usize,
+) -> usize {
+    let (mut n, mut base) = (buckets as i64, 0i64);
+    let dist = if bidirectional {
+        n /= 2;
+        if offset > 0 {
+            base = n;
+        }
+        offset.abs()
+    } else {
+        (-offset).max(0)
+    };
+    let exact = n / 2;
+    if dist < exact {
+        return (base + dist) as usize;
+    }
+    // In f32, as transformers computes it (`.float()`, the divisor a double rounded to f32),
+    // truncated toward zero.
+    let log = (dist as f32 / exact as f32).ln() / (max_distance as f64 / exact as f64).ln() as f32;
+    let large = exact + (log * (n - exact) as f32) as i64;
+    (base + large.min(n - 1)) as usize
+}
+
+/// A stack's relative position bias (T5): a learned (buckets, H) table, read through
+/// [`relative_bucket`] into additive attention scores.
+#[derive(Clone, Debug)]
+pub struct RelativeBias {
+    /// (buckets, H)
+    pub table: Tensor,
+    pub buckets: usize,
+    pub max_distance: usize,
+    /// Signed offsets (an encoder) or the past only (a decoder).
+    pub bidirectional: bool,
+}
+
+impl RelativeBias {
+    /// The bias of `tq` queries at positions `offset..offset + tq` over `tk` keys at `0..tk`:
+    /// (1, H, Tq, Tk).
+    pub fn scores(&self, tq: usize, tk: usize, offset: usize) -> Result<Tensor> {
+        let mut idx = Vec::with_capacity(tq * tk);
+        for i in 0..tq {
+            for j in 0..tk {
+                let rel = j as i64 - (i + offset) as i64;
+                idx.push(
+                    relative_bucket(rel, self.bidirectional, self.buckets, self.max_distance)
+                        as u32,
+                );
+            }
+        }
+        let h = self.table.dim(1)?;
+        let idx = Tensor::from_vec(idx, tq * tk, self.table.device())?;
+        self.table
+            .index_select(&idx, 0)? // (Tq Tk, H)
+            .reshape((tq, tk, h))?
+            .permute((2, 0, 1))?
+            .unsqueeze(0)?
+            .contiguous()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_bucket;
+
+    /// Buckets of T5's defaults (32 buckets, distance 128), worked out from the formula.
+    #[test]
+    fn relative_buckets_follow_t5() {
+        // Bidirectional: 16 per direction, 8 exact.
+        assert_eq!(relative_bucket(0, true, 32, 128), 0);
+        assert_eq!(relative_bucket(-3, true, 32, 128), 3);
+        assert_eq!(relative_bucket(3, true, 32, 128), 19);
+        // 8 + floor(ln(12/8) / ln(16) * 8) = 8 + 1.
+        assert_eq!(relative_bucket(-12, true, 32, 128), 9);
+        assert_eq!(relative_bucket(-1000, true, 32, 128), 15);
+        assert_eq!(relative_bucket(1000, true, 32, 128), 31);
+        // Causal: the past only, 32 buckets, 16 exact; the future is bucket 0.
+        assert_eq!(relative_bucket(-15, false, 32, 128), 15);
+        assert_eq!(relative_bucket(5, false, 32, 128), 0);
+        // 16 + floor(ln(32/16) / ln(8) * 16) = 16 + 5.
+        assert_eq!(relative_bucket(-32, false, 32, 128), 21);
+        assert_eq!(relative_bucket(-500, false, 32, 128), 31);
+    }
+}

@@ -413,7 +413,7 @@ fn evaluate(
     let hyps = translate_ids(model, &srcs, &Seq2SeqGenerate::default(), 32)?;
     let texts: Vec<String> = hyps
         .iter()
-        .map(|h| tok.decode(h[0].content(eos)))
+        .map(|h| tok.decode_text(h[0].content(eos)))
         .collect::<Result<_>>()?;
     let refs: Vec<Vec<&str>> = data.dev_pairs[..n]
         .iter()

@@ -142,6 +142,12 @@ impl Tokenizer {
         self.inner.decode(ids, false).map_err(tk_err)
     }
 
+    /// Text of `ids` without special tokens (padding, end markers): a generated translation or
+    /// summary as transformers' `decode(..., skip_special_tokens=True)` prints it.
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, true).map_err(tk_err)
+    }
+
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

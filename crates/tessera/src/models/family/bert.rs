@@ -38,6 +38,7 @@ pub fn config(hf: &HfConfig) -> Result<TransformerConfig> {
         embedding_norm: true,
         scale_embedding: false,
         attention: AttentionKind::Bidirectional,
+        attention_scale: None,
         cross_attention: false,
         position: PositionKind::Learned,
         activation: Activation::parse(hf.hidden_act.as_deref().unwrap_or("gelu"))?,
@@ -85,6 +86,7 @@ pub fn names(prefix: &str) -> Names {
         ln_emb: format!("{e}.LayerNorm"),
         ln_f: format!("{prefix}encoder.final_norm"),
         lm_head: format!("{prefix}lm_head.weight"),
+        rel_bias: format!("{prefix}relative_attention_bias"),
         pooler: format!("{prefix}pooler.dense"),
         layer: Box::new(move |i, part| {
             let s = match part {

@@ -34,6 +34,7 @@ pub fn config(hf: &HfConfig) -> Result<TransformerConfig> {
         embedding_norm: false,
         scale_embedding: false,
         attention: AttentionKind::Causal,
+        attention_scale: None,
         cross_attention: false,
         position: PositionKind::Learned,
         activation: Activation::parse(hf.activation_function.as_deref().unwrap_or("gelu_new"))?,
@@ -81,6 +82,7 @@ pub fn names() -> Names {
         ln_emb: "transformer.ln_emb".into(),
         ln_f: "transformer.ln_f".into(),
         lm_head: "lm_head.weight".into(),
+        rel_bias: "transformer.relative_attention_bias".into(),
         pooler: "transformer.pooler".into(),
         layer: Box::new(|i, part| {
             let p = match part {

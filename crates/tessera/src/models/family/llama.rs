@@ -80,6 +80,7 @@ pub fn config(hf: &HfConfig) -> Result<TransformerConfig> {
         embedding_norm: false,
         scale_embedding: false,
         attention: AttentionKind::Causal,
+        attention_scale: None,
         cross_attention: false,
         position: PositionKind::Rotary {
             theta: rope_theta(hf)?,
@@ -145,6 +146,7 @@ pub fn names() -> Names {
         ln_emb: "model.embed_norm".into(),
         ln_f: "model.norm".into(),
         lm_head: "lm_head.weight".into(),
+        rel_bias: "model.relative_attention_bias".into(),
         pooler: "model.pooler".into(),
         layer: Box::new(|i, part| {
             let p = match part {

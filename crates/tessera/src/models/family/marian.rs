@@ -56,6 +56,7 @@ pub fn config(hf: &HfConfig) -> Result<Seq2SeqConfig> {
             embedding_norm: false,
             scale_embedding: hf.scale_embedding.unwrap_or(false),
             attention,
+            attention_scale: None,
             cross_attention: attention == AttentionKind::Causal,
             position: PositionKind::Sinusoidal,
             activation: Activation::parse(hf.activation_function.as_deref().unwrap_or("gelu"))?,
@@ -87,6 +88,7 @@ pub fn config(hf: &HfConfig) -> Result<Seq2SeqConfig> {
         decoder,
         decoder_start_token_id: HfConfig::token_id(&hf.decoder_start_token_id).unwrap_or(pad),
         forced_eos_token_id: HfConfig::token_id(&hf.forced_eos_token_id),
+        scale_decoder_outputs: false,
     })
 }
 
@@ -130,6 +132,7 @@ pub fn names(prefix: &str) -> Names {
         ln_emb: format!("{prefix}layernorm_embedding"),
         ln_f: format!("{prefix}layer_norm"),
         lm_head: "lm_head.weight".into(),
+        rel_bias: format!("{prefix}relative_attention_bias"),
         pooler: format!("{prefix}pooler"),
         layer: Box::new(move |i, part| {
             let s = match part {

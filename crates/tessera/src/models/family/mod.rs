@@ -6,6 +6,7 @@ pub mod bert;
 pub mod gpt2;
 pub mod llama;
 pub mod marian;
+pub mod t5;
 
 use super::config::Arch;
 
@@ -30,6 +31,8 @@ pub struct Names {
     pub lm_head: String,
     /// BERT's pooler projection (prefix).
     pub pooler: String,
+    /// The relative position bias table (T5's, in the stack's first block; a full tensor name).
+    pub rel_bias: String,
     /// Names inside block `i`.
     pub layer: LayerNamer,
     /// Projections stored as Conv1D (in, out) rather than Linear (out, in).
@@ -39,12 +42,14 @@ pub struct Names {
 }
 
 /// Tensor names of `arch`'s checkpoints, under `prefix` (`""`, or `"bert."` in BERT task
-/// checkpoints; Marian: `"model.encoder."` or `"model.decoder."`, the stack).
+/// checkpoints; Marian: `"model.encoder."` or `"model.decoder."`, the stack; T5: `"encoder."` or
+/// `"decoder."`).
 pub fn names(arch: Arch, prefix: &str) -> Names {
     match arch {
         Arch::Gpt2 => gpt2::names(),
         Arch::Llama => llama::names(),
         Arch::Bert => bert::names(prefix),
         Arch::Marian => marian::names(prefix),
+        Arch::T5 => t5::names(prefix),
     }
 }

@@ -1,10 +1,17 @@
-//! The encoder-decoder against transformers' `MarianMTModel`: a tiny random model written by
-//! transformers (`scripts/marian_fixture.py`: 2 + 2 post-norm layers, C = 16, 2 encoder and 4
-//! decoder heads, swish MLP, scaled embeddings, sinusoidal positions, a nonzero
-//! `final_logits_bias`) loaded from its directory as the one Transformer configured twice.
+//! The encoder-decoder against transformers: tiny random models written by transformers, each
+//! loaded from its directory as the one Transformer configured twice.
+//! - `marian-tiny` (`scripts/marian_fixture.py`, `MarianMTModel`): 2 + 2 post-norm layers,
+//!   C = 16, 2 encoder and 4 decoder heads, swish MLP, scaled embeddings, sinusoidal positions, a
+//!   nonzero `final_logits_bias`.
+//! - `t5-tiny` and `t5-gated-tiny` (`scripts/t5_fixture.py`, `T5ForConditionalGeneration`):
+//!   pre-norm RMSNorm blocks, unscaled attention, bucketed relative position biases (exact,
+//!   logarithmic and capped buckets all reached), a ReLU MLP with the decoder output scaled by
+//!   d_model^-0.5, or a gated-GELU MLP with heads of their own width (H·D ≠ C) and 3 + 2 layers.
+//!
 //! Checks the encoder's output and the logits on padded inputs (1e-4), then greedy and beam
 //! search `generate` outputs (tokens identical, sequence scores within 1e-4) for several beam
-//! sizes, length penalties, early-stopping modes and n-best counts.
+//! sizes, length penalties, early-stopping modes and n-best counts, and that the inference
+//! backend's cached decoding gives the full pass's logits.
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
@@ -12,13 +19,18 @@ use std::path::{Path, PathBuf};
 use tessera::generate::beam::{generate_seq2seq, Seq2SeqGenerate};
 use tessera::models::seq2seq::Seq2Seq;
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/marian-tiny")
+/// The fixture models (directories under `tests/fixtures`).
+const MODELS: [&str; 3] = ["marian-tiny", "t5-tiny", "t5-gated-tiny"];
+
+fn dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
-fn expected() -> Value {
-    let text = std::fs::read_to_string(dir().join("expected.json"))
-        .expect("run scripts/marian_fixture.py");
+fn expected(name: &str) -> Value {
+    let text = std::fs::read_to_string(dir(name).join("expected.json"))
+        .expect("run scripts/marian_fixture.py and scripts/t5_fixture.py");
     serde_json::from_str(&text).unwrap()
 }
 
@@ -52,8 +64,8 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn model() -> Seq2Seq {
-    Seq2Seq::load_dir(&dir(), DType::F32, &Device::Cpu).unwrap()
+fn model(name: &str) -> Seq2Seq {
+    Seq2Seq::load_dir(&dir(name), DType::F32, &Device::Cpu).unwrap()
 }
 
 /// The fixture's padded source batch and its mask.
@@ -77,17 +89,31 @@ fn source(e: &Value, pad: u32) -> (Tensor, Tensor) {
 
 #[test]
 fn encoder_output_and_logits_equal_transformers() {
-    let e = expected();
-    let m = model();
-    assert_eq!(m.cfg.decoder_start_token_id, 39);
-    assert!(m.cfg.decoder.scale_embedding);
+    for name in MODELS {
+        encoder_output_and_logits(name);
+    }
+}
+
+fn encoder_output_and_logits(name: &str) {
+    let e = expected(name);
+    let m = model(name);
+    if name == "marian-tiny" {
+        assert_eq!(m.cfg.decoder_start_token_id, 39);
+        assert!(m.cfg.decoder.scale_embedding);
+    } else {
+        assert_eq!(m.cfg.decoder_start_token_id, 0);
+        assert_eq!(
+            m.cfg.scale_decoder_outputs,
+            e["scale_decoder_outputs"].as_bool().unwrap()
+        );
+    }
     let (src, mask) = source(&e, m.cfg.pad().unwrap());
     let enc = m.encode(&src, &mask, None).unwrap();
     let enc: Vec<f32> = enc.flatten_all().unwrap().to_vec1().unwrap();
     // Padded positions of the encoder output are computed but never read; compare them all
     // (transformers computes them the same way).
     let d = max_diff(&enc, &floats(&e["encoder_hidden"]));
-    assert!(d < 1e-4, "encoder output differs by {d}");
+    assert!(d < 1e-4, "{name}: encoder output differs by {d}");
     let dec = ids(&e["decoder_input_ids"]);
     let t = dec[0].len();
     let dec = Tensor::from_vec(dec.concat(), (dec.len(), t), &Device::Cpu).unwrap();
@@ -101,15 +127,21 @@ fn encoder_output_and_logits_equal_transformers() {
     assert_eq!(logits.dims(), shape.as_slice());
     let logits: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
     let d = max_diff(&logits, &floats(&e["logits"]));
-    assert!(d < 1e-4, "logits differ by {d}");
+    assert!(d < 1e-4, "{name}: logits differ by {d}");
 }
 
 #[test]
 fn greedy_and_beam_search_equal_transformers_generate() {
-    let e = expected();
-    let m = model();
+    for name in MODELS {
+        greedy_and_beam_search(name);
+    }
+}
+
+fn greedy_and_beam_search(name: &str) {
+    let e = expected(name);
+    let m = model(name);
     let src = ids(&e["src"]);
-    let pad = m.cfg.pad().unwrap();
+    let eos = m.cfg.eos().unwrap();
     for case in e["generate"].as_array().unwrap() {
         let s = &case["settings"];
         let opts = Seq2SeqGenerate {
@@ -137,18 +169,25 @@ fn greedy_and_beam_search_equal_transformers_generate() {
         let want = ids(&case["sequences"]);
         let want_scores = case.get("scores").map(floats);
         let got: Vec<&tessera::generate::beam::Hypothesis> = out.iter().flatten().collect();
-        assert_eq!(got.len(), want.len(), "{s}");
+        assert_eq!(got.len(), want.len(), "{name} {s}");
         for (k, (h, w)) in got.iter().zip(&want).enumerate() {
-            // transformers pads finished sequences to the batch's longest with the pad token, and
-            // starts each with the decoder start token.
+            // transformers starts each sequence with the decoder start token and pads finished
+            // ones to the batch's longest (with the pad token, or, in beam search when the pad id
+            // is 0, with the end token): a sequence ends at its first end token; one without an
+            // end token ran to the length limit, unpadded.
             let mut w: Vec<u32> = w[1..].to_vec();
-            while w.last() == Some(&pad) {
-                w.pop();
+            if let Some(end) = w.iter().position(|&t| t == eos) {
+                w.truncate(end + 1);
             }
-            assert_eq!(h.tokens, w, "{s} sequence {k}");
+            assert_eq!(h.tokens, w, "{name} {s} sequence {k}");
             if let Some(ws) = &want_scores {
                 let d = (h.score as f32 - ws[k]).abs();
-                assert!(d < 1e-4, "{s} sequence {k}: score {} vs {}", h.score, ws[k]);
+                assert!(
+                    d < 1e-4,
+                    "{name} {s} sequence {k}: score {} vs {}",
+                    h.score,
+                    ws[k]
+                );
             }
         }
     }
@@ -158,8 +197,14 @@ fn greedy_and_beam_search_equal_transformers_generate() {
 /// of the tensor model's full pass, position by position, for each sentence alone (1e-5).
 #[test]
 fn cached_decoding_equals_the_full_pass() {
-    let e = expected();
-    let m = model();
+    for name in MODELS {
+        cached_decoding(name);
+    }
+}
+
+fn cached_decoding(name: &str) {
+    let e = expected(name);
+    let m = model(name);
     let (src, mask) = source(&e, m.cfg.pad().unwrap());
     let dec = ids(&e["decoder_input_ids"]);
     let t = dec[0].len();
@@ -195,7 +240,7 @@ fn cached_decoding_equals_the_full_pass() {
         }
         let want = &full[b * t * v..(b + 1) * t * v];
         let d = max_diff(&got, want);
-        assert!(d < 1e-5, "sentence {b}: cached logits differ by {d}");
+        assert!(d < 1e-5, "{name} sentence {b}: cached logits differ by {d}");
         assert_eq!(rows.len(), x.len() * c);
     }
     // A state without its encoder output is an error, not a panic.
@@ -209,8 +254,8 @@ fn cached_decoding_equals_the_full_pass() {
 #[test]
 fn sampling_is_seeded_per_sentence() {
     use tessera::generate::SamplingParams;
-    let e = expected();
-    let m = model();
+    let e = expected("marian-tiny");
+    let m = model("marian-tiny");
     let src = ids(&e["src"]);
     let srcs: Vec<&[u32]> = src.iter().map(|x| x.as_slice()).collect();
     let opts = |t: f32, seed: u64| Seq2SeqGenerate {
