@@ -54,7 +54,7 @@ def main():
                 seq = seq[1:]
                 if eos in seq:
                     seq = seq[:seq.index(eos)]
-                out[i] = tok.decode(seq)
+                out[i] = tok.decode(seq, skip_special_tokens=True)
     dt = time.time() - t0
     same = sum(a == b for a, b in zip(out, ours))
     print(f"transformers: {len(lines)} lines in {dt:.1f} s = {len(lines) / dt:.2f} sentences/s "

@@ -13,8 +13,8 @@
 //! The encoder runs once per batch (the tensor engine); its output is projected once per sentence
 //! into every layer's cross-attention keys and values. Every step then runs the decoder's
 //! inference backend ([`crate::infer::Decoder`], a KV cache per beam) on all running beams of all
-//! sentences as one batch, one token each; beam search reorders the caches by copying each chosen
-//! beam's parent.
+//! sentences as one batch, one token each; beam search reorders the caches as beams are chosen (a
+//! parent's first child takes its cache as it is, further children copy it).
 
 use crate::infer::{Batch, CrossMemory, Decoder, State};
 use crate::models::seq2seq::{pad_sources, Seq2Seq};
@@ -89,9 +89,15 @@ const MASKED: f32 = -1.0e9;
 
 /// Log-softmax of one row, in f32 as transformers computes it.
 fn log_softmax(row: &mut [f32]) {
-    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = m + row.iter().map(|&x| (x - m).exp()).sum::<f32>().ln();
+    let lse = log_sum_exp(row);
     row.iter_mut().for_each(|x| *x -= lse);
+}
+
+/// log Σ e^x of a row, in f32 (the vectorized exponential of the softmax kernels).
+fn log_sum_exp(row: &[f32]) -> f32 {
+    use crate::kernels::fast_exp;
+    let m = fast_exp::max(row);
+    m + fast_exp::exp_sum(row, 1.0, m).ln()
 }
 
 /// A batch's encoder outputs and the decoder backend that reads them.
@@ -339,38 +345,50 @@ fn beam(dec: &mut Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<
             .iter()
             .flat_map(|&i| std::mem::take(&mut sents[i].states))
             .collect();
-        let logits = dec.step(&mut states, &last);
+        let mut refs: Vec<&mut State> = states.iter_mut().collect();
+        let logits = dec.backend.step(&mut dec.batch, &mut refs, &last);
+        drop(refs);
         let mut states = states.into_iter();
         for &i in &active {
             sents[i].states = states.by_ref().take(nb).collect();
         }
-        let mut logits = logits?;
+        let logits = logits?;
+        let forced = dec.model.cfg.forced_eos_token_id.is_some() && cur_len + 1 == max_length;
         for (a, &i) in active.iter().enumerate() {
             let s = &mut sents[i];
             let block = &mut logits[a * nb * v..(a + 1) * nb * v];
-            for (k, row) in block.chunks_mut(v).enumerate() {
-                log_softmax(row);
-                force_eos(dec.model, row, cur_len, max_length);
-                let base = s.running[k].1;
-                row.iter_mut().for_each(|x| *x += base);
-            }
-            // The best `keep` continuations over all beams (ties: the lower index first).
-            // Each beam's best `keep` (the overall best are among them), then the best of those.
+            // The best `keep` continuations over all beams (ties: the lower index first), scored
+            // log_softmax(logits) + the beam's score: each beam's best `keep` (the overall best
+            // are among them), then the best of those. log-softmax keeps a row's order, so a
+            // row's best are found on its logits and only they are transformed, as
+            // `(x - lse) + base` (transformers' f32 operations on those entries).
             let mut top: Vec<(f32, usize)> = Vec::with_capacity(nb * keep);
-            for (k, row) in block.chunks(v).enumerate() {
-                top_k_row(row, k * v, keep, &mut top);
+            for (k, row) in block.chunks_mut(v).enumerate() {
+                let base = s.running[k].1;
+                let start = top.len();
+                if forced {
+                    log_softmax(row);
+                    force_eos(dec.model, row, cur_len, max_length);
+                    row.iter_mut().for_each(|x| *x += base);
+                    top_k_row(row, k * v, keep, &mut top);
+                } else {
+                    let lse = log_sum_exp(row);
+                    top_k_row(row, k * v, keep, &mut top);
+                    for t in &mut top[start..] {
+                        t.0 = (t.0 - lse) + base;
+                    }
+                }
             }
             top.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             top.truncate(keep);
-            let order: Vec<usize> = top.iter().map(|t| t.1).collect();
-            let cands: Vec<(Vec<u32>, f32, bool, usize)> = order
+            let cands: Vec<(Vec<u32>, f32, bool, usize)> = top
                 .iter()
-                .map(|&idx| {
+                .map(|&(score, idx)| {
                     let (beam, tok) = (idx / v, (idx % v) as u32);
                     let mut t = s.running[beam].0.clone();
                     t.push(tok);
                     let ends = tok == eos || cur_len + 1 >= max_length;
-                    (t, block[idx], ends, beam)
+                    (t, score, ends, beam)
                 })
                 .collect();
             // Finished candidates among the top `nb` join the finished slots if they beat them.
@@ -399,11 +417,26 @@ fn beam(dec: &mut Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<
                 .map(|(t, sc, ends, beam)| (t, if ends { sc + MASKED } else { sc }, beam))
                 .collect();
             stable_top(&mut running, nb, |r| r.1);
-            // Reorder the caches: beam k continues its parent's.
+            // Reorder the caches: beam k continues its parent's. A parent's first child takes
+            // the parent's state itself; only further children get copies (made before any
+            // state moves), so a beam that keeps its place costs nothing.
+            let mut first = vec![usize::MAX; nb];
             for (k, r) in running.iter().enumerate() {
-                let parent = &s.states[r.2];
-                dec.backend
-                    .copy_prefix(&mut spare[k], parent, parent.len())?;
+                if first[r.2] == usize::MAX {
+                    first[r.2] = k;
+                }
+            }
+            for (k, r) in running.iter().enumerate() {
+                if first[r.2] != k {
+                    let parent = &s.states[r.2];
+                    dec.backend
+                        .copy_prefix(&mut spare[k], parent, parent.len())?;
+                }
+            }
+            for (k, r) in running.iter().enumerate() {
+                if first[r.2] == k {
+                    std::mem::swap(&mut spare[k], &mut s.states[r.2]);
+                }
             }
             std::mem::swap(&mut s.states, &mut spare);
             s.running = running;
