@@ -4,16 +4,30 @@
 #   scripts/bench_sft.sh [ROUNDS] [STEPS] [PYTHON]
 # Data: scripts/make_sft_sentiment.py (fine-food reviews as chat examples) into $DATA (default
 # /tmp/sft-data). Throughput counts the steps after the first (both tools); tokens = input tokens.
+# LONGEST=N: train on the N longest conversations only (all of nearly one length), so that every
+# batch either tool draws is as long as the longest and the peak memories compare like for like
+# (run STEPS = N / 8 steps: one epoch, every conversation seen by both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-3}"; STEPS="${2:-12}"
 PY="${3:-${XDG_CACHE_HOME:-$HOME/.cache}/tessera-peers/venv/bin/python}"
 DATA="${DATA:-/tmp/sft-data}"
 [ -f "$DATA/train.jsonl" ] || python3 scripts/make_sft_sentiment.py --out "$DATA"
+if [ -n "${LONGEST:-}" ]; then
+  LONG="$(mktemp -d)"
+  python3 - "$DATA" "$LONG" "$LONGEST" <<'PY'
+import sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rows = sorted(open(f"{src}/train.jsonl"), key=len, reverse=True)
+open(f"{dst}/train.jsonl", "w").writelines(rows[:n])
+open(f"{dst}/dev.jsonl", "w").writelines(rows[n:n + 8])
+PY
+  DATA="$LONG"
+fi
 cargo build --release --quiet
 ./target/release/tessera pull smollm2-135m-instruct >/dev/null
 GGUF="$(ls "${TESSERA_CACHE:-$HOME/.cache/tessera/models}"/smollm2-135m-instruct/*.gguf)"
-OUT="$(mktemp -d)"; trap 'rm -rf "$OUT"' EXIT
+OUT="$(mktemp -d)"; trap 'rm -rf "$OUT" ${LONG:-}' EXIT
 T=(); P=(); TM=(); PM=()
 for r in $(seq "$ROUNDS"); do
   rm -rf "$OUT/t"
