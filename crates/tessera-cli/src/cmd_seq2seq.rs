@@ -222,6 +222,20 @@ pub struct TranslateArgs {
     /// One JSON object per line: the translations with their scores.
     #[arg(long)]
     json: bool,
+    /// Text put before each non-empty line (a T5 task prefix such as `translate English to
+    /// German: `); `--json` still shows the line as read.
+    #[arg(long, default_value = "")]
+    prefix: String,
+}
+
+/// The input prefix a model's `config.json` gives `task` (`task_specific_params.TASK.prefix`,
+/// e.g. T5's `"summarize: "`), if any.
+pub fn task_prefix(dir: &Path, task: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["task_specific_params"][task]["prefix"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// A loaded translation model and its tokenizer.
@@ -317,7 +331,7 @@ pub fn translate(a: TranslateArgs) -> Result<()> {
         let mut ids: Vec<Vec<u32>> = Vec::with_capacity(lines.len());
         for l in lines.iter() {
             line_no += 1;
-            let mut s = source_ids(&tok, l, eos)?;
+            let mut s = source_ids(&tok, &format!("{}{l}", a.prefix), eos)?;
             if s.len() > max_src {
                 bar.println(format!(
                     "warning: line {line_no} has {} tokens; cut to the model's {max_src}",

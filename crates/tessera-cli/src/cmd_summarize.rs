@@ -36,6 +36,12 @@ pub struct SummarizeArgs {
     /// Encoder-decoders: beam size (1 = greedy).
     #[arg(long, default_value_t = 1)]
     beam: usize,
+    /// Encoder-decoders: text put before each document (T5's `summarize: `). Default: the
+    /// model's own summarization prefix (`task_specific_params.summarization.prefix` in its
+    /// config.json, as transformers' summarization pipeline reads it), else none; `--prefix ''`
+    /// turns it off.
+    #[arg(long)]
+    prefix: Option<String>,
 }
 
 /// Split text into sentences: a `.`, `!` or `?` (with closing quotes or brackets) followed by
@@ -74,10 +80,12 @@ pub fn sentences(text: &str) -> Vec<&str> {
 
 enum Summarizer {
     Lead(usize),
+    /// The model, its tokenizer and the prefix put before each document.
     Seq2Seq(
         Box<(
             tessera::models::seq2seq::Seq2Seq,
             tessera::tokenizer::Tokenizer,
+            String,
         )>,
     ),
     Instruct(
@@ -110,10 +118,10 @@ impl Summarizer {
                 .collect::<Vec<_>>()
                 .join(" "),
             Summarizer::Seq2Seq(b) => {
-                let (model, tok) = &**b;
+                let (model, tok, prefix) = &**b;
                 let eos = model.cfg.eos()?;
                 let max = model.cfg.encoder.max_position_embeddings;
-                let mut ids = source_ids(tok, doc, eos)?;
+                let mut ids = source_ids(tok, &format!("{prefix}{doc}"), eos)?;
                 if ids.len() > max {
                     eprintln!(
                         "warning: a document of {} tokens cut to the model's {max}",
@@ -187,7 +195,11 @@ pub fn run(a: SummarizeArgs) -> Result<()> {
         let path = tessera::hub::resolve(&a.model)?;
         if path.is_dir() && is_seq2seq_dir(&path) {
             let (m, t) = crate::cmd_seq2seq::load_seq2seq(&path)?;
-            Summarizer::Seq2Seq(Box::new((m, t)))
+            let prefix = match &a.prefix {
+                Some(p) => p.clone(),
+                None => crate::cmd_seq2seq::task_prefix(&path, "summarization").unwrap_or_default(),
+            };
+            Summarizer::Seq2Seq(Box::new((m, t, prefix)))
         } else {
             let (m, t) = tessera::generate::load(&path)?;
             if t.template().is_err() {

@@ -502,6 +502,59 @@ fn translate_runs_a_transformers_t5_directory() {
             .collect();
         assert_eq!(got, want, "{key}");
     }
+    // A task prefix is put before each line: the fixture's last line, split into a prefix and
+    // the rest, translates as the whole line did.
+    let want = cli["greedy"][3].as_str().unwrap();
+    let (head, tail) = lines[3].split_at(16); // "w11 w12 w13 w14 " + the rest
+    let rest = write(dir.path(), "rest.txt", format!("{tail}\n").as_bytes());
+    let o = tessera(&[
+        "translate",
+        "--model",
+        &model,
+        "--input",
+        &rest,
+        "--prefix",
+        head,
+        "--max-new-tokens",
+        "10",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8(o.stdout).unwrap().trim_end(), want);
+    // `summarize` with a T5 directory: the prefix given, or the model's own
+    // (`task_specific_params.summarization.prefix`, as transformers' pipeline reads it).
+    let copy = dir.path().join("t5-with-prefix");
+    std::fs::create_dir(&copy).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(Path::new(&model).join(f), copy.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&model).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    cfg["task_specific_params"] = serde_json::json!({"summarization": {"prefix": head}});
+    std::fs::write(copy.join("config.json"), cfg.to_string()).unwrap();
+    let copy = copy.to_string_lossy().into_owned();
+    for args in [
+        vec!["--model", model.as_str(), "--prefix", head],
+        vec!["--model", copy.as_str()],
+    ] {
+        let mut all = vec![
+            "summarize",
+            "--lines",
+            "--input",
+            &rest,
+            "--max-new-tokens",
+            "10",
+        ];
+        all.extend(args);
+        let o = tessera(&all);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            String::from_utf8(o.stdout).unwrap().trim_end(),
+            want,
+            "{all:?}"
+        );
+    }
 }
 
 /// `train --task translation` → `translate` (stdin, one line out per line in, empty lines kept,
