@@ -194,6 +194,29 @@ mod tests {
     }
 
     #[test]
+    fn bad_t5_configs_are_clear_errors() {
+        let base = json!({"model_type": "t5", "vocab_size": 40, "d_model": 16, "d_kv": 4,
+            "d_ff": 24, "num_layers": 2, "num_heads": 4});
+        let err = |patch: Value| {
+            let mut v = base.clone();
+            for (k, x) in patch.as_object().unwrap() {
+                if x.is_null() {
+                    v.as_object_mut().unwrap().remove(k);
+                } else {
+                    v[k] = x.clone();
+                }
+            }
+            Seq2SeqConfig::from_hf_json(&v).unwrap_err().to_string()
+        };
+        assert!(Seq2SeqConfig::from_hf_json(&base).is_ok());
+        assert!(err(json!({"d_kv": null})).contains("missing 'd_kv'"));
+        assert!(err(json!({"feed_forward_proj": "gated-wiggle"})).contains("unknown activation"));
+        assert!(err(json!({"relative_attention_num_buckets": 2})).contains("buckets"));
+        assert!(err(json!({"relative_attention_max_distance": 3})).contains("buckets"));
+        assert!(err(json!({"num_heads": "four"})).contains("'num_heads'"));
+    }
+
+    #[test]
     fn config_round_trips_through_config_json() {
         let hf = json!({"model_type": "t5", "vocab_size": 40, "d_model": 16, "d_kv": 6,
             "d_ff": 24, "num_layers": 2, "num_decoder_layers": 3, "num_heads": 4,
