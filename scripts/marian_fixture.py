@@ -13,6 +13,8 @@ import os
 import torch
 from transformers import MarianConfig, MarianMTModel
 
+from seq2seq_cases import generate_cases
+
 torch.manual_seed(0)
 V, PAD, EOS = 40, 39, 0
 cfg = MarianConfig(
@@ -54,26 +56,8 @@ expected = {
     "encoder_hidden": enc.flatten().tolist(),
     "logits": logits.flatten().tolist(),
     "logits_shape": list(logits.shape),
-    "generate": [],
 }
-settings = [
-    {"num_beams": 1, "max_new_tokens": 10},
-    {"num_beams": 3, "max_new_tokens": 10, "length_penalty": 1.0, "early_stopping": False},
-    {"num_beams": 4, "max_new_tokens": 12, "length_penalty": 0.6, "early_stopping": True},
-    {"num_beams": 4, "max_new_tokens": 12, "length_penalty": 2.0, "early_stopping": "never"},
-    {"num_beams": 5, "max_new_tokens": 8, "length_penalty": 1.0, "early_stopping": False,
-     "num_return_sequences": 3},
-    {"num_beams": 2, "max_new_tokens": 6, "length_penalty": 0.0, "early_stopping": True,
-     "num_return_sequences": 2},
-]
-for s in settings:
-    with torch.no_grad():
-        g = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                           output_scores=True, return_dict_in_generate=True, **s)
-    item = {"settings": s, "sequences": g.sequences.tolist()}
-    if s["num_beams"] > 1:
-        item["scores"] = g.sequences_scores.tolist()
-    expected["generate"].append(item)
+expected["generate"] = generate_cases(model, ids, mask)
 with open(os.path.join(out, "expected.json"), "w") as f:
     json.dump(expected, f)
 print("wrote", out, sorted(os.listdir(out)))

@@ -21,6 +21,8 @@ import os
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
+from seq2seq_cases import generate_cases
+
 V, PAD, EOS = 40, 0, 1
 ROOT = os.path.join(os.path.dirname(__file__), "..", "crates", "tessera", "tests", "fixtures")
 
@@ -42,14 +44,6 @@ mask = torch.tensor([[1] * len(s) + [0] * (S - len(s)) for s in src])
 dec = torch.tensor([[PAD, 4, 8, 15, 16, 3, 9, 22, 5, 6, 7, 8],
                     [PAD, 23, 2, 1, 11, 4, 4, 4, 5, 6, 30, 2],
                     [PAD] + [(5 * i + 1) % V for i in range(11)]])
-settings = [
-    {"num_beams": 1, "max_new_tokens": 10},
-    {"num_beams": 3, "max_new_tokens": 10, "length_penalty": 1.0, "early_stopping": False},
-    {"num_beams": 4, "max_new_tokens": 12, "length_penalty": 0.6, "early_stopping": True},
-    {"num_beams": 4, "max_new_tokens": 12, "length_penalty": 2.0, "early_stopping": "never"},
-    {"num_beams": 5, "max_new_tokens": 8, "length_penalty": 1.0, "early_stopping": False,
-     "num_return_sequences": 3},
-]
 
 def cli_expectations(model, out):
     """A word-level tokenizer.json for t5-tiny (`<pad>`, `</s>`, `<unk>`, then w3 .. w39; the
@@ -119,16 +113,8 @@ for name, (extra, std) in MODELS.items():
         "encoder_hidden": enc.flatten().tolist(),
         "logits": logits.flatten().tolist(),
         "logits_shape": list(logits.shape),
-        "generate": [],
     }
-    for s in settings:
-        with torch.no_grad():
-            g = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                               output_scores=True, return_dict_in_generate=True, **s)
-        item = {"settings": s, "sequences": g.sequences.tolist()}
-        if s["num_beams"] > 1:
-            item["scores"] = g.sequences_scores.tolist()
-        expected["generate"].append(item)
+    expected["generate"] = generate_cases(model, ids, mask)
     if name == "t5-tiny":
         expected["cli"] = cli_expectations(model, out)
     with open(os.path.join(out, "expected.json"), "w") as f:

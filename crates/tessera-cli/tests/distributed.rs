@@ -11,6 +11,9 @@
 use std::process::Command;
 
 mod common;
+#[cfg(feature = "mpi")]
+#[path = "../../tessera/tests/common/runs.rs"]
+mod runs;
 
 fn tessera() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
@@ -37,6 +40,7 @@ fn a_build_without_mpi_refuses_to_run_as_one_of_several_ranks() {
 #[cfg(feature = "mpi")]
 mod mpi {
     use super::*;
+    use runs::{close_steps, step_lines as steps};
     use std::path::{Path, PathBuf};
     use std::process::Output;
     use std::time::{Duration, Instant};
@@ -97,36 +101,6 @@ mod mpi {
         let f = dir.join("cfg.json");
         std::fs::write(&f, v.to_string()).unwrap();
         f.to_string_lossy().into_owned()
-    }
-
-    /// (loss, grad_norm) of every step.
-    fn steps(run: &Path) -> Vec<(f64, f64)> {
-        std::fs::read_to_string(run.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v.get("loss").is_some())
-            .map(|v| {
-                (
-                    v["loss"].as_f64().unwrap(),
-                    v["grad_norm"].as_f64().unwrap(),
-                )
-            })
-            .collect()
-    }
-
-    fn close_steps(a: &[(f64, f64)], b: &[(f64, f64)], first: f64, later: f64, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: steps {a:?} vs {b:?}");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            let tol = if i == 0 { first } else { later };
-            for (p, q) in [(x.0, y.0), (x.1, y.1)] {
-                assert!(
-                    (p - q).abs() <= tol * p.abs(),
-                    "{what}: step {} {p} vs {q} (bound {tol})",
-                    i + 1
-                );
-            }
-        }
     }
 
     fn tensors(file: &Path) -> Vec<(String, Vec<f32>)> {
@@ -417,6 +391,33 @@ mod mpi {
         out
     }
 
+    /// `mpirun` started in the background, its output captured.
+    fn start(n: usize, args: &[&str]) -> std::process::Child {
+        mpirun(n, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Poll `done` every 50 ms; fail with `what` once `limit` has passed.
+    fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !done() {
+            assert!(t0.elapsed() < limit, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The step of the run's resumable checkpoint.
+    fn checkpoint_step(run: &Path) -> u64 {
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("checkpoint/trainer_state.json")).unwrap(),
+        )
+        .unwrap();
+        state["step"].as_u64().unwrap()
+    }
+
     #[test]
     fn a_rank_that_dies_ends_the_job_and_the_checkpoint_resumes() {
         let tmp = tempfile::tempdir().unwrap();
@@ -425,7 +426,7 @@ mod mpi {
         let cfg = config(d, serde_json::json!({"checkpoint_every": 5}));
         let run_dir = d.join("run");
         let o = run_dir.to_str().unwrap();
-        let mut job = mpirun(
+        let mut job = start(
             2,
             &[
                 "train",
@@ -441,46 +442,31 @@ mod mpi {
                 "0",
                 "--no-plot",
             ],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        );
         // Wait for a checkpoint, then kill one rank.
-        let t0 = Instant::now();
-        while !run_dir.join("checkpoint/trainer_state.json").exists() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(120),
-                "no checkpoint written"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(Duration::from_secs(120), "no checkpoint written", || {
+            run_dir.join("checkpoint/trainer_state.json").exists()
+        });
         let ranks = children(job.id());
         assert_eq!(ranks.len(), 2, "mpirun's children: {ranks:?}");
         let killed = Command::new("kill")
             .args(["-9", &ranks[1].to_string()])
             .status();
         assert!(killed.unwrap().success());
-        let t1 = Instant::now();
         // The job ends within seconds (no rank left waiting in an all-reduce).
-        let status = loop {
-            if let Some(s) = job.try_wait().unwrap() {
-                break s;
-            }
-            assert!(t1.elapsed() < Duration::from_secs(20), "the job hangs");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        wait_until(Duration::from_secs(20), "the job hangs", || {
+            job.try_wait().unwrap().is_some()
+        });
         let out = job.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!status.success());
+        assert!(!out.status.success());
         assert!(err.contains("exited on signal 9"), "{err}");
         // The last checkpoint is whole: the run resumes (on one process, for 5 more steps).
-        let state: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(run_dir.join("checkpoint/trainer_state.json")).unwrap(),
-        )
-        .unwrap();
-        let step = state["step"].as_u64().unwrap();
-        assert!(step >= 5 && step.is_multiple_of(5), "{state}");
+        let step = checkpoint_step(&run_dir);
+        assert!(
+            step >= 5 && step.is_multiple_of(5),
+            "checkpoint at step {step}"
+        );
         let more = (step + 5).to_string();
         let res = launch(
             1,
@@ -506,7 +492,7 @@ mod mpi {
         let d = tmp.path();
         let text = corpus(d);
         let run_dir = d.join("run");
-        let job = mpirun(
+        let job = start(
             2,
             &[
                 "train",
@@ -520,19 +506,11 @@ mod mpi {
                 "1000000",
                 "--no-plot",
             ],
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-        let t0 = Instant::now();
-        while std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-            .map_or(0, |m| m.lines().count())
-            < 3
-        {
-            assert!(t0.elapsed() < Duration::from_secs(120), "no steps logged");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        );
+        wait_until(Duration::from_secs(120), "no steps logged", || {
+            std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_or(0, |m| m.lines().count())
+                >= 3
+        });
         let sent = Command::new("kill")
             .args(["-USR1", &job.id().to_string()])
             .status();
@@ -542,12 +520,8 @@ mod mpi {
         assert!(out.status.success(), "{err}");
         assert!(err.contains("interrupted at step"), "{err}");
         // The checkpoint is of the last step logged: every rank stopped after the same step.
-        let state: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(run_dir.join("checkpoint/trainer_state.json")).unwrap(),
-        )
-        .unwrap();
         let last = steps(&run_dir).len() as u64;
-        assert_eq!(state["step"].as_u64().unwrap(), last);
+        assert_eq!(checkpoint_step(&run_dir), last);
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! gradient is near zero flips with the last bit of the sum). All ranks hold bitwise the same
 //! weights, and a run resumes with another number of ranks.
 
+#[path = "common/runs.rs"]
+mod runs;
+
+use runs::{close_steps, step_lines, weights};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use tessera::dist::threads::ThreadGroup;
@@ -91,30 +95,6 @@ struct Outcome {
     weights: Vec<Vec<f32>>,
 }
 
-fn weights(t: &Trainer) -> Vec<Vec<f32>> {
-    t.params
-        .vars
-        .iter()
-        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
-        .collect()
-}
-
-/// (loss, grad_norm) of every step in `out`'s metrics.
-fn step_lines(out: &Path) -> Vec<(f64, f64)> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v.get("loss").is_some())
-        .map(|v| {
-            (
-                v["loss"].as_f64().unwrap(),
-                v["grad_norm"].as_f64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 struct Quiet;
 impl tessera::train::trainer::Observer for Quiet {}
 
@@ -164,23 +144,7 @@ fn ranks_run(
 }
 
 fn assert_close(a: &Outcome, b: &Outcome, what: &str) {
-    assert_eq!(a.losses.len(), b.losses.len(), "{what}: steps");
-    for (i, (x, y)) in a.losses.iter().zip(&b.losses).enumerate() {
-        assert!(
-            (x.0 - y.0).abs() <= 1e-6 * x.0.abs(),
-            "{what}: step {} loss {} vs {}",
-            i + 1,
-            x.0,
-            y.0
-        );
-        assert!(
-            (x.1 - y.1).abs() <= 1e-6 * x.1.abs(),
-            "{what}: step {} grad norm {} vs {}",
-            i + 1,
-            x.1,
-            y.1
-        );
-    }
+    close_steps(&a.losses, &b.losses, 1e-6, 1e-6, what);
     for (i, (wa, wb)) in a.weights.iter().zip(&b.weights).enumerate() {
         let scale = wa.iter().fold(1f32, |m, x| m.max(x.abs()));
         let diff = wa

@@ -1,5 +1,9 @@
 //! Model and training invariants: causality, KV-cache equivalence, overfitting, save/load, exact resume.
 
+#[path = "common/runs.rs"]
+mod runs;
+
+use runs::weights;
 use std::path::PathBuf;
 use tessera::models::{ParamStore, PositionKind, Transformer, TransformerConfig};
 use tessera::tokenizer::Tokenizer;
@@ -203,14 +207,6 @@ fn trainer(cfg_name: &str, text: &str) -> Trainer {
     cfg.vocab_size = tok.vocab_size();
     let data = TokenData::from_text(&tok, text, tcfg.val_fraction, 0).unwrap();
     Trainer::new(cfg, tcfg, tok, data, &Device::Cpu).unwrap()
-}
-
-fn weights(t: &Trainer) -> Vec<Vec<f32>> {
-    t.params
-        .vars
-        .iter()
-        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
-        .collect()
 }
 
 #[test]

@@ -155,13 +155,11 @@ impl<'m> Decoding<'m> {
         Ok(st)
     }
 
-    /// Feed each state its next token; the next-token logits, (states × V).
-    fn step(&mut self, states: &mut [State], tokens: &[u32]) -> Result<Vec<f32>> {
+    /// Feed each state its next token; the next-token logits, (states × V): the batch's buffer,
+    /// for the caller to score in place.
+    fn step(&mut self, states: &mut [State], tokens: &[u32]) -> Result<&mut [f32]> {
         let mut refs: Vec<&mut State> = states.iter_mut().collect();
-        Ok(self
-            .backend
-            .step(&mut self.batch, &mut refs, tokens)?
-            .to_vec())
+        self.backend.step(&mut self.batch, &mut refs, tokens)
     }
 }
 
@@ -236,7 +234,8 @@ fn greedy(
     b: usize,
     opts: &Seq2SeqGenerate,
 ) -> Result<Vec<Vec<Hypothesis>>> {
-    let eos = dec.model.cfg.eos()?;
+    let model = dec.model;
+    let eos = model.cfg.eos()?;
     let v = dec.vocab;
     let max_length = opts.max_new_tokens + 1;
     let mut hyps: Vec<Hypothesis> = (0..b)
@@ -266,11 +265,11 @@ fn greedy(
             .iter()
             .map(|&i| *hyps[i].tokens.last().unwrap_or(&dec.start))
             .collect();
-        let mut logits = dec.step(&mut states, &last)?;
+        let logits = dec.step(&mut states, &last)?;
         let mut keep = vec![];
         for (r, &i) in open.iter().enumerate() {
             let row = &mut logits[r * v..(r + 1) * v];
-            force_eos(dec.model, row, cur_len, max_length);
+            force_eos(model, row, cur_len, max_length);
             let tok = match &mut samplers[i] {
                 Some(s) => s.sample(row, &hyps[i].tokens),
                 None => super::sampler::argmax(row),
@@ -305,7 +304,8 @@ struct Beams {
 }
 
 fn beam(dec: &mut Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<Vec<Hypothesis>>> {
-    let eos = dec.model.cfg.eos()?;
+    let (model, backend) = (dec.model, dec.backend);
+    let eos = model.cfg.eos()?;
     let (v, nb) = (dec.vocab, opts.num_beams);
     let keep = 2 * nb; // one end token: max(2, 1 + 1) beams per kept beam
     let max_length = opts.max_new_tokens + 1;
@@ -345,15 +345,13 @@ fn beam(dec: &mut Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<
             .iter()
             .flat_map(|&i| std::mem::take(&mut sents[i].states))
             .collect();
-        let mut refs: Vec<&mut State> = states.iter_mut().collect();
-        let logits = dec.backend.step(&mut dec.batch, &mut refs, &last);
-        drop(refs);
+        let logits = dec.step(&mut states, &last);
         let mut states = states.into_iter();
         for &i in &active {
             sents[i].states = states.by_ref().take(nb).collect();
         }
         let logits = logits?;
-        let forced = dec.model.cfg.forced_eos_token_id.is_some() && cur_len + 1 == max_length;
+        let forced = model.cfg.forced_eos_token_id.is_some() && cur_len + 1 == max_length;
         for (a, &i) in active.iter().enumerate() {
             let s = &mut sents[i];
             let block = &mut logits[a * nb * v..(a + 1) * nb * v];
@@ -368,7 +366,7 @@ fn beam(dec: &mut Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<
                 let start = top.len();
                 if forced {
                     log_softmax(row);
-                    force_eos(dec.model, row, cur_len, max_length);
+                    force_eos(model, row, cur_len, max_length);
                     row.iter_mut().for_each(|x| *x += base);
                     top_k_row(row, k * v, keep, &mut top);
                 } else {
@@ -429,8 +427,7 @@ fn beam(dec: &mut Decoding<'_>, b: usize, opts: &Seq2SeqGenerate) -> Result<Vec<
             for (k, r) in running.iter().enumerate() {
                 if first[r.2] != k {
                     let parent = &s.states[r.2];
-                    dec.backend
-                        .copy_prefix(&mut spare[k], parent, parent.len())?;
+                    backend.copy_prefix(&mut spare[k], parent, parent.len())?;
                 }
             }
             for (k, r) in running.iter().enumerate() {

@@ -109,27 +109,37 @@ struct Cross {
     o: Proj,
 }
 
-/// A relative position bias table, (buckets, H) row-major, read by bucket of the key's offset.
+/// A causal stack's relative position bias (T5) by distance: `by_dist[dist · H + head]` is head
+/// `head`'s bias of a key `dist` positions before its query, for every distance a cache can hold
+/// (the bucket's logarithm is taken once, at load).
 #[derive(Clone)]
 struct RelBias {
-    table: Vec<f32>,
-    buckets: usize,
-    max_distance: usize,
+    by_dist: Vec<f32>,
+    heads: usize,
 }
 
 impl RelBias {
-    /// Head `head`'s bias of keys `0..len` for the query at position `len - 1`, into `out`.
-    fn fill(&self, head: usize, heads: usize, len: usize, out: &mut [f32]) {
-        let q = len as i64 - 1;
-        for (j, o) in out[..len].iter_mut().enumerate() {
-            let b = crate::nn::position::relative_bucket(
-                j as i64 - q,
-                false,
-                self.buckets,
-                self.max_distance,
-            );
-            *o = self.table[b * heads + head];
+    /// From the (buckets, H) table, for distances `0..positions`.
+    fn new(
+        table: &[f32],
+        heads: usize,
+        buckets: usize,
+        max_distance: usize,
+        positions: usize,
+    ) -> Self {
+        let mut by_dist = Vec::with_capacity(positions * heads);
+        for dist in 0..positions {
+            let b =
+                crate::nn::position::relative_bucket(-(dist as i64), false, buckets, max_distance);
+            by_dist.extend_from_slice(&table[b * heads..(b + 1) * heads]);
         }
+        RelBias { by_dist, heads }
+    }
+
+    /// Head `head`'s bias of key `j` for the query at position `q`.
+    #[inline]
+    fn at(&self, head: usize, q: usize, j: usize) -> f32 {
+        self.by_dist[(q - j) * self.heads + head]
     }
 }
 
@@ -668,11 +678,13 @@ impl Decoder {
             PositionKind::Relative {
                 buckets,
                 max_distance,
-            } => Some(RelBias {
-                table: vector(&n.rel_bias, buckets * cfg.num_heads)?,
+            } => Some(RelBias::new(
+                &vector(&n.rel_bias, buckets * cfg.num_heads)?,
+                cfg.num_heads,
                 buckets,
                 max_distance,
-            }),
+                cfg.max_position_embeddings,
+            )),
             _ => None,
         };
         Ok(Decoder {
@@ -1506,29 +1518,16 @@ impl Decoder {
                         &mut sc[..cap],
                         o,
                     ),
-                    KvCache::F32 { k, v } => match rel {
-                        Some(r) => {
-                            r.fill(head, h, len, sc);
-                            ca::attend_biased(
-                                &q[at..at + d],
-                                &k[base..base + cap * d],
-                                &v[base..base + cap * d],
-                                len,
-                                scale,
-                                &mut sc[..cap],
-                                o,
-                            )
-                        }
-                        None => ca::attend(
-                            &q[at..at + d],
-                            &k[base..base + cap * d],
-                            &v[base..base + cap * d],
-                            len,
-                            scale,
-                            &mut sc[..cap],
-                            o,
-                        ),
-                    },
+                    KvCache::F32 { k, v } => ca::attend_biased(
+                        &q[at..at + d],
+                        &k[base..base + cap * d],
+                        &v[base..base + cap * d],
+                        len,
+                        scale,
+                        |j| rel.map_or(0.0, |r| r.at(head, len - 1, j)),
+                        &mut sc[..cap],
+                        o,
+                    ),
                 }
             },
         );

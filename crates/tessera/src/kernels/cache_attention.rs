@@ -49,36 +49,28 @@ pub fn attend(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let d = q.len();
-    let scores = &mut scores[..len];
-    for (t, s) in scores.iter_mut().enumerate() {
-        *s = dot(q, &k[t * d..(t + 1) * d]) * scale;
-    }
-    weighted_values(scores, v, out);
+    attend_biased(q, k, v, len, scale, |_| 0.0, scores, out);
 }
 
-/// [`attend`] with an additive bias on each score (T5's relative positions): `scores[..len]`
-/// holds the biases on entry; `out = softmax(q·K^T * scale + bias) V`.
+/// [`attend`] with an additive bias on the score of each key position `t` (T5's relative
+/// positions): `out = softmax(q·K^T * scale + bias(t)) V`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
 pub fn attend_biased(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     len: usize,
     scale: f32,
+    bias: impl Fn(usize) -> f32,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
     let d = q.len();
     let scores = &mut scores[..len];
     for (t, s) in scores.iter_mut().enumerate() {
-        *s += dot(q, &k[t * d..(t + 1) * d]) * scale;
+        *s = dot(q, &k[t * d..(t + 1) * d]) * scale + bias(t);
     }
-    weighted_values(scores, v, out);
-}
-
-/// `out = softmax(scores) V` (`v` rows of `out.len()` values).
-fn weighted_values(scores: &mut [f32], v: &[f32], out: &mut [f32]) {
-    let d = out.len();
     softmax_row(scores, 1.0);
     out.fill(0.0);
     for (t, &p) in scores.iter().enumerate() {

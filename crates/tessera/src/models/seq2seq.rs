@@ -445,7 +445,7 @@ impl Seq2Seq {
             drop,
         )?;
         let sel = super::transformer::TargetRows::select(&h, &batch.targets)?;
-        let (h, y) = (&self.head_input(&sel.hidden)?, sel.targets_tensor()?);
+        let (h, y) = (&sel.hidden, sel.targets_tensor()?);
         let w = self.decoder.head_weight();
         if self.logits_bias.is_none()
             && crate::kernels::applicable(h)
@@ -454,14 +454,15 @@ impl Seq2Seq {
         {
             // Head and loss as one op: the logits never enter the autograd graph.
             return Ok(
-                crate::kernels::cross_entropy::linear_cross_entropy_smoothed(h, w, &y, smoothing)?,
+                crate::kernels::cross_entropy::linear_cross_entropy_smoothed(
+                    &self.head_input(h)?,
+                    w,
+                    &y,
+                    smoothing,
+                )?,
             );
         }
-        let logits = self.decoder.head(h)?;
-        let logits = match &self.logits_bias {
-            Some(b) => logits.broadcast_add(b)?,
-            None => logits,
-        };
+        let logits = self.logits(h)?;
         Ok(crate::nn::loss::smoothed_cross_entropy(
             &logits, &y, smoothing,
         )?)
