@@ -2,6 +2,10 @@
 
 #![forbid(unsafe_code)]
 
+/// Large zero-filled buffers straight from the kernel (see `ZeroMapAlloc`).
+#[global_allocator]
+static ALLOC: tessera::util::process::ZeroMapAlloc = tessera::util::process::ZeroMapAlloc;
+
 mod cmd_bench;
 mod cmd_bench_embed;
 mod cmd_bench_finetune;

@@ -10,6 +10,10 @@
 //!   element-wise ops of a step are small (residual adds, gradient sums). And the allocator keeps
 //!   freed buffers ([`tessera::util::process::keep_freed_memory`]): each step frees and
 //!   reallocates the same buffers, and fresh pages cost a page fault each (~7% of `bench embed`).
+//!   Zero-filled buffers of 2 MiB or more are the exception (`main.rs`'s global allocator,
+//!   [`tessera::util::process::ZeroMapAlloc`]): the engine's backward pass starts each gradient it
+//!   accumulates from one and only reads it, so a fresh mapping (the kernel's zero page) costs
+//!   less than a `memset` of reused memory on the calling thread.
 //!
 //! Measured on `tessera bench train` / `bench embed` (2 threads): see `BENCHMARKS.md`.
 

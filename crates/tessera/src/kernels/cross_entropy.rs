@@ -1,7 +1,7 @@
 //! Fused softmax + cross-entropy: one pass forward, one pass backward, no (N, V) temporaries
 //! besides the gradient itself.
 
-use super::{fast_exp, float_dispatch, par_rows, slice, Float};
+use super::{fast_exp, float_dispatch, new_rows, par_rows, slice, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 /// Mean over rows of `logsumexp(logits[i]) - logits[i, target[i]]`. Keeps each row's logsumexp
@@ -103,8 +103,7 @@ fn ce_backward<F: Float>(
     lse: Option<&[f64]>,
 ) -> CpuStorage {
     let scale = F::from_f64(scale);
-    let mut dx = vec![F::zero(); n * v];
-    par_rows(&mut dx, v, |i, out| {
+    let dx = new_rows(n * v, v, |i, out| {
         let row = &x[i * v..(i + 1) * v];
         let lse = lse.map(|l| F::from_f64(l[i]));
         softmax_row(out, row, lse, scale);

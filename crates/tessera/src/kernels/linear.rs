@@ -664,10 +664,9 @@ unsafe fn gate_grad_row_avx512<F: Erf, A: UnaryFn>(dzr: &mut [F], zr: &[F], dyr:
 
 /// `y[r, j] = f(z[r, j]) · z[r, I + j]` for rows of z of width 2I.
 fn gate_rows<F: Erf, A: UnaryFn>(z: &[F], i: usize) -> Vec<F> {
-    use rayon::prelude::*;
     let n = z.len() / (2 * i).max(1);
-    let mut y = vec![F::zero(); n * i];
-    let row = |(yr, zr): (&mut [F], &[F])| {
+    super::new_rows(n * i, i, |r, yr| {
+        let zr = &z[r * 2 * i..(r + 1) * 2 * i];
         #[cfg(target_arch = "x86_64")]
         if super::avx512() {
             // SAFETY: the CPU has the features the AVX-512 build was compiled for.
@@ -675,24 +674,13 @@ fn gate_rows<F: Erf, A: UnaryFn>(z: &[F], i: usize) -> Vec<F> {
             return;
         }
         gate_row::<F, A>(yr, zr)
-    };
-    if z.len() >= 1 << 15 {
-        y.par_chunks_mut(i.max(1))
-            .zip(z.par_chunks(2 * i.max(1)))
-            .for_each(row);
-    } else {
-        y.chunks_mut(i.max(1))
-            .zip(z.chunks(2 * i.max(1)))
-            .for_each(row);
-    }
-    y
+    })
 }
 
 /// dz (n, 2I) from dy (n, I) and the kept z (see [`LinearGatedOp`]).
 fn gate_grad_rows<F: Erf, A: UnaryFn>(z: &[F], dy: &[F], i: usize) -> Vec<F> {
-    use rayon::prelude::*;
-    let mut dz = vec![F::zero(); z.len()];
-    let row = |((dzr, zr), dyr): ((&mut [F], &[F]), &[F])| {
+    super::new_rows(z.len(), 2 * i, |r, dzr| {
+        let (zr, dyr) = (&z[r * 2 * i..(r + 1) * 2 * i], &dy[r * i..(r + 1) * i]);
         #[cfg(target_arch = "x86_64")]
         if super::avx512() {
             // SAFETY: the CPU has the features the AVX-512 build was compiled for.
@@ -700,20 +688,7 @@ fn gate_grad_rows<F: Erf, A: UnaryFn>(z: &[F], dy: &[F], i: usize) -> Vec<F> {
             return;
         }
         gate_grad_row::<F, A>(dzr, zr, dyr)
-    };
-    let w = 2 * i.max(1);
-    if z.len() >= 1 << 15 {
-        dz.par_chunks_mut(w)
-            .zip(z.par_chunks(w))
-            .zip(dy.par_chunks(i.max(1)))
-            .for_each(row);
-    } else {
-        dz.chunks_mut(w)
-            .zip(z.chunks(w))
-            .zip(dy.chunks(i.max(1)))
-            .for_each(row);
-    }
-    dz
+    })
 }
 
 impl<A: UnaryFn> LinearGatedOp<A> {

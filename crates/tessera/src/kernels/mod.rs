@@ -102,6 +102,53 @@ pub(crate) fn par_rows<T: Send, F: Fn(usize, &mut [T]) + Sync + Send>(
     }
 }
 
+/// A new buffer of `len` elements, written row by row by `f(i, row)` (rows of `row` elements,
+/// the last one shorter when `row` does not divide `len`), rows in parallel as [`par_rows`].
+/// Each row is zeroed just before `f` writes it, in the same work item, instead of a zeroing
+/// pass over the whole buffer first: the zeros cost nothing on top of the write that follows
+/// (the lines are in cache) and the buffer's pages are first touched on the thread that fills
+/// them.
+pub(crate) fn new_rows<T: Float, F: Fn(usize, &mut [T]) + Sync + Send>(
+    len: usize,
+    row: usize,
+    f: F,
+) -> Vec<T> {
+    new_rows_in(len, len, row, f)
+}
+
+/// [`new_rows`] for the first `len` elements of a buffer of `total` (≥ `len`), the rest zeros.
+pub(crate) fn new_rows_in<T: Float, F: Fn(usize, &mut [T]) + Sync + Send>(
+    total: usize,
+    len: usize,
+    row: usize,
+    f: F,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    use std::mem::MaybeUninit;
+    assert!(len <= total);
+    if row == 0 {
+        return vec![T::zero(); total];
+    }
+    let mut v: Vec<T> = Vec::with_capacity(total);
+    v.spare_capacity_mut()[len..total].fill(MaybeUninit::new(T::zero()));
+    let init = |(i, r): (usize, &mut [MaybeUninit<T>])| {
+        r.fill(MaybeUninit::new(T::zero()));
+        // SAFETY: every element of `r` was just initialized, and `MaybeUninit<T>` has `T`'s layout.
+        let r = unsafe { &mut *(r as *mut [MaybeUninit<T>] as *mut [T]) };
+        f(i, r)
+    };
+    let spare = &mut v.spare_capacity_mut()[..len];
+    if len >= 1 << 15 {
+        spare.par_chunks_mut(row).enumerate().for_each(init);
+    } else {
+        spare.chunks_mut(row).enumerate().for_each(init);
+    }
+    // SAFETY: the chunks cover the first `len` elements and each was initialized above; the
+    // rest were zeroed first.
+    unsafe { v.set_len(total) };
+    v
+}
+
 /// Dispatch on the float dtype of a storage.
 macro_rules! float_dispatch {
     ($s:expr, $name:expr, |$t:ident| $body:expr) => {
@@ -122,3 +169,25 @@ macro_rules! float_dispatch {
     };
 }
 pub(crate) use float_dispatch;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn new_rows_writes_every_row_and_zeroes_the_tail() {
+        for (total, len, row) in [(10, 10, 3), (70_000, 65_536, 256), (5, 0, 4), (8, 8, 8)] {
+            let v: Vec<f32> = super::new_rows_in(total, len, row, |i, r| {
+                assert!(r.iter().all(|&x| x == 0.0), "row {i} not zeroed before f");
+                for (j, x) in r.iter_mut().enumerate() {
+                    *x = (i * row + j) as f32 + 1.0;
+                }
+            });
+            assert_eq!(v.len(), total);
+            for (k, &x) in v.iter().enumerate() {
+                let want = if k < len { k as f32 + 1.0 } else { 0.0 };
+                assert_eq!(x, want, "element {k} of ({total}, {len}, {row})");
+            }
+        }
+        let v: Vec<f64> = super::new_rows(6, 0, |_, _| unreachable!());
+        assert_eq!(v, vec![0.0; 6]);
+    }
+}

@@ -5,7 +5,7 @@
 //!   RMSNorm:   dx = r (g - x̂ mean(g ⊙ x̂)),            dw = Σ_rows dy ⊙ x̂
 
 use super::fast_exp::{sum_by, sum_by_f64};
-use super::{float_dispatch, par_rows, slice, Float};
+use super::{float_dispatch, new_rows, new_rows_in, slice, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 struct LayerNorm {
@@ -50,8 +50,7 @@ fn forward<F: Float>(
     rms: bool,
 ) -> CpuStorage {
     let eps = F::from_f64(eps);
-    let mut y = vec![F::zero(); x.len()];
-    par_rows(&mut y, c, |i, out| {
+    let y = new_rows(x.len(), c, |i, out| {
         normalize_row(out, &x[i * c..(i + 1) * c], w, b, eps, rms)
     });
     F::to_cpu_storage_owned(y)
@@ -302,9 +301,7 @@ fn norm_grad<F: Float>(
     } else {
         st.chunks_mut(2).enumerate().for_each(row_stats);
     }
-    let mut out = vec![F::zero(); x.len() + 2 * c];
-    let (dx, rest) = out.split_at_mut(x.len());
-    par_rows(dx, c, |i, o| {
+    let mut out = new_rows_in(x.len() + 2 * c, x.len(), c, |i, o| {
         let row = &x[i * c..(i + 1) * c];
         let d = &dy[i * c..(i + 1) * c];
         let st = (st[2 * i], st[2 * i + 1]);
@@ -316,7 +313,7 @@ fn norm_grad<F: Float>(
         }
         grad_row(o, row, d, w, st, rms);
     });
-    let (dw, db) = rest.split_at_mut(c);
+    let (dw, db) = out[x.len()..].split_at_mut(c);
     // dw, db: column sums over the rows, rows in order (the same result on any number of
     // threads); blocks of columns in parallel when the work is large.
     const COLS: usize = 64;

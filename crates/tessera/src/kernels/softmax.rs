@@ -3,7 +3,7 @@
 //! For scores x (..., T, Tk) the row of query i sees keys j <= i + (Tk - T) when causal.
 //! y = softmax(scale · x) over the visible keys (0 elsewhere);  dx = scale · y ⊙ (dy - Σ dy ⊙ y).
 
-use super::{fast_exp, float_dispatch, par_rows, slice, Float};
+use super::{fast_exp, float_dispatch, new_rows, slice, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 struct Softmax {
@@ -24,8 +24,7 @@ fn softmax_fwd<F: Float>(
     scale: f64,
 ) -> CpuStorage {
     let scale = F::from_f64(scale);
-    let mut y = vec![F::zero(); x.len()];
-    par_rows(&mut y, tk, |r, out| {
+    let y = new_rows(x.len(), tk, |r, out| {
         let row = &x[r * tk..(r + 1) * tk];
         let visible = if causal { (r % t) + offset + 1 } else { tk };
         out[..visible].copy_from_slice(&row[..visible]);
@@ -46,8 +45,7 @@ pub fn softmax_row<F: Float>(x: &mut [F], scale: F) {
 
 fn softmax_bwd<F: Float>(y: &[F], dy: &[F], tk: usize, scale: f64) -> CpuStorage {
     let scale = F::from_f64(scale);
-    let mut dx = vec![F::zero(); y.len()];
-    par_rows(&mut dx, tk, |r, out| {
+    let dx = new_rows(y.len(), tk, |r, out| {
         let yr = &y[r * tk..(r + 1) * tk];
         let dr = &dy[r * tk..(r + 1) * tk];
         let dot: F = yr.iter().zip(dr).map(|(&a, &b)| a * b).sum();

@@ -55,3 +55,164 @@ pub fn silence_output() -> std::io::Result<std::fs::File> {
     }
     Ok(std::fs::File::from(saved))
 }
+
+/// The program's global allocator: the system's, except that zero-filled buffers of 2 MiB or
+/// more are fresh anonymous mappings from the kernel (transparent huge pages asked for).
+///
+/// Why: the tensor engine's backward pass starts every gradient it accumulates from a new
+/// zero-filled tensor and adds the op's gradient to it. From the system allocator (which keeps
+/// freed memory, [`keep_freed_memory`]) each of those is a `memset` on the calling thread while
+/// the other cores wait. A fresh mapping reads as zeros without being written: until its first
+/// write the kernel maps its shared zero page (one huge zero page per aligned 2 MiB), so a buffer
+/// that is only read and freed costs a fault and an `munmap`, not a pass over its bytes. Buffers
+/// that are written anyway cost about what they did (the kernel clears the pages instead of
+/// `memset`). The program opts in with `#[global_allocator]`; nothing else changes.
+pub struct ZeroMapAlloc;
+
+/// Smallest zeroed buffer taken from the kernel: one huge page (the kernel aligns anonymous
+/// mappings of this size or more to it).
+const ZERO_MAP_MIN: usize = 2 << 20;
+
+#[cfg(target_os = "linux")]
+mod zero_map {
+    use std::sync::Mutex;
+
+    /// Start addresses of the live mappings (few at a time: one per large zeroed buffer).
+    pub(super) static LIVE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+    pub fn map(size: usize) -> *mut u8 {
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+        // existing memory; failure is checked.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return std::ptr::null_mut();
+            }
+            libc::madvise(p, size, libc::MADV_HUGEPAGE);
+            // The registry's own allocation goes to the system allocator (plain `alloc`).
+            LIVE.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(p as usize);
+            p as *mut u8
+        }
+    }
+
+    pub fn is_live(p: *mut u8) -> bool {
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(p as usize))
+    }
+
+    /// Unmaps `p` if it is one of ours (true), else leaves it (false).
+    pub fn unmap(p: *mut u8, size: usize) -> bool {
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        match live.iter().position(|&a| a == p as usize) {
+            Some(i) => {
+                live.swap_remove(i);
+                drop(live);
+                // SAFETY: `p` is the start of a live mapping of `size` bytes made by `map` (the
+                // caller passes the layout it was allocated with), now unreferenced.
+                unsafe { libc::munmap(p as *mut libc::c_void, size) };
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+// SAFETY: every request is served by the system allocator or by a fresh mapping of at least the
+// requested size, page-aligned (alignment ≤ 4096 required for that path); a pointer is returned to
+// whichever made it, told apart by the registry of live mappings.
+unsafe impl std::alloc::GlobalAlloc for ZeroMapAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        std::alloc::System.alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        #[cfg(target_os = "linux")]
+        if layout.size() >= ZERO_MAP_MIN && layout.align() <= 4096 {
+            let p = zero_map::map(layout.size());
+            if !p.is_null() {
+                return p;
+            }
+        }
+        std::alloc::System.alloc_zeroed(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        #[cfg(target_os = "linux")]
+        if layout.size() >= ZERO_MAP_MIN
+            && (ptr as usize).is_multiple_of(4096)
+            && zero_map::unmap(ptr, layout.size())
+        {
+            return;
+        }
+        std::alloc::System.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        #[cfg(target_os = "linux")]
+        if layout.size() >= ZERO_MAP_MIN && (ptr as usize).is_multiple_of(4096) {
+            // A mapping of ours moves to the system allocator (rare: tensors do not grow).
+            let new_layout =
+                std::alloc::Layout::from_size_align_unchecked(new_size, layout.align());
+            let live = zero_map::is_live(ptr);
+            if live {
+                let q = std::alloc::System.alloc(new_layout);
+                if !q.is_null() {
+                    std::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size));
+                    zero_map::unmap(ptr, layout.size());
+                }
+                return q;
+            }
+        }
+        std::alloc::System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout};
+
+    #[test]
+    fn zero_map_alloc_serves_zeros_and_frees_by_origin() {
+        let a = ZeroMapAlloc;
+        for size in [100usize, 64 << 10, ZERO_MAP_MIN, 3 * ZERO_MAP_MIN + 12] {
+            let l = Layout::from_size_align(size, 16).unwrap();
+            // SAFETY: the layout has a non-zero size; every pointer is used within its size and
+            // returned with the layout it was made with.
+            unsafe {
+                let p = a.alloc_zeroed(l);
+                assert!(!p.is_null());
+                let s = std::slice::from_raw_parts_mut(p, size);
+                assert!(s.iter().all(|&b| b == 0), "{size} bytes not zero");
+                s[size - 1] = 7;
+                s[0] = 3;
+                // Growing keeps the contents, from either origin.
+                let l2 = Layout::from_size_align(size * 2, 16).unwrap();
+                let q = a.realloc(p, l, size * 2);
+                assert!(!q.is_null());
+                assert_eq!((*q, *q.add(size - 1)), (3, 7));
+                a.dealloc(q, l2);
+                // Plain allocations still come from the system allocator.
+                let r = a.alloc(l);
+                assert!(!r.is_null());
+                r.write_bytes(1, size);
+                a.dealloc(r, l);
+            }
+        }
+        #[cfg(target_os = "linux")]
+        assert!(
+            zero_map::LIVE.lock().unwrap().is_empty(),
+            "a mapping leaked"
+        );
+    }
+}
