@@ -1,7 +1,8 @@
 //! Inverted dropout drawing its masks from the seedable [`Rng`], so training is reproducible.
 
+use crate::kernels::{float_dispatch, new_rows, slice, Float};
 use crate::util::rng::Rng;
-use candle_core::{Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 
 /// Training-time dropout state: probability and the generator the masks come from.
 pub struct Dropout<'a> {
@@ -18,9 +19,62 @@ impl Dropout<'_> {
         if self.p <= 0.0 {
             return Ok(x.clone());
         }
-        let mask = mask(x.elem_count(), self.p, self.rng.next_u64());
+        let seed = self.rng.next_u64();
+        if x.device().is_cpu()
+            && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+        {
+            // One op: the mask is drawn inside the product (and drawn again for the backward
+            // pass) instead of being a tensor of its own multiplied by the engine's serial
+            // element-wise product. The same values as the tensor form below.
+            return x.contiguous()?.apply_op1(MaskOp { p: self.p, seed });
+        }
+        let mask = mask(x.elem_count(), self.p, seed);
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x.mul(&mask)
+    }
+}
+
+/// `x ⊙ mask(n, p, seed)` as one op; its gradient is `dy ⊙` the same mask.
+struct MaskOp {
+    p: f32,
+    seed: u64,
+}
+
+/// `x ⊙ mask(x.len(), p, seed)` ([`mask`]'s values, converted to `F`), stretches in parallel.
+fn masked<F: Float>(x: &[F], p: f32, seed: u64) -> Vec<F> {
+    let scale = 1.0 / (1.0 - p);
+    let cut = (p as f64 * (1u64 << 24) as f64).round() as u32;
+    new_rows(x.len(), CHUNK, |c, out: &mut [F]| {
+        let mut rng = Rng::derived(seed, c as u64 + 1);
+        let xs = &x[c * CHUNK..c * CHUNK + out.len()];
+        for (pair, xp) in out.chunks_mut(2).zip(xs.chunks(2)) {
+            let r = rng.next_u64();
+            let u = [(r >> 40) as u32, ((r >> 8) & 0xFF_FFFF) as u32];
+            for ((o, &xv), u) in pair.iter_mut().zip(xp).zip(u) {
+                let m: f32 = if u >= cut { scale } else { 0.0 };
+                *o = xv * F::from_f64(m as f64);
+            }
+        }
+    })
+}
+
+impl CustomOp1 for MaskOp {
+    fn name(&self) -> &'static str {
+        "dropout"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        float_dispatch!(s, self.name(), |F| Ok((
+            F::to_cpu_storage_owned(masked::<F>(slice(s, l)?, self.p, self.seed)),
+            l.shape().clone()
+        )))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1(MaskOp {
+            p: self.p,
+            seed: self.seed,
+        })?))
     }
 }
 
@@ -31,12 +85,10 @@ const CHUNK: usize = 1 << 14;
 /// stretches of [`CHUNK`] values, each from its own generator seeded from `seed` and its index,
 /// in parallel: the same mask whatever the thread count. Two 24-bit uniforms per 64-bit draw.
 pub fn mask(n: usize, p: f32, seed: u64) -> Vec<f32> {
-    use rayon::prelude::*;
     let scale = 1.0 / (1.0 - p);
     // Keep a value when its 24-bit uniform u satisfies u >= p * 2^24.
     let cut = (p as f64 * (1u64 << 24) as f64).round() as u32;
-    let mut out = vec![0f32; n];
-    let fill = |(c, part): (usize, &mut [f32])| {
+    crate::kernels::new_rows(n, CHUNK, |c, part: &mut [f32]| {
         let mut rng = Rng::derived(seed, c as u64 + 1);
         for pair in part.chunks_mut(2) {
             let r = rng.next_u64();
@@ -45,13 +97,7 @@ pub fn mask(n: usize, p: f32, seed: u64) -> Vec<f32> {
                 *o = if u >= cut { scale } else { 0.0 };
             }
         }
-    };
-    if n >= 4 * CHUNK {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(fill);
-    } else {
-        out.chunks_mut(CHUNK).enumerate().for_each(fill);
-    }
-    out
+    })
 }
 
 /// Apply dropout when training (`Some`), pass through otherwise.
@@ -77,5 +123,68 @@ mod tests {
         assert_ne!(m, mask(n, 0.1, 43));
         // A short mask is the start of a long one (same stretches, same seeds).
         assert_eq!(mask(1000, 0.1, 42)[..], m[..1000]);
+    }
+
+    #[test]
+    fn fused_dropout_equals_the_mask_product_and_its_gradient() {
+        use super::Dropout;
+        use crate::util::rng::Rng;
+        use candle_core::{DType, Device, Tensor, Var};
+        for dtype in [DType::F32, DType::F64] {
+            let n = 7 * 7023; // several stretches and an odd tail
+            let x = Var::from_tensor(
+                &Tensor::rand(-1f32, 1f32, (n / 7, 7), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let mut rng = Rng::new(5);
+            let seed = Rng::new(5).next_u64();
+            let y = Dropout {
+                p: 0.25,
+                rng: &mut rng,
+            }
+            .apply(x.as_tensor())
+            .unwrap();
+            let m = Tensor::from_vec(mask(n, 0.25, seed), (n / 7, 7), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let want = x.as_tensor().mul(&m).unwrap();
+            let diff = (y.clone() - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert_eq!(
+                diff.to_dtype(DType::F64)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap(),
+                0.0
+            );
+            // d(sum(y ⊙ w))/dx = w ⊙ mask.
+            let w = Tensor::rand(-1f32, 1f32, (n / 7, 7), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let got = g.get(x.as_tensor()).unwrap();
+            let diff = (got - (w * m).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert_eq!(
+                diff.to_dtype(DType::F64)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap(),
+                0.0
+            );
+        }
     }
 }

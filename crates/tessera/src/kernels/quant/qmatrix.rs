@@ -210,21 +210,9 @@ impl QMatrix {
     /// The whole matrix as f32, row-major (rows, cols), dequantized on the rayon pool (the same
     /// values as [`QMatrix::dequantize`]; the frozen weights of LoRA training).
     pub fn dequantize_par(&self) -> Vec<f32> {
-        use rayon::prelude::*;
-        let (rows, cols) = (self.rows, self.cols);
-        let mut out = vec![0f32; rows * cols];
-        if cols == 0 {
-            return out;
-        }
-        const CHUNK: usize = 16; // rows per task: the interleaved layout's group
-        out.par_chunks_mut(CHUNK * cols)
-            .enumerate()
-            .for_each(|(i, o)| {
-                for (j, row) in o.chunks_exact_mut(cols).enumerate() {
-                    self.dequantize_row(i * CHUNK + j, row);
-                }
-            });
-        out
+        crate::kernels::new_rows(self.rows * self.cols, self.cols, |r, row| {
+            self.dequantize_row(r, row)
+        })
     }
 
     /// Row `r` as f32 into `out` (for embedding lookups).
