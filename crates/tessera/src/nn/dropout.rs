@@ -42,19 +42,11 @@ struct MaskOp {
 
 /// `x ⊙ mask(x.len(), p, seed)` ([`mask`]'s values, converted to `F`), stretches in parallel.
 fn masked<F: Float>(x: &[F], p: f32, seed: u64) -> Vec<F> {
-    let scale = 1.0 / (1.0 - p);
-    let cut = (p as f64 * (1u64 << 24) as f64).round() as u32;
     new_rows(x.len(), CHUNK, |c, out: &mut [F]| {
-        let mut rng = Rng::derived(seed, c as u64 + 1);
-        let xs = &x[c * CHUNK..c * CHUNK + out.len()];
-        for (pair, xp) in out.chunks_mut(2).zip(xs.chunks(2)) {
-            let r = rng.next_u64();
-            let u = [(r >> 40) as u32, ((r >> 8) & 0xFF_FFFF) as u32];
-            for ((o, &xv), u) in pair.iter_mut().zip(xp).zip(u) {
-                let m: f32 = if u >= cut { scale } else { 0.0 };
-                *o = xv * F::from_f64(m as f64);
-            }
-        }
+        let xs = &x[c * CHUNK..];
+        stretch(seed, c, out.len(), p, |j, m| {
+            out[j] = xs[j] * F::from_f64(m as f64)
+        })
     })
 }
 
@@ -85,19 +77,27 @@ const CHUNK: usize = 1 << 14;
 /// stretches of [`CHUNK`] values, each from its own generator seeded from `seed` and its index,
 /// in parallel: the same mask whatever the thread count. Two 24-bit uniforms per 64-bit draw.
 pub fn mask(n: usize, p: f32, seed: u64) -> Vec<f32> {
+    new_rows(n, CHUNK, |c, part: &mut [f32]| {
+        stretch(seed, c, part.len(), p, |j, m| part[j] = m)
+    })
+}
+
+/// The `len` mask values of stretch `c`, in order, to `put(j, value)`: 0 when the 24-bit uniform
+/// is below `p · 2^24`, else `1 / (1 - p)`.
+fn stretch(seed: u64, c: usize, len: usize, p: f32, mut put: impl FnMut(usize, f32)) {
     let scale = 1.0 / (1.0 - p);
-    // Keep a value when its 24-bit uniform u satisfies u >= p * 2^24.
     let cut = (p as f64 * (1u64 << 24) as f64).round() as u32;
-    crate::kernels::new_rows(n, CHUNK, |c, part: &mut [f32]| {
-        let mut rng = Rng::derived(seed, c as u64 + 1);
-        for pair in part.chunks_mut(2) {
-            let r = rng.next_u64();
-            let u = [(r >> 40) as u32, ((r >> 8) & 0xFF_FFFF) as u32];
-            for (o, u) in pair.iter_mut().zip(u) {
-                *o = if u >= cut { scale } else { 0.0 };
+    let mut rng = Rng::derived(seed, c as u64 + 1);
+    let mut j = 0;
+    while j < len {
+        let r = rng.next_u64();
+        for u in [(r >> 40) as u32, ((r >> 8) & 0xFF_FFFF) as u32] {
+            if j < len {
+                put(j, if u >= cut { scale } else { 0.0 });
+                j += 1;
             }
         }
-    })
+    }
 }
 
 /// Apply dropout when training (`Some`), pass through otherwise.
