@@ -123,7 +123,6 @@ pub(crate) fn new_rows_in<T: Float, F: Fn(usize, &mut [T]) + Sync + Send>(
     row: usize,
     f: F,
 ) -> Vec<T> {
-    use rayon::prelude::*;
     use std::mem::MaybeUninit;
     assert!(len <= total);
     if row == 0 {
@@ -131,18 +130,11 @@ pub(crate) fn new_rows_in<T: Float, F: Fn(usize, &mut [T]) + Sync + Send>(
     }
     let mut v: Vec<T> = Vec::with_capacity(total);
     v.spare_capacity_mut()[len..total].fill(MaybeUninit::new(T::zero()));
-    let init = |(i, r): (usize, &mut [MaybeUninit<T>])| {
+    par_rows(&mut v.spare_capacity_mut()[..len], row, |i, r| {
         r.fill(MaybeUninit::new(T::zero()));
         // SAFETY: every element of `r` was just initialized, and `MaybeUninit<T>` has `T`'s layout.
-        let r = unsafe { &mut *(r as *mut [MaybeUninit<T>] as *mut [T]) };
-        f(i, r)
-    };
-    let spare = &mut v.spare_capacity_mut()[..len];
-    if len >= 1 << 15 {
-        spare.par_chunks_mut(row).enumerate().for_each(init);
-    } else {
-        spare.chunks_mut(row).enumerate().for_each(init);
-    }
+        f(i, unsafe { &mut *(r as *mut [MaybeUninit<T>] as *mut [T]) })
+    });
     // SAFETY: the chunks cover the first `len` elements and each was initialized above; the
     // rest were zeroed first.
     unsafe { v.set_len(total) };

@@ -20,9 +20,7 @@ impl Dropout<'_> {
             return Ok(x.clone());
         }
         let seed = self.rng.next_u64();
-        if x.device().is_cpu()
-            && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
-        {
+        if crate::kernels::applicable(x) {
             // One op: the mask is drawn inside the product (and drawn again for the backward
             // pass) instead of being a tensor of its own multiplied by the engine's serial
             // element-wise product. The same values as the tensor form below.
@@ -125,6 +123,13 @@ mod tests {
         assert_eq!(mask(1000, 0.1, 42)[..], m[..1000]);
     }
 
+    fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+        (a - b)
+            .and_then(|d| d.abs()?.max_all()?.to_dtype(candle_core::DType::F64))
+            .and_then(|d| d.to_scalar::<f64>())
+            .unwrap()
+    }
+
     #[test]
     fn fused_dropout_equals_the_mask_product_and_its_gradient() {
         use super::Dropout;
@@ -132,13 +137,12 @@ mod tests {
         use candle_core::{DType, Device, Tensor, Var};
         for dtype in [DType::F32, DType::F64] {
             let n = 7 * 7023; // several stretches and an odd tail
-            let x = Var::from_tensor(
-                &Tensor::rand(-1f32, 1f32, (n / 7, 7), &Device::Cpu)
+            let rand = || {
+                Tensor::rand(-1f32, 1f32, (n / 7, 7), &Device::Cpu)
+                    .and_then(|t| t.to_dtype(dtype))
                     .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap(),
-            )
-            .unwrap();
+            };
+            let x = Var::from_tensor(&rand()).unwrap();
             let mut rng = Rng::new(5);
             let seed = Rng::new(5).next_u64();
             let y = Dropout {
@@ -152,39 +156,12 @@ mod tests {
                 .to_dtype(dtype)
                 .unwrap();
             let want = x.as_tensor().mul(&m).unwrap();
-            let diff = (y.clone() - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap();
-            assert_eq!(
-                diff.to_dtype(DType::F64)
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap(),
-                0.0
-            );
+            assert_eq!(max_abs_diff(&y, &want), 0.0);
             // d(sum(y ⊙ w))/dx = w ⊙ mask.
-            let w = Tensor::rand(-1f32, 1f32, (n / 7, 7), &Device::Cpu)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap();
+            let w = rand();
             let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
             let got = g.get(x.as_tensor()).unwrap();
-            let diff = (got - (w * m).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap();
-            assert_eq!(
-                diff.to_dtype(DType::F64)
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap(),
-                0.0
-            );
+            assert_eq!(max_abs_diff(got, &(w * m).unwrap()), 0.0);
         }
     }
 }

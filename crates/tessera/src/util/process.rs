@@ -159,19 +159,21 @@ unsafe impl std::alloc::GlobalAlloc for ZeroMapAlloc {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         #[cfg(target_os = "linux")]
-        if layout.size() >= ZERO_MAP_MIN && (ptr as usize).is_multiple_of(4096) {
-            // A mapping of ours moves to the system allocator (rare: tensors do not grow).
-            let new_layout =
-                std::alloc::Layout::from_size_align_unchecked(new_size, layout.align());
-            let live = zero_map::is_live(ptr);
-            if live {
-                let q = std::alloc::System.alloc(new_layout);
-                if !q.is_null() {
-                    std::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size));
-                    zero_map::unmap(ptr, layout.size());
-                }
-                return q;
+        if layout.size() >= ZERO_MAP_MIN
+            && (ptr as usize).is_multiple_of(4096)
+            && zero_map::is_live(ptr)
+        {
+            // A mapping of ours moves to the system allocator (rare: tensors do not grow); it
+            // stays ours if that fails.
+            let q = std::alloc::System.alloc(std::alloc::Layout::from_size_align_unchecked(
+                new_size,
+                layout.align(),
+            ));
+            if !q.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size));
+                zero_map::unmap(ptr, layout.size());
             }
+            return q;
         }
         std::alloc::System.realloc(ptr, layout, new_size)
     }
