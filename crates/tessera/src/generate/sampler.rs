@@ -190,15 +190,33 @@ impl Sampler {
     }
 }
 
-/// Index of the largest value (first on ties).
+/// Index of the largest value (first on ties; NaN never chosen over a number, and index 0 when
+/// the first value is NaN, as a scan keeping the first strictly larger value gives).
+///
+/// Two passes the compiler vectorizes (the largest value over 16 lanes, then its first index)
+/// instead of one scan with a data-dependent branch per element: the greedy pick of every
+/// decoded token reads a whole vocabulary row.
 pub fn argmax(xs: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
+    match xs.first() {
+        None => return 0,
+        Some(x) if x.is_nan() => return 0,
+        _ => {}
+    }
+    // `v > m` is false for NaN, so NaN never becomes the maximum.
+    let bigger = |m: f32, v: f32| if v > m { v } else { m };
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = bigger(*m, v);
         }
     }
-    best as u32
+    let best = tail
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &v| bigger(m, v));
+    xs.iter().position(|&v| v == best).unwrap_or(0) as u32
 }
 
 #[cfg(test)]
@@ -216,6 +234,45 @@ mod tests {
     fn greedy_is_argmax() {
         let mut s = Sampler::new(params(0.0));
         assert_eq!(s.sample(&[0.1, 3.0, -1.0, 2.9], &[]), 1);
+    }
+
+    #[test]
+    fn argmax_equals_a_first_strictly_larger_scan() {
+        let scan = |xs: &[f32]| {
+            let mut best = 0;
+            for (i, &x) in xs.iter().enumerate() {
+                if x > xs[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        };
+        let mut rng = crate::util::rng::Rng::new(7);
+        for n in [0, 1, 5, 16, 17, 40, 1000] {
+            for case in 0..6 {
+                let mut xs: Vec<f32> = (0..n).map(|_| (rng.below(9) as f32 - 4.0) / 2.0).collect();
+                // Ties everywhere (values on a coarse grid), plus NaN, ±0 and infinities.
+                let mut put = |v: f32| {
+                    if n > 0 {
+                        let i = rng.below(n);
+                        xs[i] = v;
+                    }
+                };
+                match case {
+                    1 => put(f32::NAN),
+                    2 => put(f32::INFINITY),
+                    3 => xs.iter_mut().for_each(|x| *x = f32::NEG_INFINITY),
+                    4 => {
+                        put(-0.0);
+                        put(0.0);
+                        xs.iter_mut().for_each(|x| *x = x.min(0.0));
+                    }
+                    5 if n > 0 => xs[0] = f32::NAN,
+                    _ => {}
+                }
+                assert_eq!(argmax(&xs), scan(&xs), "{xs:?}");
+            }
+        }
     }
 
     #[test]

@@ -1290,7 +1290,7 @@ impl Decoder {
                 Mlp::Gated { gate, up, down } => {
                     let u = &mut sc.up[..n * ff];
                     self.project_many(h, n, [(gate, g), (up, u)])?;
-                    cfg.activation.apply_gated(g, u);
+                    self.gate_rows(g, u);
                     self.project(down, g, n, &mut sc.tmp[..n * c])?;
                 }
                 Mlp::Plain { fc, proj } => {
@@ -1306,6 +1306,26 @@ impl Decoder {
             caches[o].pos = caches[o].pos.max(sc.pos[i] + 1);
         }
         Ok(())
+    }
+
+    /// `g = act(g) ⊙ u`, split over the pool once there are enough values to pay for a job
+    /// (several decoded rows, a prompt chunk); element by element as one thread would.
+    fn gate_rows(&self, g: &mut [f32], u: &[f32]) {
+        const MIN_PER_TASK: usize = 2048;
+        let act = self.cfg.activation;
+        let tasks = (g.len() / MIN_PER_TASK).min(4 * self.pool.threads());
+        if tasks < 2 {
+            act.apply_gated(g, u);
+            return;
+        }
+        let chunk = g.len().div_ceil(tasks).next_multiple_of(16);
+        let len = g.len();
+        let gs = SharedMut::new(g);
+        self.pool.run(len.div_ceil(chunk), &|t| {
+            let (a, b) = (t * chunk, ((t + 1) * chunk).min(len));
+            // SAFETY: task t alone takes elements a..b.
+            act.apply_gated(unsafe { gs.range(a, b) }, &u[a..b]);
+        });
     }
 
     /// `out` row i = norm(`x` row i).

@@ -78,8 +78,19 @@ pub fn attend_biased(
     }
 }
 
-/// `x` rounded to f16 and stored as its bits.
+/// `x` rounded to f16 (nearest, ties to even) and stored as its bits: F16C's conversion on x86
+/// (both SIMD levels have it; 8 values per instruction), the `half` crate's elsewhere. The K/V
+/// rows of every decoded token and the f16 queries pass through here.
 pub fn to_f16(x: &[f32], out: &mut [u16]) {
+    assert_eq!(x.len(), out.len(), "to_f16: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::quant::SimdLevel::detect() != crate::kernels::quant::SimdLevel::Scalar {
+        return f16x86::to_f16(x, out);
+    }
+    to_f16_portable(x, out);
+}
+
+fn to_f16_portable(x: &[f32], out: &mut [u16]) {
     use half::slice::HalfFloatSliceExt;
     let out: &mut [half::f16] = bytemuck_f16(out);
     out.convert_from_f32_slice(x);
@@ -180,6 +191,27 @@ pub fn axpy_f16_scalar(y: &mut [f32], a: f32, x: &[u16]) {
 #[cfg(target_arch = "x86_64")]
 mod f16x86 {
     use std::arch::x86_64::*;
+
+    /// [`super::to_f16`] with F16C (the caller checked the SIMD level; lengths are equal).
+    pub fn to_f16(x: &[f32], out: &mut [u16]) {
+        assert_eq!(x.len(), out.len());
+        // SAFETY: only called when AVX2/F16C are present; loads and stores stay inside the
+        // slices (8 at a time, then the tail one by one).
+        unsafe { to_f16_f16c(x, out) }
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn to_f16_f16c(x: &[f32], out: &mut [u16]) {
+        let n = x.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), h);
+            i += 8;
+        }
+        super::to_f16_portable(&x[i..], &mut out[i..]);
+    }
 
     pub fn dot(a: &[u16], b: &[u16]) -> f32 {
         assert_eq!(a.len(), b.len());
@@ -392,6 +424,28 @@ pub fn attend_f16(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_f16_rounds_as_the_portable_conversion() {
+        // Ties, subnormals, overflow to infinity, signed zeros, infinities: the same bits.
+        let mut x: Vec<f32> = (0..4099)
+            .map(|i| (i as f32 * 0.7331).sin() * 2f32.powi(i % 40 - 28))
+            .collect();
+        x.extend([
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            65520.0,
+            1e6,
+            -0.0,
+        ]);
+        x.extend([f32::INFINITY, f32::NEG_INFINITY, 5.96e-8, 2.9e-8, -6.1e-5]);
+        let (mut fast, mut portable) = (vec![0u16; x.len()], vec![0u16; x.len()]);
+        to_f16(&x, &mut fast);
+        to_f16_portable(&x, &mut portable);
+        assert_eq!(fast, portable);
+        to_f16(&x[..5], &mut fast[..5]);
+        assert_eq!(fast, portable);
+    }
 
     #[test]
     fn f16_kernels_match_the_portable_ones() {

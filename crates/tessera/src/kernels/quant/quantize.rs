@@ -178,13 +178,16 @@ pub(crate) fn quantize_blocks32(
 ) {
     let blocks = x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK));
     for ((((xb, qb), d), s), sum) in blocks.zip(d.iter_mut()).zip(s.iter_mut()).zip(sums) {
+        // `if v > a` (a vector max; NaN never taken) rather than `f32::max`, whose NaN rule keeps
+        // the compiler from vectorizing it: the same value for every input.
+        let bigger = |a: f32, v: f32| if v > a { v } else { a };
         let mut m = [0f32; 16];
         for c in xb.chunks_exact(16) {
             for (a, &v) in m.iter_mut().zip(c) {
-                *a = a.max(v.abs());
+                *a = bigger(*a, v.abs());
             }
         }
-        let amax = m.iter().fold(0f32, |a, &v| a.max(v));
+        let amax = m.iter().fold(0f32, |a, &v| bigger(a, v));
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut total = 0i32;
         for (q, &v) in qb.iter_mut().zip(xb) {
