@@ -153,6 +153,56 @@ fn batched_decode_step_equals_each_sequence_alone() {
     }
 }
 
+/// Pre-norm sublayers of fused kernels run as segments while a gradient sink is installed
+/// (`kernels::segment`, the training loop's mode): the loss and every parameter's gradient are
+/// the graph's, bit for bit, and the blocks' weights really went through the sink.
+#[test]
+fn segments_give_the_graphs_gradients() {
+    use tessera::kernels::segment::Sink;
+    for (name, cfg) in configs() {
+        let (p, m) = model(&cfg, DType::F32);
+        let mut rng = Rng::new(9);
+        let x: Vec<u32> = (0..3 * 20).map(|_| rng.below(50) as u32).collect();
+        let y: Vec<u32> = (0..3 * 20).map(|_| rng.below(50) as u32).collect();
+        let x = Tensor::from_vec(x, (3, 20), &Device::Cpu).unwrap();
+        let y = Tensor::from_vec(y, (3, 20), &Device::Cpu).unwrap();
+        let plain_loss = m.loss(&x, &y, None).unwrap();
+        let plain = plain_loss.backward().unwrap();
+        let sink = Sink::install();
+        let seg_loss = m.loss(&x, &y, None).unwrap();
+        let mut seg = seg_loss.backward().unwrap();
+        // Before the sink is drained, the blocks' weights have no gradient in the store.
+        let in_blocks = |n: &str| n.contains(".h.") || n.contains("layers.");
+        let block_weights: Vec<usize> = (0..p.specs.len())
+            .filter(|&i| in_blocks(&p.specs[i].name))
+            .collect();
+        assert!(!block_weights.is_empty(), "{name}: no block weights");
+        for &i in &block_weights {
+            assert!(
+                seg.get(p.vars[i].as_tensor()).is_none(),
+                "{name}: {} took the graph's path",
+                p.specs[i].name
+            );
+        }
+        sink.drain_into(&mut seg).unwrap();
+        assert_eq!(
+            plain_loss.to_scalar::<f32>().unwrap(),
+            seg_loss.to_scalar::<f32>().unwrap(),
+            "{name}: loss"
+        );
+        for (spec, v) in p.specs.iter().zip(&p.vars) {
+            let a = plain.get(v.as_tensor()).unwrap();
+            let b = seg
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: {}", spec.name));
+            assert_eq!(max_diff(a, b), 0.0, "{name}: gradient of {}", spec.name);
+        }
+        // Without a sink, the graph's path again (no segment, every gradient in the store).
+        let again = m.loss(&x, &y, None).unwrap().backward().unwrap();
+        assert!(again.get(p.vars[block_weights[0]].as_tensor()).is_some());
+    }
+}
+
 #[test]
 fn tiny_model_overfits_one_batch() {
     for (name, cfg) in configs() {

@@ -663,7 +663,19 @@ pub fn projected_causal_attention(
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     match b {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
-        None => x.apply_op2(&w, op),
+        Some(b) => super::segment::apply3(op, &x, &w, &b.contiguous()?),
+        None => super::segment::apply2(op, &x, &w),
+    }
+}
+
+impl super::segment::Backward for ProjectedAttention {
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        ProjectedAttention::grads(self, x, w, b, dy)
     }
 }

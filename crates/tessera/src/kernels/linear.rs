@@ -337,8 +337,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, transposed: bool) -> R
     let w = w.contiguous()?;
     let op = LinearOp { transposed };
     match b {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
-        None => x.apply_op2(&w, op),
+        Some(b) => super::segment::apply3(op, &x, &w, &b.contiguous()?),
+        None => super::segment::apply2(op, &x, &w),
     }
 }
 
@@ -577,8 +577,8 @@ pub(crate) fn linear_act<A: UnaryFn>(
         _act: std::marker::PhantomData,
     };
     match b {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
-        None => x.apply_op2(&w, op),
+        Some(b) => super::segment::apply3(op, &x, &w, &b.contiguous()?),
+        None => super::segment::apply2(op, &x, &w),
     }
 }
 
@@ -852,7 +852,43 @@ pub(crate) fn linear_gated<A: UnaryFn>(
         _act: std::marker::PhantomData,
     };
     match b {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
-        None => x.apply_op2(&w, op),
+        Some(b) => super::segment::apply3(op, &x, &w, &b.contiguous()?),
+        None => super::segment::apply2(op, &x, &w),
+    }
+}
+
+impl super::segment::Backward for LinearOp {
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        LinearOp::grads(self, x, w, b, dy)
+    }
+}
+
+impl<A: UnaryFn> super::segment::Backward for LinearActOp<A> {
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        LinearActOp::grads(self, x, w, b, dy)
+    }
+}
+
+impl<A: UnaryFn> super::segment::Backward for LinearGatedOp<A> {
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        LinearGatedOp::grads(self, x, w, b, dy)
     }
 }

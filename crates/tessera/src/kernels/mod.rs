@@ -18,6 +18,7 @@ pub(crate) mod matmul;
 pub mod norm;
 pub mod quant;
 pub mod rotary;
+pub mod segment;
 pub mod softmax;
 pub(crate) mod unary;
 

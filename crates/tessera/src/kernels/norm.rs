@@ -369,11 +369,41 @@ impl CustomOp3 for NormGrad {
 
 /// LayerNorm over the last dimension (fused on the CPU).
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm { eps })
+    super::segment::apply3(
+        LayerNorm { eps },
+        &x.contiguous()?,
+        &w.contiguous()?,
+        &b.contiguous()?,
+    )
 }
 
 /// RMSNorm over the last dimension (fused on the CPU).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps })
+    super::segment::apply2(RmsNorm { eps }, &x.contiguous()?, &w.contiguous()?)
+}
+
+impl super::segment::Backward for LayerNorm {
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let (dx, dw, db) = backward(x, w, dy, self.eps, false)?;
+        Ok((dx, dw, Some(db)))
+    }
+}
+
+impl super::segment::Backward for RmsNorm {
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let (dx, dw, _) = backward(x, w, dy, self.eps, true)?;
+        Ok((dx, dw, None))
+    }
 }

@@ -91,11 +91,26 @@ impl Block {
         memory: Option<Memory<'_>>,
         mut drop: Option<&mut BlockDropout<'_>>,
     ) -> Result<Tensor> {
-        let x = self.sublayer(&self.norm1, x, &mut drop, |h, d| {
-            Ok(self
-                .attn
-                .mix(h, mixing, d.map(|d| (d.attention, &mut *d.rng)))?)
-        })?;
+        // While training (a gradient sink installed), a pre-norm sublayer made of fused kernels
+        // alone is one node of the engine's graph (`kernels::segment`); the same numbers.
+        let segments = crate::kernels::segment::active()
+            && self.placement == NormPlacement::Pre
+            && drop
+                .as_ref()
+                .is_none_or(|d| d.hidden <= 0.0 && d.attention <= 0.0)
+            && crate::kernels::applicable(x);
+        let x = match mixing {
+            Mixing::Causal { rope } if segments && self.attn.runs_fused(x, *rope) => {
+                crate::kernels::segment::residual(x, |x| {
+                    self.attn.mix(&self.norm1.forward(x)?, mixing, None)
+                })?
+            }
+            _ => self.sublayer(&self.norm1, x, &mut drop, |h, d| {
+                Ok(self
+                    .attn
+                    .mix(h, mixing, d.map(|d| (d.attention, &mut *d.rng)))?)
+            })?,
+        };
         let x = match (&self.cross, memory) {
             (Some(c), Some(m)) => self.sublayer(&c.norm, &x, &mut drop, |h, d| {
                 let mut ad = d.map(|d| Dropout {
@@ -117,6 +132,11 @@ impl Block {
                 ))
             }
         };
+        if segments && self.mlp.runs_fused(&x) {
+            return Ok(crate::kernels::segment::residual(&x, |x| {
+                self.mlp.forward(&self.norm2.forward(x)?)
+            })?);
+        }
         self.sublayer(&self.norm2, &x, &mut drop, |h, _| {
             Ok(self.mlp.forward(h)?)
         })

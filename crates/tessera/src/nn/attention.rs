@@ -305,6 +305,29 @@ impl Attention {
     /// training and scoring) on the CPU, the attention runs as one fused op on the projection's
     /// output ([`crate::kernels::causal_attention`]); otherwise as
     /// [`Attention::forward_reference`].
+    /// Whether [`Attention::forward`] (no dropout) runs `x` through the fused projected attention
+    /// and the fused output product alone, no other op: what a training segment needs
+    /// ([`crate::kernels::segment`]). Mirrors the first and third paths of `forward`.
+    pub(crate) fn runs_fused(&self, x: &Tensor, rope: Option<&Rotary>) -> bool {
+        if self.scale.is_some()
+            || !crate::kernels::applicable(x)
+            || x.rank() != 3
+            || self.out.fusable(x).is_none()
+        {
+            return false;
+        }
+        match &self.qkv {
+            QkvProj::Split { q, k, v } => {
+                let plain = |l: &Linear| matches!(l.fusable(x), Some((_, false)));
+                plain(q)
+                    && plain(k)
+                    && plain(v)
+                    && ([q, k, v].iter().all(|l| l.bias().is_some()) || q.bias().is_none())
+            }
+            QkvProj::Fused(l) => rope.is_none() && l.fusable(x).is_some(),
+        }
+    }
+
     pub fn forward(
         &self,
         x: &Tensor,
@@ -320,9 +343,11 @@ impl Attention {
             {
                 // One (q + 2 kv, C) projection from the three (a copy of the weights per call,
                 // small next to the activations), rotary and attention as one op.
-                let w = Tensor::cat(&[wq, wk, wv], 0)?;
+                let w = crate::kernels::segment::stack_rows(&[wq, wk, wv])?;
                 let b = match (q.bias(), k.bias(), v.bias()) {
-                    (Some(bq), Some(bk), Some(bv)) => Some(Tensor::cat(&[bq, bk, bv], 0)?),
+                    (Some(bq), Some(bk), Some(bv)) => {
+                        Some(crate::kernels::segment::stack_rows(&[bq, bk, bv])?)
+                    }
                     _ => None,
                 };
                 if b.is_some() || q.bias().is_none() {

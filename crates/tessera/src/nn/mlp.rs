@@ -28,6 +28,25 @@ pub enum Mlp {
 }
 
 impl Mlp {
+    /// Whether [`Mlp::forward`] runs `x` through the fused kernels alone (a GELU first layer
+    /// fused with its activation, or the stacked gated product; fused output product), no other
+    /// op: what a training segment needs ([`crate::kernels::segment`]). Mirrors `forward`.
+    pub(crate) fn runs_fused(&self, x: &Tensor) -> bool {
+        match self {
+            Mlp::Plain { fc, proj, act } => {
+                matches!(act, Activation::GeluTanh | Activation::Gelu)
+                    && fc.fusable(x).is_some()
+                    && proj.fusable(x).is_some()
+            }
+            Mlp::Gated { gate, up, down, .. } => {
+                matches!(gate.fusable(x), Some((_, false)))
+                    && matches!(up.fusable(x), Some((_, false)))
+                    && (gate.bias().is_some() == up.bias().is_some())
+                    && down.fusable(x).is_some()
+            }
+        }
+    }
+
     /// (B, T, C) -> (B, T, C)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
@@ -40,9 +59,11 @@ impl Mlp {
             } => {
                 if let (Some((wg, false)), Some((wu, false))) = (gate.fusable(x), up.fusable(x)) {
                     // One product of the stacked (2I, C) weight and the gating as one op.
-                    let w = Tensor::cat(&[wg, wu], 0)?;
+                    let w = crate::kernels::segment::stack_rows(&[wg, wu])?;
                     let b = match (gate.bias(), up.bias()) {
-                        (Some(bg), Some(bu)) => Some(Tensor::cat(&[bg, bu], 0)?),
+                        (Some(bg), Some(bu)) => {
+                            Some(crate::kernels::segment::stack_rows(&[bg, bu])?)
+                        }
                         _ => None,
                     };
                     if b.is_some() || gate.bias().is_none() {

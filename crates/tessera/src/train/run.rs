@@ -307,6 +307,9 @@ fn step_vars(
     let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
     let (mut loss_sum, mut items, mut done) = (0.0, 0usize, 0usize);
     for _ in 0..accum {
+        // Sublayers made of fused kernels run as segments (`kernels::segment`): their weights'
+        // gradients wait in the sink until the backward pass is over.
+        let sink = crate::kernels::segment::Sink::install();
         let Some(m) = next(shard)? else { break };
         items += m.items;
         done += 1;
@@ -329,7 +332,8 @@ fn step_vars(
         } else {
             m.loss
         };
-        let store = scaled.backward()?;
+        let mut store = scaled.backward()?;
+        sink.drain_into(&mut store)?;
         for (i, var) in vars.iter().enumerate() {
             let g = store.get(var.as_tensor()).ok_or_else(|| {
                 Error::Input(format!("parameter '{}' received no gradient", name(i)))
