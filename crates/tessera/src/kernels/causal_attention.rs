@@ -17,6 +17,7 @@
 //! The reference is the composition of engine ops in `nn::Attention::forward_reference`.
 
 use super::matmul::{gemm, SendPtr, View};
+use super::segment::Backward;
 use super::{fast_exp, float_dispatch, slice, Float};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
@@ -490,6 +491,12 @@ impl ProjectedAttention {
         F::to_cpu_storage_owned(y)
     }
 
+    fn out_shape(&self, (b, t): (usize, usize)) -> Shape {
+        Shape::from((b, t, self.heads.h * self.heads.d))
+    }
+}
+
+impl Backward for ProjectedAttention {
     fn grads(
         &self,
         x: &Tensor,
@@ -511,10 +518,6 @@ impl ProjectedAttention {
         };
         let all = x.apply_op3_no_bwd(w, &dy.contiguous()?, &grad)?;
         super::linear::split_grads(&all, x, w, b)
-    }
-
-    fn out_shape(&self, (b, t): (usize, usize)) -> Shape {
-        Shape::from((b, t, self.heads.h * self.heads.d))
     }
 }
 
@@ -665,17 +668,5 @@ pub fn projected_causal_attention(
     match b {
         Some(b) => super::segment::apply3(op, &x, &w, &b.contiguous()?),
         None => super::segment::apply2(op, &x, &w),
-    }
-}
-
-impl super::segment::Backward for ProjectedAttention {
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        ProjectedAttention::grads(self, x, w, b, dy)
     }
 }

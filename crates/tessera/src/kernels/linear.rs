@@ -9,6 +9,7 @@
 
 use super::erf::Erf;
 use super::matmul::{filled, gemm, SendPtr, View};
+use super::segment::Backward;
 use super::unary::{map_vec, UnaryFn};
 use super::{float_dispatch, slice, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -213,7 +214,7 @@ struct LinearOp {
     transposed: bool,
 }
 
-impl LinearOp {
+impl Backward for LinearOp {
     fn grads(
         &self,
         x: &Tensor,
@@ -367,7 +368,9 @@ impl<A: UnaryFn> LinearActOp<A> {
         }
         F::to_cpu_storage_owned(y)
     }
+}
 
+impl<A: UnaryFn> Backward for LinearActOp<A> {
     fn grads(
         &self,
         x: &Tensor,
@@ -708,7 +711,9 @@ impl<A: UnaryFn> LinearGatedOp<A> {
         }
         Shape::from(s)
     }
+}
 
+impl<A: UnaryFn> Backward for LinearGatedOp<A> {
     fn grads(
         &self,
         x: &Tensor,
@@ -854,41 +859,5 @@ pub(crate) fn linear_gated<A: UnaryFn>(
     match b {
         Some(b) => super::segment::apply3(op, &x, &w, &b.contiguous()?),
         None => super::segment::apply2(op, &x, &w),
-    }
-}
-
-impl super::segment::Backward for LinearOp {
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        LinearOp::grads(self, x, w, b, dy)
-    }
-}
-
-impl<A: UnaryFn> super::segment::Backward for LinearActOp<A> {
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        LinearActOp::grads(self, x, w, b, dy)
-    }
-}
-
-impl<A: UnaryFn> super::segment::Backward for LinearGatedOp<A> {
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        LinearGatedOp::grads(self, x, w, b, dy)
     }
 }
