@@ -37,6 +37,12 @@ fn ids(v: &[u32]) -> Tensor {
     Tensor::new(v, &Device::Cpu).unwrap().unsqueeze(0).unwrap()
 }
 
+/// (b, t) token ids below the test vocabulary's 50.
+fn random_ids(rng: &mut Rng, b: usize, t: usize) -> Tensor {
+    let v: Vec<u32> = (0..b * t).map(|_| rng.below(50) as u32).collect();
+    Tensor::from_vec(v, (b, t), &Device::Cpu).unwrap()
+}
+
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b)
         .unwrap()
@@ -162,10 +168,7 @@ fn segments_give_the_graphs_gradients() {
     for (name, cfg) in configs() {
         let (p, m) = model(&cfg, DType::F32);
         let mut rng = Rng::new(9);
-        let x: Vec<u32> = (0..3 * 20).map(|_| rng.below(50) as u32).collect();
-        let y: Vec<u32> = (0..3 * 20).map(|_| rng.below(50) as u32).collect();
-        let x = Tensor::from_vec(x, (3, 20), &Device::Cpu).unwrap();
-        let y = Tensor::from_vec(y, (3, 20), &Device::Cpu).unwrap();
+        let (x, y) = (random_ids(&mut rng, 3, 20), random_ids(&mut rng, 3, 20));
         let plain_loss = m.loss(&x, &y, None).unwrap();
         let plain = plain_loss.backward().unwrap();
         let sink = Sink::install();
@@ -208,10 +211,7 @@ fn tiny_model_overfits_one_batch() {
     for (name, cfg) in configs() {
         let (p, m) = model(&cfg, DType::F32);
         let mut rng = Rng::new(5);
-        let x: Vec<u32> = (0..4 * 16).map(|_| rng.below(50) as u32).collect();
-        let y: Vec<u32> = (0..4 * 16).map(|_| rng.below(50) as u32).collect();
-        let x = Tensor::from_vec(x, (4, 16), &Device::Cpu).unwrap();
-        let y = Tensor::from_vec(y, (4, 16), &Device::Cpu).unwrap();
+        let (x, y) = (random_ids(&mut rng, 4, 16), random_ids(&mut rng, 4, 16));
         let mut opt = AdamW::new(&p, 0.9, 0.95, 1e-8, 0.0).unwrap();
         let mut last = f32::INFINITY;
         for _ in 0..300 {

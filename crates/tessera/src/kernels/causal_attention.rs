@@ -17,7 +17,7 @@
 //! The reference is the composition of engine ops in `nn::Attention::forward_reference`.
 
 use super::matmul::{gemm, SendPtr, View};
-use super::segment::Backward;
+use super::segment::{Backward, Grads};
 use super::{fast_exp, float_dispatch, slice, Float};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
@@ -497,13 +497,7 @@ impl ProjectedAttention {
 }
 
 impl Backward for ProjectedAttention {
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    fn grads(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, dy: &Tensor) -> Result<Grads> {
         let qkv = match self.qkv.lock().ok().and_then(|q| q.clone()) {
             Some(q) => q,
             None => candle_core::bail!("projected attention: backward without a forward"),

@@ -9,7 +9,7 @@
 
 use super::erf::Erf;
 use super::matmul::{filled, gemm, SendPtr, View};
-use super::segment::Backward;
+use super::segment::{Backward, Grads};
 use super::unary::{map_vec, UnaryFn};
 use super::{float_dispatch, slice, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -215,13 +215,7 @@ struct LinearOp {
 }
 
 impl Backward for LinearOp {
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    fn grads(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, dy: &Tensor) -> Result<Grads> {
         let grad = LinearGrad {
             transposed: self.transposed,
             bias: b.is_some(),
@@ -371,13 +365,7 @@ impl<A: UnaryFn> LinearActOp<A> {
 }
 
 impl<A: UnaryFn> Backward for LinearActOp<A> {
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    fn grads(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, dy: &Tensor) -> Result<Grads> {
         let pre = match self.pre.lock().ok().and_then(|p| p.clone()) {
             Some(p) => p,
             None => candle_core::bail!("fused linear+activation: backward without a forward"),
@@ -714,13 +702,7 @@ impl<A: UnaryFn> LinearGatedOp<A> {
 }
 
 impl<A: UnaryFn> Backward for LinearGatedOp<A> {
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    fn grads(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, dy: &Tensor) -> Result<Grads> {
         let pre = match self.pre.lock().ok().and_then(|p| p.clone()) {
             Some(p) => p,
             None => candle_core::bail!("gated linear: backward without a forward"),

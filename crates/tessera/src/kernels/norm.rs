@@ -5,6 +5,7 @@
 //!   RMSNorm:   dx = r (g - x̂ mean(g ⊙ x̂)),            dw = Σ_rows dy ⊙ x̂
 
 use super::fast_exp::{sum_by, sum_by_f64};
+use super::segment::Grads;
 use super::{float_dispatch, new_rows, new_rows_in, slice, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -222,24 +223,28 @@ impl CustomOp3 for LayerNorm {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = backward(x, w, dy, self.eps, false)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((Some(dx), Some(dw), db))
     }
 }
 
-/// (dx, dw, db) of a norm from one fused pass (db is meaningless for RMSNorm).
+/// (dx, dw, db) of a norm from one fused pass (db for LayerNorm only: RMSNorm has no bias).
 fn backward(
     x: &Tensor,
     w: &Tensor,
     dy: &Tensor,
     eps: f64,
     rms: bool,
-) -> Result<(Tensor, Tensor, Tensor)> {
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let (n, c) = (x.elem_count(), w.elem_count());
     let all = x.apply_op3_no_bwd(w, &dy.contiguous()?, &NormGrad { eps, rms })?; // [dx | dw | db]
     Ok((
         all.narrow(0, 0, n)?.reshape(x.shape())?,
         all.narrow(0, n, c)?,
-        all.narrow(0, n + c, c)?,
+        if rms {
+            None
+        } else {
+            Some(all.narrow(0, n + c, c)?)
+        },
     ))
 }
 
@@ -383,27 +388,13 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 impl super::segment::Backward for LayerNorm {
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        let (dx, dw, db) = backward(x, w, dy, self.eps, false)?;
-        Ok((dx, dw, Some(db)))
+    fn grads(&self, x: &Tensor, w: &Tensor, _b: Option<&Tensor>, dy: &Tensor) -> Result<Grads> {
+        backward(x, w, dy, self.eps, false)
     }
 }
 
 impl super::segment::Backward for RmsNorm {
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        let (dx, dw, _) = backward(x, w, dy, self.eps, true)?;
-        Ok((dx, dw, None))
+    fn grads(&self, x: &Tensor, w: &Tensor, _b: Option<&Tensor>, dy: &Tensor) -> Result<Grads> {
+        backward(x, w, dy, self.eps, true)
     }
 }

@@ -29,16 +29,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// (d input, d weight, d bias) of a fused op.
+pub(crate) type Grads = (Tensor, Tensor, Option<Tensor>);
+
 /// The backward pass of a fused op with an input, a weight and an optional bias.
 pub(crate) trait Backward: Send + Sync {
-    /// (d input, d weight, d bias) for the output gradient `dy`.
-    fn grads(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        dy: &Tensor,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)>;
+    /// The gradients for the output gradient `dy`.
+    fn grads(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, dy: &Tensor) -> Result<Grads>;
 }
 
 /// One recorded op: its backward, its inputs, its output's id.
@@ -128,8 +125,8 @@ pub fn stack_rows(parts: &[&Tensor]) -> Result<Tensor> {
     let stack = Tensor::cat(&detached, 0)?;
     let rows = parts
         .iter()
-        .map(|p| Ok(((*p).clone(), p.dims().first().copied().unwrap_or(0))))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|p| ((*p).clone(), p.dims().first().copied().unwrap_or(0)))
+        .collect();
     RECORDING.with(|r| {
         if let Some(rec) = r.borrow_mut().as_mut() {
             rec.stacks.insert(stack.id(), rows);
@@ -206,15 +203,19 @@ impl Drop for RecordingGuard {
 /// `x + branch(x)` as one node of the graph, `branch` run as a segment (see the module's
 /// documentation). Every op of `branch` must be one of the fused kernels applied through
 /// [`apply2`] / [`apply3`], in a chain from its input to its output; anything else is an error.
-pub fn residual(x: &Tensor, branch: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-    let sink = match SINK.with(|s| s.borrow().clone()) {
-        Some(s) => s,
-        None => candle_core::bail!("segment: no gradient sink installed"),
+pub fn residual<E: From<candle_core::Error>>(
+    x: &Tensor,
+    branch: impl FnOnce(&Tensor) -> std::result::Result<Tensor, E>,
+) -> std::result::Result<Tensor, E> {
+    let fail = |m: &str| E::from(candle_core::Error::Msg(format!("segment: {m}")));
+    let Some(sink) = SINK.with(|s| s.borrow().clone()) else {
+        return Err(fail("no gradient sink installed"));
     };
     if recording() {
-        candle_core::bail!("segment: segments do not nest");
+        return Err(fail("segments do not nest"));
     }
-    let xd = x.contiguous()?.detach();
+    let x = x.contiguous()?;
+    let xd = x.detach();
     let (out, rec) = {
         RECORDING.with(|r| *r.borrow_mut() = Some(Recording::default()));
         let _end = RecordingGuard;
@@ -228,22 +229,22 @@ pub fn residual(x: &Tensor, branch: impl FnOnce(&Tensor) -> Result<Tensor>) -> R
     let mut at = xd.id();
     for s in &rec.steps {
         if s.x.id() != at {
-            candle_core::bail!(
-                "segment: an op outside the fused kernels ran inside a sublayer (a bug: the \
-                 block should not have started a segment)"
-            );
+            return Err(fail(
+                "an op outside the fused kernels ran inside a sublayer (a bug: the block should \
+                 not have started a segment)",
+            ));
         }
         at = s.y;
     }
     if rec.steps.is_empty() || at != out.id() || out.dims() != x.dims() {
-        candle_core::bail!("segment: the sublayer's output is not its last fused op's");
+        return Err(fail("the sublayer's output is not its last fused op's"));
     }
     let attach = Attach {
         steps: rec.steps,
         stacks: rec.stacks,
         sink,
     };
-    x.contiguous()?.apply_op2(&out.contiguous()?, attach)
+    Ok(x.apply_op2(&out, attach)?)
 }
 
 /// The graph node of a segment: `x + branch` forward; the segment's backward.
@@ -352,11 +353,11 @@ mod tests {
         let x = Var::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
         let w = Var::new(&[[0.5f32, -1.0], [2.0, 0.25]], &Device::Cpu).unwrap();
         // No sink: no segment.
-        assert!(residual(x.as_tensor(), |h| Ok(h.clone())).is_err());
+        assert!(residual(x.as_tensor(), |h| Ok::<_, candle_core::Error>(h.clone())).is_err());
         let sink = Sink::install();
         // An engine op in the branch, or no op at all: an error, not a lost gradient.
         assert!(residual(x.as_tensor(), |h| h * 2.0).is_err());
-        assert!(residual(x.as_tensor(), |h| Ok(h.clone())).is_err());
+        assert!(residual(x.as_tensor(), |h| Ok::<_, candle_core::Error>(h.clone())).is_err());
         // A fused op: x + x Wᵀ, with the graph's gradients.
         let y = residual(x.as_tensor(), |h| {
             super::super::linear::linear(h, w.as_tensor(), None, false)

@@ -99,20 +99,15 @@ impl Block {
                 .as_ref()
                 .is_none_or(|d| d.hidden <= 0.0 && d.attention <= 0.0)
             && crate::kernels::applicable(x);
-        let x = match mixing {
-            Mixing::Causal { rope } if segments && self.attn.runs_fused(x, *rope) => {
-                crate::kernels::segment::residual(x, |x| {
-                    self.attn.mix(&self.norm1.forward(x)?, mixing, None)
-                })?
-            }
-            _ => self.sublayer(&self.norm1, x, &mut drop, |h, d| {
-                Ok(self
-                    .attn
-                    .mix(h, mixing, d.map(|d| (d.attention, &mut *d.rng)))?)
-            })?,
-        };
+        let fused_attn =
+            segments && matches!(mixing, Mixing::Causal { rope } if self.attn.runs_fused(x, *rope));
+        let x = self.sublayer(&self.norm1, x, &mut drop, fused_attn, |h, d| {
+            Ok(self
+                .attn
+                .mix(h, mixing, d.map(|d| (d.attention, &mut *d.rng)))?)
+        })?;
         let x = match (&self.cross, memory) {
-            (Some(c), Some(m)) => self.sublayer(&c.norm, &x, &mut drop, |h, d| {
+            (Some(c), Some(m)) => self.sublayer(&c.norm, &x, &mut drop, false, |h, d| {
                 let mut ad = d.map(|d| Dropout {
                     p: d.attention,
                     rng: &mut *d.rng,
@@ -132,25 +127,27 @@ impl Block {
                 ))
             }
         };
-        if segments && self.mlp.runs_fused(&x) {
-            return Ok(crate::kernels::segment::residual(&x, |x| {
-                self.mlp.forward(&self.norm2.forward(x)?)
-            })?);
-        }
-        self.sublayer(&self.norm2, &x, &mut drop, |h, _| {
+        let fused_mlp = segments && self.mlp.runs_fused(&x);
+        self.sublayer(&self.norm2, &x, &mut drop, fused_mlp, |h, _| {
             Ok(self.mlp.forward(h)?)
         })
     }
 
     /// One residual sublayer `f` with `norm` where the block places it, the branch dropped out
-    /// while training.
+    /// while training. With `segment` (the caller checked: training, pre-norm, no dropout, a
+    /// branch of fused kernels alone) the sublayer is one node of the engine's graph
+    /// ([`crate::kernels::segment::residual`]).
     fn sublayer(
         &self,
         norm: &Norm,
         x: &Tensor,
         drop: &mut Option<&mut BlockDropout<'_>>,
+        segment: bool,
         f: impl FnOnce(&Tensor, Option<&mut BlockDropout<'_>>) -> Result<Tensor>,
     ) -> Result<Tensor> {
+        if segment {
+            return crate::kernels::segment::residual(x, |x| f(&norm.forward(x)?, None));
+        }
         let branch_in = match self.placement {
             NormPlacement::Pre => norm.forward(x)?,
             NormPlacement::Post => x.clone(),

@@ -34,6 +34,14 @@ pub enum QkvProj {
     Split { q: Linear, k: Linear, v: Linear },
 }
 
+/// The dense weights of the projection the fused causal attention takes (see
+/// `Attention::projection`): q, k, v weights (and biases), or a fused weight, its bias and
+/// whether it is stored (in, out).
+enum Projection<'a> {
+    Split([&'a Tensor; 3], Option<[&'a Tensor; 3]>),
+    Fused(&'a Tensor, Option<&'a Tensor>, bool),
+}
+
 /// Self-attention block.
 #[derive(Clone, Debug)]
 pub struct Attention {
@@ -301,33 +309,12 @@ impl Attention {
 
     /// Causal self-attention: x (B, T, C) -> (B, T, C).
     ///
-    /// With a fused q/k/v projection, no rotary positions and no attention dropout (GPT-2-style
-    /// training and scoring) on the CPU, the attention runs as one fused op on the projection's
-    /// output ([`crate::kernels::causal_attention`]); otherwise as
+    /// On the CPU with the default score scale and no attention dropout, a dense projection
+    /// (`Attention::projection`: split q/k/v with or without rotary positions, or a fused one
+    /// without) runs with the attention as one fused op
+    /// ([`crate::kernels::causal_attention::projected_causal_attention`]); adapted or frozen
+    /// projections feed the fused attention on their outputs; otherwise
     /// [`Attention::forward_reference`].
-    /// Whether [`Attention::forward`] (no dropout) runs `x` through the fused projected attention
-    /// and the fused output product alone, no other op: what a training segment needs
-    /// ([`crate::kernels::segment`]). Mirrors the first and third paths of `forward`.
-    pub(crate) fn runs_fused(&self, x: &Tensor, rope: Option<&Rotary>) -> bool {
-        if self.scale.is_some()
-            || !crate::kernels::applicable(x)
-            || x.rank() != 3
-            || self.out.fusable(x).is_none()
-        {
-            return false;
-        }
-        match &self.qkv {
-            QkvProj::Split { q, k, v } => {
-                let plain = |l: &Linear| matches!(l.fusable(x), Some((_, false)));
-                plain(q)
-                    && plain(k)
-                    && plain(v)
-                    && ([q, k, v].iter().all(|l| l.bias().is_some()) || q.bias().is_none())
-            }
-            QkvProj::Fused(l) => rope.is_none() && l.fusable(x).is_some(),
-        }
-    }
-
     pub fn forward(
         &self,
         x: &Tensor,
@@ -335,35 +322,29 @@ impl Attention {
         drop: &mut Option<&mut Dropout<'_>>,
     ) -> Result<Tensor> {
         let no_dropout = drop.as_ref().is_none_or(|d| d.p <= 0.0);
-        let fusable =
-            no_dropout && self.scale.is_none() && crate::kernels::applicable(x) && x.rank() == 3;
-        if let (QkvProj::Split { q, k, v }, true) = (&self.qkv, fusable) {
-            if let (Some((wq, false)), Some((wk, false)), Some((wv, false))) =
-                (q.fusable(x), k.fusable(x), v.fusable(x))
-            {
+        let fusable = no_dropout && self.kernels_apply(x);
+        if let (true, Some(p)) = (fusable, self.projection(x, rope)) {
+            let (w, b, transposed) = match p {
                 // One (q + 2 kv, C) projection from the three (a copy of the weights per call,
-                // small next to the activations), rotary and attention as one op.
-                let w = crate::kernels::segment::stack_rows(&[wq, wk, wv])?;
-                let b = match (q.bias(), k.bias(), v.bias()) {
-                    (Some(bq), Some(bk), Some(bv)) => {
-                        Some(crate::kernels::segment::stack_rows(&[bq, bk, bv])?)
-                    }
-                    _ => None,
-                };
-                if b.is_some() || q.bias().is_none() {
-                    let y = crate::kernels::causal_attention::projected_causal_attention(
-                        x,
-                        &w,
-                        b.as_ref(),
-                        false,
-                        self.num_heads,
-                        self.num_kv_heads,
-                        self.head_dim,
-                        rope.map(Rotary::theta),
-                    )?; // (B, T, H D)
-                    return self.out.forward(&y);
+                // small next to the activations).
+                Projection::Split(w, b) => {
+                    let stack = crate::kernels::segment::stack_rows;
+                    (stack(&w)?, b.map(|b| stack(&b)).transpose()?, false)
                 }
-            }
+                Projection::Fused(w, b, transposed) => (w.clone(), b.cloned(), transposed),
+            };
+            // Projection, rotary and attention as one op: qkv stays inside it.
+            let y = crate::kernels::causal_attention::projected_causal_attention(
+                x,
+                &w,
+                b.as_ref(),
+                transposed,
+                self.num_heads,
+                self.num_kv_heads,
+                self.head_dim,
+                rope.map(Rotary::theta),
+            )?; // (B, T, H D)
+            return self.out.forward(&y);
         }
         if let (QkvProj::Split { q, k, v }, true) = (&self.qkv, fusable) {
             if q.lora().is_some() || q.qmatrix().is_some() {
@@ -382,20 +363,6 @@ impl Attention {
         }
         if let QkvProj::Fused(l) = &self.qkv {
             if rope.is_none() && fusable {
-                if let Some((w, transposed)) = l.fusable(x) {
-                    // Projection and attention as one op: qkv stays inside it.
-                    let y = crate::kernels::causal_attention::projected_causal_attention(
-                        x,
-                        w,
-                        l.bias(),
-                        transposed,
-                        self.num_heads,
-                        self.num_kv_heads,
-                        self.head_dim,
-                        None,
-                    )?; // (B, T, H D)
-                    return self.out.forward(&y);
-                }
                 let qkv = l.forward(x)?; // (B, T, (H + 2 Hkv) D)
                 let y = crate::kernels::causal_attention::causal_attention(
                     &qkv,
@@ -407,6 +374,42 @@ impl Attention {
             }
         }
         self.forward_reference(x, rope, drop)
+    }
+
+    /// Whether the fused kernels apply to `x` at all (dropout aside): the default score scale,
+    /// CPU f32/f64, a (B, T, C) input.
+    fn kernels_apply(&self, x: &Tensor) -> bool {
+        self.scale.is_none() && crate::kernels::applicable(x) && x.rank() == 3
+    }
+
+    /// The projection [`Attention::forward`] fuses with the causal attention, when it does:
+    /// dense q, k, v weights (their biases all or none; a layer without a q bias is taken
+    /// without biases), or a fused projection without rotary positions.
+    fn projection(&self, x: &Tensor, rope: Option<&Rotary>) -> Option<Projection<'_>> {
+        match &self.qkv {
+            QkvProj::Split { q, k, v } => match (q.fusable(x), k.fusable(x), v.fusable(x)) {
+                (Some((wq, false)), Some((wk, false)), Some((wv, false))) => {
+                    let b = match (q.bias(), k.bias(), v.bias()) {
+                        (Some(bq), Some(bk), Some(bv)) => Some([bq, bk, bv]),
+                        _ => None,
+                    };
+                    (b.is_some() || q.bias().is_none())
+                        .then_some(Projection::Split([wq, wk, wv], b))
+                }
+                _ => None,
+            },
+            QkvProj::Fused(l) if rope.is_none() => l
+                .fusable(x)
+                .map(|(w, transposed)| Projection::Fused(w, l.bias(), transposed)),
+            QkvProj::Fused(_) => None,
+        }
+    }
+
+    /// Whether [`Attention::forward`] without dropout runs `x` through the fused projected
+    /// attention and the fused output product alone, no other op: what a training segment needs
+    /// ([`crate::kernels::segment`]).
+    pub(crate) fn runs_fused(&self, x: &Tensor, rope: Option<&Rotary>) -> bool {
+        self.kernels_apply(x) && self.projection(x, rope).is_some() && self.out.fusable(x).is_some()
     }
 
     /// [`Attention::forward`] from engine ops and the separate softmax kernel: q, k, v split into

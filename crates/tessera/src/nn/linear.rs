@@ -180,18 +180,23 @@ impl Linear {
     /// `act'(z) ⊙ dy` from the kept pre-activation z); otherwise the two steps.
     pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         use crate::kernels::linear::{linear_gelu_erf, linear_gelu_tanh};
-        if let (Some((weight, transposed)), None) = (self.fusable(x), &self.lora) {
-            match act {
-                Activation::GeluTanh => {
-                    return linear_gelu_tanh(x, weight, self.bias.as_ref(), transposed)
-                }
-                Activation::Gelu => {
-                    return linear_gelu_erf(x, weight, self.bias.as_ref(), transposed)
-                }
-                Activation::Silu | Activation::Relu => {}
-            }
+        if let Some((weight, transposed)) = self.act_fusable(x, act) {
+            let fused = match act {
+                Activation::GeluTanh => linear_gelu_tanh,
+                _ => linear_gelu_erf,
+            };
+            return fused(x, weight, self.bias.as_ref(), transposed);
         }
         super::mlp::activate(&self.forward(x)?, act)
+    }
+
+    /// [`Linear::fusable`] when [`Linear::forward_act`] fuses `act` into the product (GELU, both
+    /// forms).
+    pub(crate) fn act_fusable(&self, x: &Tensor, act: Activation) -> Option<(&Tensor, bool)> {
+        match act {
+            Activation::GeluTanh | Activation::Gelu => self.fusable(x),
+            Activation::Silu | Activation::Relu => None,
+        }
     }
 
     /// The dense weight and its layout (`true`: stored (in, out)), when the fused CPU kernels

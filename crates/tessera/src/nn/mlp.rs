@@ -34,15 +34,10 @@ impl Mlp {
     pub(crate) fn runs_fused(&self, x: &Tensor) -> bool {
         match self {
             Mlp::Plain { fc, proj, act } => {
-                matches!(act, Activation::GeluTanh | Activation::Gelu)
-                    && fc.fusable(x).is_some()
-                    && proj.fusable(x).is_some()
+                fc.act_fusable(x, *act).is_some() && proj.fusable(x).is_some()
             }
             Mlp::Gated { gate, up, down, .. } => {
-                matches!(gate.fusable(x), Some((_, false)))
-                    && matches!(up.fusable(x), Some((_, false)))
-                    && (gate.bias().is_some() == up.bias().is_some())
-                    && down.fusable(x).is_some()
+                gate_up(gate, up, x).is_some() && down.fusable(x).is_some()
             }
         }
     }
@@ -57,19 +52,12 @@ impl Mlp {
                 down,
                 act,
             } => {
-                if let (Some((wg, false)), Some((wu, false))) = (gate.fusable(x), up.fusable(x)) {
+                if let Some((w, b)) = gate_up(gate, up, x) {
                     // One product of the stacked (2I, C) weight and the gating as one op.
-                    let w = crate::kernels::segment::stack_rows(&[wg, wu])?;
-                    let b = match (gate.bias(), up.bias()) {
-                        (Some(bg), Some(bu)) => {
-                            Some(crate::kernels::segment::stack_rows(&[bg, bu])?)
-                        }
-                        _ => None,
-                    };
-                    if b.is_some() || gate.bias().is_none() {
-                        let g = act.gated_linear_tensor(x, &w, b.as_ref())?; // (B, T, I)
-                        return down.forward(&g);
-                    }
+                    let stack = crate::kernels::segment::stack_rows;
+                    let (w, b) = (stack(&w)?, b.map(|b| stack(&b)).transpose()?);
+                    let g = act.gated_linear_tensor(x, &w, b.as_ref())?; // (B, T, I)
+                    return down.forward(&g);
                 }
                 // act(gate) ⊙ up as one op (the activation's output is not kept for backward).
                 let g = act.gated_tensor(&gate.forward(x)?, &up.forward(x)?)?; // (B, T, I)
@@ -77,4 +65,22 @@ impl Mlp {
             }
         }
     }
+}
+
+/// The gate and up weights (and biases, both or none; taken without biases when the gate has
+/// none) that [`Mlp::forward`] stacks into one fused product, when both are dense and fusable.
+#[allow(clippy::type_complexity)]
+fn gate_up<'a>(
+    gate: &'a Linear,
+    up: &'a Linear,
+    x: &Tensor,
+) -> Option<([&'a Tensor; 2], Option<[&'a Tensor; 2]>)> {
+    let (Some((wg, false)), Some((wu, false))) = (gate.fusable(x), up.fusable(x)) else {
+        return None;
+    };
+    let b = match (gate.bias(), up.bias()) {
+        (Some(bg), Some(bu)) => Some([bg, bu]),
+        _ => None,
+    };
+    (b.is_some() || gate.bias().is_none()).then_some(([wg, wu], b))
 }
